@@ -1,0 +1,331 @@
+//! A sandbox's lifecycle from the engine's side: validate, lock the name, start
+//! the runtime process, boot, serve execs, stop.
+//!
+//! Process model: the runtime is a child of the caller's process in a process
+//! group of its own (terminal signals aimed at the caller do not reach the VM).
+//! Its stdin is one end of a socket pair whose other end only this engine holds:
+//! when the caller's process dies for any reason, the kernel closes that end, the
+//! runtime sees end-of-file and kills the VM. That is the whole no-orphan rule.
+
+use std::fs::{self, File};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use command_fds::{CommandFdExt, FdMapping};
+use msb_protocol::{GuestInit, RootSpec};
+use msb_runtime::control::{
+    files, BootInfo, BootSpec, FromRuntime, RuntimeFailureKind, ToRuntime, LOCK_FD,
+};
+use msb_vmm::{AccelChoice, VmSpec, ROOT_SHARE_TAG};
+use tokio::process::Child;
+use tokio::sync::Mutex;
+
+use crate::config::{ImageSource, SandboxConfig, SandboxOptions};
+use crate::conn::{Lifecycle, RuntimeConn};
+use crate::error::{CreateError, ExecError, StopError};
+use crate::exec::{ExecOptions, ExecOutput, ExecStream};
+use crate::initramfs;
+use crate::paths::EngineSettings;
+
+/// Boot deadline under emulation, from VM launch to the agent's `Ready`.
+const BOOT_TIMEOUT_MS: u64 = 60_000;
+/// Time the guest gets to stop its processes on `stop` before it is killed.
+const STOP_GRACE_MS: u32 = 5_000;
+
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    dir: PathBuf,
+    /// Directories of sandboxes the caller did not name are removed after stop.
+    keep_dir: bool,
+    boot: BootInfo,
+    conn: Arc<RuntimeConn>,
+    runtime: Mutex<Option<Child>>,
+}
+
+impl Sandbox {
+    pub async fn create(
+        settings: &EngineSettings,
+        options: SandboxOptions,
+    ) -> Result<Sandbox, CreateError> {
+        let config = options.validate()?;
+        let ImageSource::Directory(root) = &config.image;
+        if !root.is_dir() {
+            return Err(CreateError::ImageNotFound { path: root.clone() });
+        }
+        settings.check_assets()?;
+
+        let dir = settings.sandbox_dir(&config.name);
+        fs::create_dir_all(&dir).map_err(io_error("create the sandbox directory"))?;
+        let lock = lock_name(&dir, &config.name)?;
+        let initramfs = {
+            let agent = settings.agent.clone();
+            let cache = settings.initramfs_cache();
+            tokio::task::spawn_blocking(move || initramfs::ensure(&agent, &cache))
+                .await
+                .map_err(|e| io_error("write the initramfs")(std::io::Error::other(e)))?
+                .map_err(io_error("write the initramfs"))?
+        };
+        let (mut runtime, conn) = spawn_runtime(settings, &dir, lock)?;
+
+        let spec = boot_spec(&config, root, &initramfs, settings, &dir);
+        let booted = boot(&conn, spec).await;
+        match booted {
+            Ok(boot) => Ok(Sandbox {
+                inner: Arc::new(Inner {
+                    name: config.name,
+                    dir,
+                    keep_dir: config.named,
+                    boot,
+                    conn,
+                    runtime: Mutex::new(Some(runtime)),
+                }),
+            }),
+            Err(failure) => {
+                let _ = runtime.wait().await;
+                let (reason, console_tail) = match failure {
+                    BootFailure::Reported {
+                        reason,
+                        console_tail,
+                    } => (reason, console_tail),
+                    BootFailure::RuntimeDied => (
+                        format!(
+                            "the sandbox runtime exited: {}",
+                            tail_of_file(&dir.join(files::RUNTIME_LOG)).trim()
+                        ),
+                        String::new(),
+                    ),
+                };
+                if !config.named {
+                    let _ = fs::remove_dir_all(&dir);
+                }
+                Err(CreateError::BootFailed {
+                    name: config.name,
+                    reason,
+                    console_tail,
+                })
+            }
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn boot_info(&self) -> &BootInfo {
+        &self.inner.boot
+    }
+
+    /// Whether the VM is still running.
+    pub fn is_running(&self) -> bool {
+        self.inner.conn.lifecycle() == Lifecycle::Running
+    }
+
+    pub async fn exec_stream(
+        &self,
+        program: String,
+        args: Vec<String>,
+        options: ExecOptions,
+    ) -> Result<ExecStream, ExecError> {
+        ExecStream::start(
+            self.inner.conn.clone(),
+            &self.inner.name,
+            program,
+            args,
+            options,
+        )
+        .await
+    }
+
+    pub async fn exec(
+        &self,
+        program: String,
+        args: Vec<String>,
+        options: ExecOptions,
+    ) -> Result<ExecOutput, ExecError> {
+        self.exec_stream(program, args, options)
+            .await?
+            .collect()
+            .await
+    }
+
+    /// Asks the guest to shut down (processes get SIGTERM, then SIGKILL after a
+    /// grace period) and returns without waiting. Stopping a stopped sandbox is a no-op.
+    pub async fn stop(&self) {
+        self.send_control(ToRuntime::Stop {
+            grace_ms: STOP_GRACE_MS,
+        })
+        .await;
+    }
+
+    /// Stops the sandbox and waits until its VM and runtime processes are gone.
+    pub async fn stop_and_wait(&self) -> Result<(), StopError> {
+        self.stop().await;
+        self.wait_for_exit().await
+    }
+
+    /// Kills the VM at once and waits until it and the runtime are gone.
+    pub async fn kill(&self) -> Result<(), StopError> {
+        self.send_control(ToRuntime::Kill).await;
+        self.wait_for_exit().await
+    }
+
+    async fn send_control(&self, msg: ToRuntime) {
+        if let Ok((id, _events)) = self.inner.conn.open_request() {
+            let _ = self.inner.conn.send(id, msg).await;
+            // The reply is the lifecycle change; the route is not needed.
+            self.inner.conn.close_request(id);
+        }
+    }
+
+    async fn wait_for_exit(&self) -> Result<(), StopError> {
+        self.inner.conn.wait_not_running().await;
+        let mut runtime = self.inner.runtime.lock().await;
+        if let Some(mut child) = runtime.take() {
+            child.wait().await.map_err(StopError::Wait)?;
+            if !self.inner.keep_dir {
+                let _ = fs::remove_dir_all(&self.inner.dir);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Takes the sandbox's name lock: an open file with an exclusive `flock`, which
+/// the runtime inherits and holds for as long as it lives.
+fn lock_name(dir: &Path, name: &str) -> Result<File, CreateError> {
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(files::LOCK))
+        .map_err(io_error("open the sandbox lock"))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(CreateError::SandboxExists {
+            name: name.to_string(),
+        }),
+        Err(fs::TryLockError::Error(err)) => Err(io_error("lock the sandbox")(err)),
+    }
+}
+
+fn spawn_runtime(
+    settings: &EngineSettings,
+    dir: &Path,
+    lock: File,
+) -> Result<(Child, Arc<RuntimeConn>), CreateError> {
+    let (ours, theirs) = StdUnixStream::pair().map_err(io_error("create the runtime socket"))?;
+    ours.set_nonblocking(true)
+        .map_err(io_error("create the runtime socket"))?;
+    let log =
+        File::create(dir.join(files::RUNTIME_LOG)).map_err(io_error("create the runtime log"))?;
+    let mut command = tokio::process::Command::new(&settings.runtime);
+    command
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .kill_on_drop(false);
+    command
+        .fd_mappings(vec![FdMapping {
+            parent_fd: lock.into(),
+            child_fd: LOCK_FD,
+        }])
+        .expect("a single mapping cannot collide");
+    let child = command
+        .spawn()
+        .map_err(io_error("start the sandbox runtime"))?;
+    // Release the parent's copies of the runtime's socket end and of the lock.
+    drop(command);
+    let ours = tokio::net::UnixStream::from_std(ours).map_err(io_error("runtime socket"))?;
+    Ok((child, RuntimeConn::start(ours)))
+}
+
+fn boot_spec(
+    config: &SandboxConfig,
+    root: &Path,
+    initramfs: &Path,
+    settings: &EngineSettings,
+    dir: &Path,
+) -> BootSpec {
+    BootSpec {
+        vm: VmSpec {
+            kernel: settings.kernel.clone(),
+            initramfs: initramfs.to_path_buf(),
+            cpus: config.cpus,
+            memory_mib: config.memory_mib,
+            root_share: root.to_path_buf(),
+            accel: accel_choice(),
+            kernel_args: vec![],
+        },
+        guest: GuestInit {
+            hostname: config.name.clone(),
+            root: RootSpec::Virtio9p {
+                tag: ROOT_SHARE_TAG.to_string(),
+            },
+            env: config.env.clone(),
+            workdir: config.workdir.clone(),
+        },
+        sandbox_dir: dir.to_path_buf(),
+        boot_timeout_ms: BOOT_TIMEOUT_MS,
+    }
+}
+
+/// `MSB_ACCEL=kvm|tcg` forces an accelerator; anything else lets the probe decide.
+fn accel_choice() -> AccelChoice {
+    match std::env::var("MSB_ACCEL").as_deref() {
+        Ok("kvm") => AccelChoice::Kvm,
+        Ok("tcg") => AccelChoice::Tcg,
+        _ => AccelChoice::Auto,
+    }
+}
+
+enum BootFailure {
+    Reported {
+        reason: String,
+        console_tail: String,
+    },
+    RuntimeDied,
+}
+
+async fn boot(conn: &RuntimeConn, spec: BootSpec) -> Result<BootInfo, BootFailure> {
+    let (id, mut replies) = conn.open_request().map_err(|_| BootFailure::RuntimeDied)?;
+    let reply = match conn.send(id, ToRuntime::Boot(Box::new(spec))).await {
+        Ok(()) => replies.recv().await,
+        Err(_) => None,
+    };
+    conn.close_request(id);
+    match reply {
+        Some(FromRuntime::Booted(info)) => Ok(info),
+        Some(FromRuntime::Failed(failure)) => {
+            let reason = match failure.kind {
+                RuntimeFailureKind::Launch => format!("cannot launch the VM: {}", failure.message),
+                _ => failure.message,
+            };
+            Err(BootFailure::Reported {
+                reason,
+                console_tail: failure.console_tail,
+            })
+        }
+        _ => Err(BootFailure::RuntimeDied),
+    }
+}
+
+fn io_error(what: &'static str) -> impl Fn(std::io::Error) -> CreateError {
+    move |source| CreateError::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+fn tail_of_file(path: &Path) -> String {
+    let bytes = fs::read(path).unwrap_or_default();
+    let start = bytes.len().saturating_sub(2048);
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}

@@ -1,0 +1,89 @@
+//! Messages between the runtime and its client, framed like agent messages
+//! ([`msb_protocol::FrameCodec`]). Agent requests and events travel inside
+//! [`ToRuntime::Agent`] and [`FromRuntime::Agent`] under the agent request id.
+
+use std::path::PathBuf;
+
+use msb_protocol::{GuestInit, GuestMessage, HostMessage};
+use msb_vmm::{Accel, VmSpec};
+use serde::{Deserialize, Serialize};
+
+/// The runtime's stdin is the client connection; this fd carries the sandbox's
+/// lock, held for as long as the runtime lives.
+pub const LOCK_FD: i32 = 3;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToRuntime {
+    /// First message: start the VM. Answered by `Booted` or `Failed`.
+    Boot(Box<BootSpec>),
+    /// Forward to the agent.
+    Agent(HostMessage),
+    /// Ask the guest to shut down; kill it after `grace_ms`. Answered by `Stopped`.
+    Stop { grace_ms: u32 },
+    /// Kill the VM now. Answered by `Stopped`.
+    Kill,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromRuntime {
+    Booted(BootInfo),
+    Agent(GuestMessage),
+    /// The VM is gone. Answers `Stop`/`Kill`, or arrives with id 0 when the VM
+    /// ended on its own. The runtime exits after sending it.
+    Stopped(VmExit),
+    Failed(RuntimeFailure),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootSpec {
+    pub vm: VmSpec,
+    pub guest: GuestInit,
+    /// Where the console and VMM logs go.
+    pub sandbox_dir: PathBuf,
+    /// From launch to the agent's `Ready`.
+    pub boot_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootInfo {
+    pub accel: Accel,
+    pub vm_pid: u32,
+    pub agent_version: String,
+    /// From launch to the agent's `Ready`.
+    pub boot_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmExit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Whether the client asked for it (stop, kill) or the VM ended by itself.
+    pub requested: bool,
+    pub console_tail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeFailure {
+    pub kind: RuntimeFailureKind,
+    pub message: String,
+    /// The end of the kernel console, for boot failures.
+    pub console_tail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RuntimeFailureKind {
+    /// The VMM could not be started (missing kernel, no QEMU, KVM refused).
+    Launch,
+    /// The VM started but the agent never became ready.
+    Boot,
+    /// The client broke the protocol (e.g. a request before `Boot`).
+    BadRequest,
+}
+
+/// Names of the files the runtime writes in the sandbox directory.
+pub mod files {
+    pub const CONSOLE_LOG: &str = "console.log";
+    pub const VMM_LOG: &str = "vmm.log";
+    pub const RUNTIME_LOG: &str = "runtime.log";
+    pub const LOCK: &str = "lock";
+}

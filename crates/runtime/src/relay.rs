@@ -1,0 +1,460 @@
+//! Boot the VM, then relay between client and agent until the VM is gone.
+//!
+//! Single task, single thread: one `select!` loop owns the client connection,
+//! the agent channel and the VM process, so no state is shared. The console is
+//! recorded by a task of its own. The loop ends when the VM exits; if the client
+//! goes away first (its process died), the VM is killed: a sandbox never
+//! outlives the process that attached to it.
+//!
+//! Trust: the guest is hostile. Frames it sends are size-checked by the codec;
+//! output beyond the credit the client granted, or a second greeting, is a
+//! protocol violation that kills the VM.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use msb_protocol::{check_version, Envelope, FrameCodec, GuestMessage, HostMessage, NO_REQUEST};
+use msb_vmm::{Backend, GuestLinks, Qemu, VmProcess};
+use tokio::net::UnixStream;
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+
+use crate::console::{self, ConsoleTail};
+use crate::control::{
+    files, BootInfo, BootSpec, FromRuntime, RuntimeFailure, RuntimeFailureKind, ToRuntime, VmExit,
+};
+
+type ClientLink = Framed<UnixStream, FrameCodec<ToRuntime, FromRuntime>>;
+type AgentLink = Framed<UnixStream, FrameCodec<GuestMessage, HostMessage>>;
+
+/// Id the runtime uses for its own `Init` request.
+const INIT_ID: u64 = u64::MAX;
+
+/// How long to wait for the console to drain after the VM died, for error reports.
+const CONSOLE_DRAIN: Duration = Duration::from_millis(500);
+
+/// Serves one client connection for the life of one VM.
+pub async fn run(client: UnixStream) -> std::io::Result<()> {
+    let mut client = Framed::new(client, FrameCodec::new());
+    let (boot_id, spec) = match client.next().await {
+        None => return Ok(()),
+        Some(Err(err)) => return Err(std::io::Error::other(err)),
+        Some(Ok(Envelope {
+            id,
+            msg: ToRuntime::Boot(spec),
+        })) => (id, spec),
+        Some(Ok(Envelope { id, .. })) => {
+            let failure = failure(
+                RuntimeFailureKind::BadRequest,
+                "the first request must be Boot",
+            );
+            let _ = client
+                .send(Envelope::new(id, FromRuntime::Failed(failure)))
+                .await;
+            return Ok(());
+        }
+    };
+
+    let mut vm = match Vm::launch(&spec) {
+        Ok(vm) => vm,
+        Err(failure) => {
+            let _ = client
+                .send(Envelope::new(boot_id, FromRuntime::Failed(failure)))
+                .await;
+            return Ok(());
+        }
+    };
+    let booted = tokio::select! {
+        booted = vm.boot(&spec) => booted,
+        // The client left while the VM was booting: nobody will use it.
+        _ = client.next() => {
+            vm.kill().await;
+            return Ok(());
+        }
+    };
+    match booted {
+        Ok(info) => {
+            tracing::info!(accel = ?info.accel, boot_ms = info.boot_ms, "sandbox ready");
+            client
+                .send(Envelope::new(boot_id, FromRuntime::Booted(info)))
+                .await
+                .map_err(std::io::Error::other)?;
+        }
+        Err(mut failure) => {
+            vm.kill().await;
+            failure.console_tail = vm.final_console_tail().await;
+            tracing::warn!(message = %failure.message, "boot failed");
+            let _ = client
+                .send(Envelope::new(boot_id, FromRuntime::Failed(failure)))
+                .await;
+            return Ok(());
+        }
+    }
+    relay(client, vm).await
+}
+
+fn failure(kind: RuntimeFailureKind, message: impl Into<String>) -> RuntimeFailure {
+    RuntimeFailure {
+        kind,
+        message: message.into(),
+        console_tail: String::new(),
+    }
+}
+
+struct Vm {
+    process: VmProcess,
+    agent: AgentLink,
+    console_tail: ConsoleTail,
+    console_task: JoinHandle<()>,
+    vmm_log: std::path::PathBuf,
+    launched: Instant,
+}
+
+impl Vm {
+    fn launch(spec: &BootSpec) -> Result<Vm, RuntimeFailure> {
+        let launch_failure = |what: &str, err: &dyn std::fmt::Display| {
+            failure(RuntimeFailureKind::Launch, format!("{what}: {err}"))
+        };
+        let (agent_host, agent_guest) =
+            socket_pair().map_err(|e| launch_failure("agent channel", &e))?;
+        let (console_host, console_guest) =
+            socket_pair().map_err(|e| launch_failure("console channel", &e))?;
+        let vmm_log = spec.sandbox_dir.join(files::VMM_LOG);
+        let vmm_log_file = File::create(&vmm_log).map_err(|e| launch_failure("vmm log", &e))?;
+        let links = GuestLinks {
+            agent: agent_guest.into(),
+            console: console_guest.into(),
+        };
+        let launched = Instant::now();
+        let process = Qemu::from_env()
+            .launch(&spec.vm, links, vmm_log_file)
+            .map_err(|e| launch_failure("cannot start the VM", &error_chain(&e)))?;
+
+        let console_tail = ConsoleTail::default();
+        let console_path = spec.sandbox_dir.join(files::CONSOLE_LOG);
+        let tail = console_tail.clone();
+        let console_task = tokio::spawn(async move {
+            if let Err(err) = console::record(console_host, &console_path, tail).await {
+                tracing::warn!(%err, "console recording stopped");
+            }
+        });
+        Ok(Vm {
+            process,
+            agent: Framed::new(agent_host, FrameCodec::new()),
+            console_tail,
+            console_task,
+            vmm_log,
+            launched,
+        })
+    }
+
+    /// Waits for the agent's greeting, sends `Init` and waits for `Ready`.
+    async fn boot(&mut self, spec: &BootSpec) -> Result<BootInfo, RuntimeFailure> {
+        let deadline = self.launched + Duration::from_millis(spec.boot_timeout_ms);
+        let hello = match self.next_boot_message(deadline).await? {
+            Envelope {
+                id: NO_REQUEST,
+                msg: GuestMessage::Hello(hello),
+            } => hello,
+            other => {
+                return Err(boot_failure(format!(
+                    "expected the agent's greeting, got {other:?}"
+                )))
+            }
+        };
+        check_version(&hello).map_err(|e| boot_failure(e.to_string()))?;
+        self.agent
+            .send(Envelope::new(
+                INIT_ID,
+                HostMessage::Init(spec.guest.clone()),
+            ))
+            .await
+            .map_err(|e| boot_failure(format!("agent channel failed: {e}")))?;
+        match self.next_boot_message(deadline).await? {
+            Envelope {
+                id: INIT_ID,
+                msg: GuestMessage::Ready,
+            } => {}
+            Envelope {
+                id: INIT_ID,
+                msg: GuestMessage::Failed(f),
+            } => return Err(boot_failure(format!("guest setup failed: {}", f.message))),
+            other => return Err(boot_failure(format!("expected Ready, got {other:?}"))),
+        }
+        Ok(BootInfo {
+            accel: self.process.accel,
+            vm_pid: self.process.child.id().unwrap_or(0),
+            agent_version: hello.agent_version,
+            boot_ms: self.launched.elapsed().as_millis() as u64,
+        })
+    }
+
+    async fn next_boot_message(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<Envelope<GuestMessage>, RuntimeFailure> {
+        tokio::select! {
+            frame = self.agent.next() => match frame {
+                Some(Ok(envelope)) => Ok(envelope),
+                Some(Err(err)) => Err(boot_failure(format!("agent channel failed: {err}"))),
+                None => Err(boot_failure("agent channel closed during boot")),
+            },
+            status = self.process.child.wait() => {
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                let vmm = tail_of_file(&self.vmm_log, 2048);
+                let mut message = format!("the VM exited during boot ({status})");
+                if !vmm.trim().is_empty() {
+                    message.push_str(": ");
+                    message.push_str(vmm.trim());
+                }
+                Err(boot_failure(message))
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => Err(boot_failure(format!(
+                "the guest agent was not ready within {} ms",
+                deadline.duration_since(self.launched).as_millis()
+            ))),
+        }
+    }
+
+    async fn kill(&mut self) {
+        let _ = self.process.child.kill().await;
+    }
+
+    /// The console's last lines once the VM is dead and its console drained.
+    async fn final_console_tail(&mut self) -> String {
+        let _ = tokio::time::timeout(CONSOLE_DRAIN, &mut self.console_task).await;
+        self.console_tail.text()
+    }
+}
+
+fn boot_failure(message: impl Into<String>) -> RuntimeFailure {
+    failure(RuntimeFailureKind::Boot, message)
+}
+
+/// Credit the client has granted the guest per exec, minus output already sent.
+#[derive(Default)]
+struct Credits(HashMap<u64, u64>);
+
+impl Credits {
+    fn on_host(&mut self, id: u64, msg: &HostMessage) {
+        match msg {
+            HostMessage::Exec(request) => {
+                self.0.insert(id, request.output_window as u64);
+            }
+            HostMessage::Credit(bytes) => {
+                if let Some(window) = self.0.get_mut(&id) {
+                    *window += *bytes as u64;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks a guest message against the protocol; `Err` names the violation.
+    fn on_guest(&mut self, id: u64, msg: &GuestMessage) -> Result<(), String> {
+        match msg {
+            GuestMessage::Stdout(data) | GuestMessage::Stderr(data) => match self.0.get_mut(&id) {
+                Some(window) if *window >= data.len() as u64 => {
+                    *window -= data.len() as u64;
+                    Ok(())
+                }
+                Some(_) => Err(format!("request {id}: output beyond the granted credit")),
+                None => Err(format!("request {id}: output for no running exec")),
+            },
+            GuestMessage::Hello(_) | GuestMessage::Ready => {
+                Err("greeting or ready after boot".to_string())
+            }
+            msg if msg.ends_request() => {
+                self.0.remove(&id);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Relays until the VM exits. Owns everything; see the module doc.
+async fn relay(mut client: ClientLink, mut vm: Vm) -> std::io::Result<()> {
+    let mut credits = Credits::default();
+    let mut agent_open = true;
+    // (request id to answer, deadline for the guest to finish shutting down)
+    let mut stopping: Option<(u64, Instant)> = None;
+    let mut violation: Option<String> = None;
+
+    let status = loop {
+        let stop_deadline = stopping.map(|(_, deadline)| deadline);
+        tokio::select! {
+            status = vm.process.child.wait() => break status,
+            frame = client.next() => match frame {
+                Some(Ok(Envelope { id, msg })) => match msg {
+                    ToRuntime::Agent(msg) => {
+                        credits.on_host(id, &msg);
+                        if agent_open && vm.agent.send(Envelope::new(id, msg)).await.is_err() {
+                            agent_open = false;
+                        }
+                    }
+                    ToRuntime::Stop { grace_ms } => {
+                        if agent_open {
+                            let _ = vm.agent.send(Envelope::new(id, HostMessage::Shutdown)).await;
+                        }
+                        let deadline = Instant::now() + Duration::from_millis(grace_ms as u64);
+                        stopping = Some((id, stopping.map_or(deadline, |(_, d)| d.min(deadline))));
+                    }
+                    ToRuntime::Kill => {
+                        let _ = vm.process.child.start_kill();
+                        stopping = Some((id, Instant::now()));
+                    }
+                    ToRuntime::Boot(_) => {
+                        let reply = failure(RuntimeFailureKind::BadRequest, "already booted");
+                        client.send(Envelope::new(id, FromRuntime::Failed(reply))).await
+                            .map_err(std::io::Error::other)?;
+                    }
+                },
+                // The client's process is gone (or spoke garbage): the sandbox goes too.
+                None | Some(Err(_)) => {
+                    tracing::info!("client left; killing the VM");
+                    vm.kill().await;
+                    return Ok(());
+                }
+            },
+            frame = vm.agent.next(), if agent_open => match frame {
+                Some(Ok(Envelope { id, msg })) => {
+                    if let Err(reason) = credits.on_guest(id, &msg) {
+                        tracing::warn!(%reason, "guest protocol violation; killing the VM");
+                        violation = Some(reason);
+                        agent_open = false;
+                        let _ = vm.process.child.start_kill();
+                        continue;
+                    }
+                    client.send(Envelope::new(id, FromRuntime::Agent(msg))).await
+                        .map_err(std::io::Error::other)?;
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(%err, "agent channel failed; killing the VM");
+                    violation = Some(format!("agent channel failed: {err}"));
+                    agent_open = false;
+                    let _ = vm.process.child.start_kill();
+                }
+                None => agent_open = false,
+            },
+            _ = sleep_until_opt(stop_deadline) => {
+                tracing::info!("guest did not stop in time; killing the VM");
+                let _ = vm.process.child.start_kill();
+                stopping = stopping.map(|(id, _)| (id, Instant::now() + Duration::from_secs(3600)));
+            }
+        }
+    };
+
+    let (code, signal) = match status {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            (status.code(), status.signal())
+        }
+        Err(_) => (None, None),
+    };
+    let mut console_tail = vm.final_console_tail().await;
+    if let Some(reason) = violation {
+        console_tail.push_str(&format!("\n[microsandbox: VM killed: {reason}]\n"));
+    }
+    let exit = VmExit {
+        code,
+        signal,
+        requested: stopping.is_some(),
+        console_tail,
+    };
+    tracing::info!(?code, ?signal, requested = exit.requested, "VM exited");
+    let answer_id = stopping.map_or(NO_REQUEST, |(id, _)| id);
+    let _ = client
+        .send(Envelope::new(answer_id, FromRuntime::Stopped(exit)))
+        .await;
+    Ok(())
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn socket_pair() -> std::io::Result<(UnixStream, StdUnixStream)> {
+    let (host, guest) = StdUnixStream::pair()?;
+    host.set_nonblocking(true)?;
+    Ok((UnixStream::from_std(host)?, guest))
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn tail_of_file(path: &Path, max: usize) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let start = bytes.len().saturating_sub(max);
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msb_protocol::{ExecRequest, ExitStatus, StdinMode};
+
+    fn exec(window: u32) -> HostMessage {
+        HostMessage::Exec(ExecRequest {
+            program: "true".into(),
+            args: vec![],
+            env: vec![],
+            cwd: None,
+            stdin: StdinMode::Null,
+            output_window: window,
+        })
+    }
+
+    #[test]
+    fn output_within_credit_passes_and_beyond_it_is_a_violation() {
+        let mut credits = Credits::default();
+        credits.on_host(5, &exec(10));
+        assert!(credits
+            .on_guest(5, &GuestMessage::Stdout(vec![0; 6]))
+            .is_ok());
+        assert!(credits
+            .on_guest(5, &GuestMessage::Stderr(vec![0; 4]))
+            .is_ok());
+        assert!(credits
+            .on_guest(5, &GuestMessage::Stdout(vec![0; 1]))
+            .is_err());
+        credits.on_host(5, &HostMessage::Credit(3));
+        assert!(credits
+            .on_guest(5, &GuestMessage::Stdout(vec![0; 3]))
+            .is_ok());
+    }
+
+    #[test]
+    fn output_after_exit_or_for_unknown_ids_is_a_violation() {
+        let mut credits = Credits::default();
+        credits.on_host(1, &exec(100));
+        let exited = GuestMessage::Exited(ExitStatus {
+            code: Some(0),
+            signal: None,
+        });
+        assert!(credits.on_guest(1, &exited).is_ok());
+        assert!(credits.on_guest(1, &GuestMessage::Stdout(vec![1])).is_err());
+        assert!(credits.on_guest(9, &GuestMessage::Stdout(vec![1])).is_err());
+    }
+
+    #[test]
+    fn a_second_greeting_is_a_violation() {
+        let mut credits = Credits::default();
+        assert!(credits.on_guest(0, &GuestMessage::Ready).is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! QEMU backend: `qemu-system-x86_64 -M microvm`, virtio-mmio devices, every
+//! host link an inherited file descriptor.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use command_fds::{CommandFdExt, FdMapping};
+
+use crate::{Accel, Backend, GuestLinks, LaunchError, VmProcess, VmSpec, ROOT_SHARE_TAG};
+
+/// Fd numbers the links get inside QEMU.
+const AGENT_FD: i32 = 3;
+const CONSOLE_FD: i32 = 4;
+
+/// Kernel arguments every guest gets. `reboot=t`: with no ACPI a triple fault is
+/// the fast way out, and QEMU runs with `-no-reboot`, so the guest's reboot ends
+/// the VM. `panic=-1`: a panicking guest reboots, i.e. exits, at once.
+const BASE_KERNEL_ARGS: &str = "console=ttyS0 reboot=t panic=-1 quiet mitigations=off";
+
+pub struct Qemu {
+    binary: PathBuf,
+}
+
+impl Qemu {
+    /// Uses `MSB_QEMU` when set, else `qemu-system-x86_64` from `PATH`.
+    pub fn from_env() -> Self {
+        let binary = std::env::var_os("MSB_QEMU")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"));
+        Self { binary }
+    }
+}
+
+impl Backend for Qemu {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn launch(
+        &self,
+        spec: &VmSpec,
+        links: GuestLinks,
+        vmm_log: File,
+    ) -> Result<VmProcess, LaunchError> {
+        require(&spec.kernel, "guest kernel")?;
+        require(&spec.initramfs, "guest initramfs")?;
+        require(&spec.root_share, "root directory")?;
+        let accel = Accel::resolve(spec.accel)?;
+
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .args(qemu_args(spec, accel))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(vmm_log)
+            .kill_on_drop(true);
+        command
+            .fd_mappings(vec![
+                map(links.agent, AGENT_FD),
+                map(links.console, CONSOLE_FD),
+            ])
+            .expect("the link fd numbers are distinct");
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                // The VM must not outlive the runtime that owns its links.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|source| LaunchError::Spawn {
+            program: self.binary.display().to_string(),
+            source,
+        })?;
+        // `command` holds the parent's copies of the links; drop them now so that
+        // the guest ends live only in QEMU.
+        drop(command);
+        Ok(VmProcess { child, accel })
+    }
+}
+
+fn map(fd: OwnedFd, child_fd: i32) -> FdMapping {
+    FdMapping {
+        parent_fd: fd,
+        child_fd,
+    }
+}
+
+fn require(path: &Path, what: &'static str) -> Result<(), LaunchError> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(LaunchError::MissingFile {
+            what,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// The QEMU command line for `spec`, links at [`AGENT_FD`] and [`CONSOLE_FD`].
+fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
+    let mut cmdline = BASE_KERNEL_ARGS.to_string();
+    for arg in &spec.kernel_args {
+        cmdline.push(' ');
+        cmdline.push_str(arg);
+    }
+    let accel = match accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+    };
+    let root = spec.root_share.display().to_string();
+    [
+        // No ACPI, PCI or firmware tables: virtio-mmio devices announced on the
+        // kernel command line, which QEMU appends itself when ACPI is off.
+        "-M",
+        "microvm,acpi=off,x-option-roms=off",
+        "-accel",
+        accel,
+        "-cpu",
+        if accel == "kvm" { "host" } else { "max" },
+        "-smp",
+        &spec.cpus.to_string(),
+        "-m",
+        &format!("{}M", spec.memory_mib),
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
+        "-kernel",
+        &spec.kernel.display().to_string(),
+        "-initrd",
+        &spec.initramfs.display().to_string(),
+        "-append",
+        &cmdline,
+        "-chardev",
+        &format!("socket,id=console,fd={CONSOLE_FD}"),
+        "-serial",
+        "chardev:console",
+        "-device",
+        "virtio-serial-device",
+        "-chardev",
+        &format!("socket,id=agent,fd={AGENT_FD}"),
+        "-device",
+        "virtserialport,chardev=agent,name=agent",
+        "-fsdev",
+        // security_model=none: the guest sees the files' real owners and modes;
+        // readonly: the image is never written, writes go to the guest's overlay.
+        &format!(
+            "local,id=root,path={},security_model=none,readonly=on",
+            escape_option(&root)
+        ),
+        "-device",
+        &format!("virtio-9p-device,fsdev=root,mount_tag={ROOT_SHARE_TAG}"),
+        "-device",
+        "virtio-rng-device",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// QEMU option values separate keys with commas; a literal comma is doubled.
+fn escape_option(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AccelChoice;
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            kernel: "/k/vmlinux".into(),
+            initramfs: "/k/initramfs".into(),
+            cpus: 2,
+            memory_mib: 512,
+            root_share: "/images/a,b".into(),
+            accel: AccelChoice::Tcg,
+            kernel_args: vec!["msb.extra=1".into()],
+        }
+    }
+
+    fn value_after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn wires_links_to_inherited_fds_and_sizes_the_machine() {
+        let args = qemu_args(&spec(), Accel::Tcg);
+        assert_eq!(value_after(&args, "-accel"), ["tcg"]);
+        assert_eq!(value_after(&args, "-smp"), ["2"]);
+        assert_eq!(value_after(&args, "-m"), ["512M"]);
+        let chardevs = value_after(&args, "-chardev");
+        assert!(chardevs.contains(&"socket,id=agent,fd=3"));
+        assert!(chardevs.contains(&"socket,id=console,fd=4"));
+        let cmdline = value_after(&args, "-append")[0];
+        assert!(cmdline.starts_with("console=ttyS0 reboot=t"));
+        assert!(cmdline.ends_with(" msb.extra=1"));
+        assert!(args.contains(&"-no-reboot".to_string()));
+    }
+
+    #[test]
+    fn shares_the_root_read_only_with_commas_escaped() {
+        let args = qemu_args(&spec(), Accel::Tcg);
+        let fsdev = value_after(&args, "-fsdev")[0];
+        assert!(fsdev.contains("path=/images/a,,b,"));
+        assert!(fsdev.contains("readonly=on"));
+    }
+
+    #[test]
+    fn kvm_uses_the_host_cpu_model() {
+        let args = qemu_args(&spec(), Accel::Kvm);
+        assert_eq!(value_after(&args, "-accel"), ["kvm"]);
+        assert_eq!(value_after(&args, "-cpu"), ["host"]);
+    }
+}

@@ -1,0 +1,50 @@
+//! msb-agent: PID 1 of every microsandbox guest.
+//!
+//! Boot: mount /proc, /sys and /dev, open the virtio-serial port named `agent`,
+//! greet the host, wait for `Init`, assemble the root filesystem and switch into
+//! it, then serve requests until the host asks for shutdown or goes away. Any
+//! fatal error powers the VM off: PID 1 must never return.
+//!
+//! Threading: one current-thread tokio runtime. The dispatcher task reads host
+//! frames and routes them; one writer task owns the port's write half, fed by a
+//! channel; each exec runs in its own task; the reaper task is the only caller
+//! of `waitpid`, since as PID 1 the agent also inherits every orphan.
+
+mod channel;
+mod exec;
+mod reaper;
+mod rootfs;
+mod server;
+mod system;
+
+fn main() {
+    if std::process::id() != 1 {
+        eprintln!("msb-agent: must run as PID 1 inside a microsandbox guest");
+        std::process::exit(2);
+    }
+    if let Err(err) = system::early_mounts() {
+        system::log(&format!("early mounts failed: {err}"));
+        system::power_off();
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if cmdline.split_whitespace().any(|arg| arg == "msb.exit_now") {
+        // Boot-time baseline for the benchmark: the same kernel and initramfs,
+        // stopping the moment PID 1 runs.
+        system::power_off();
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            system::log(&format!("cannot start the async runtime: {err}"));
+            system::power_off();
+        }
+    };
+    match runtime.block_on(server::serve()) {
+        Ok(()) => system::log("host asked for shutdown"),
+        Err(err) => system::log(&format!("stopping: {err}")),
+    }
+    system::power_off();
+}

@@ -1,0 +1,118 @@
+//! Assembles the sandbox's root: the image read-only underneath, a writable
+//! tmpfs upper on top (overlayfs), then moves it over `/` and enters it, the
+//! way switch_root does. The image share is never written.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use msb_protocol::RootSpec;
+use nix::mount::{mount, MsFlags};
+
+const LOWER: &str = "/msb/lower";
+const WRITABLE: &str = "/msb/rw";
+const NEW_ROOT: &str = "/msb/root";
+
+/// 9p options: the image is immutable while the sandbox runs, so the guest may
+/// cache it aggressively; a large msize cuts round trips under emulation.
+const NINEP_OPTIONS: &str = "trans=virtio,version=9p2000.L,cache=loose,msize=524288";
+
+pub fn assemble(spec: &RootSpec) -> io::Result<()> {
+    match spec {
+        RootSpec::Virtio9p { tag } => {
+            mkdir(LOWER)?;
+            mount_fs(tag, LOWER, "9p", MsFlags::MS_RDONLY, Some(NINEP_OPTIONS))?;
+        }
+    }
+    mkdir(WRITABLE)?;
+    mount_fs(
+        "tmpfs",
+        WRITABLE,
+        "tmpfs",
+        MsFlags::empty(),
+        Some("mode=0755"),
+    )?;
+    mkdir(format!("{WRITABLE}/upper"))?;
+    mkdir(format!("{WRITABLE}/work"))?;
+    mkdir(NEW_ROOT)?;
+    mount_fs(
+        "overlay",
+        NEW_ROOT,
+        "overlay",
+        MsFlags::empty(),
+        Some(&format!(
+            "lowerdir={LOWER},upperdir={WRITABLE}/upper,workdir={WRITABLE}/work"
+        )),
+    )?;
+    mount_kernel_filesystems(Path::new(NEW_ROOT))?;
+    enter(NEW_ROOT)
+}
+
+fn mount_kernel_filesystems(root: &Path) -> io::Result<()> {
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let mounts: [(&str, &str, &str, MsFlags, Option<&str>); 6] = [
+        (
+            "proc",
+            "proc",
+            "proc",
+            nosuid_nodev | MsFlags::MS_NOEXEC,
+            None,
+        ),
+        (
+            "sysfs",
+            "sys",
+            "sysfs",
+            nosuid_nodev | MsFlags::MS_NOEXEC,
+            None,
+        ),
+        ("devtmpfs", "dev", "devtmpfs", MsFlags::MS_NOSUID, None),
+        (
+            "devpts",
+            "dev/pts",
+            "devpts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        ),
+        ("tmpfs", "dev/shm", "tmpfs", nosuid_nodev, Some("mode=1777")),
+        ("tmpfs", "run", "tmpfs", nosuid_nodev, Some("mode=0755")),
+    ];
+    for (source, target, fstype, flags, data) in mounts {
+        let target = root.join(target);
+        mkdir(&target)?;
+        mount_fs(source, &target, fstype, flags, data)?;
+    }
+    Ok(())
+}
+
+/// Moves `new_root` over `/` and makes it this process's root; children inherit it.
+fn enter(new_root: &str) -> io::Result<()> {
+    std::env::set_current_dir(new_root)?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|err| with_context(err, "move the new root over /"))?;
+    nix::unistd::chroot(".").map_err(|err| with_context(err, "chroot into the new root"))?;
+    std::env::set_current_dir("/")
+}
+
+fn mount_fs(
+    source: &str,
+    target: impl AsRef<Path>,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let target = target.as_ref();
+    mount(Some(source), target, Some(fstype), flags, data).map_err(|err| {
+        with_context(
+            err,
+            &format!("mount {fstype} {source} on {}", target.display()),
+        )
+    })
+}
+
+fn mkdir(path: impl AsRef<Path>) -> io::Result<()> {
+    fs::create_dir_all(path)
+}
+
+fn with_context(err: nix::Error, what: &str) -> io::Error {
+    io::Error::new(io::Error::from(err).kind(), format!("{what}: {err}"))
+}

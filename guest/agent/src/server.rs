@@ -1,0 +1,174 @@
+//! The request loop: greet the host, take `Init`, then route requests by id.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use msb_protocol::{
+    Envelope, Failure, FailureKind, FrameCodec, GuestInit, GuestMessage, Hello, HostMessage,
+    NO_REQUEST, VERSION,
+};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::exec::{self, io_failure, Defaults, Exec, StdinEvent};
+use crate::reaper::Reaper;
+use crate::{channel, rootfs, system};
+
+/// Messages waiting for the port. Bounded: a full port makes senders wait.
+pub type Outbox = mpsc::Sender<Envelope<GuestMessage>>;
+
+const OUTBOX_DEPTH: usize = 64;
+
+/// Time running processes get between SIGTERM and SIGKILL at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+type Codec = FrameCodec<HostMessage, GuestMessage>;
+
+/// Serves the host until it asks for shutdown (`Ok`) or the channel fails.
+pub async fn serve() -> io::Result<()> {
+    let reaper = Reaper::start()?;
+    let (port_in, port_out) = channel::open().await?;
+    let mut frames_in = FramedRead::new(port_in, Codec::new());
+    let mut frames_out = FramedWrite::new(port_out, Codec::new());
+    let (outbox, mut outgoing) = mpsc::channel::<Envelope<GuestMessage>>(OUTBOX_DEPTH);
+    tokio::spawn(async move {
+        while let Some(envelope) = outgoing.recv().await {
+            if let Err(err) = frames_out.send(envelope).await {
+                system::log(&format!("writing to the host failed: {err}"));
+                return;
+            }
+        }
+    });
+    outbox
+        .send(Envelope::new(
+            NO_REQUEST,
+            GuestMessage::Hello(Hello {
+                version: VERSION,
+                agent_version: env!("CARGO_PKG_VERSION").into(),
+            }),
+        ))
+        .await
+        .map_err(|_| closed())?;
+
+    let mut state = State {
+        defaults: None,
+        execs: Arc::default(),
+        reaper,
+        outbox,
+    };
+    while let Some(frame) = frames_in.next().await {
+        let Envelope { id, msg } = frame.map_err(io::Error::other)?;
+        if msg == HostMessage::Shutdown {
+            // Nothing more is sent: the host watches the VM exit.
+            system::stop_all_processes(SHUTDOWN_GRACE);
+            return Ok(());
+        }
+        state.handle(id, msg).await?;
+    }
+    Err(closed())
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "host channel closed")
+}
+
+struct State {
+    /// Set once `Init` has succeeded.
+    defaults: Option<Defaults>,
+    execs: Arc<Mutex<HashMap<u64, Exec>>>,
+    reaper: Reaper,
+    outbox: Outbox,
+}
+
+impl State {
+    async fn handle(&mut self, id: u64, msg: HostMessage) -> io::Result<()> {
+        match msg {
+            HostMessage::Init(init) => {
+                let reply = match self.init(init) {
+                    Ok(()) => GuestMessage::Ready,
+                    Err(failure) => GuestMessage::Failed(failure),
+                };
+                self.reply(id, reply).await?;
+            }
+            HostMessage::Exec(request) => {
+                if let Err(failure) = self.exec(id, request) {
+                    self.reply(id, GuestMessage::Failed(failure)).await?;
+                }
+            }
+            // Stream control for a request that has already ended is dropped: the
+            // host may have sent it before it saw the end.
+            HostMessage::Stdin(data) => self.with_exec(id, |e| e.stdin(StdinEvent::Data(data))),
+            HostMessage::StdinClose => self.with_exec(id, |e| e.stdin(StdinEvent::Close)),
+            HostMessage::Signal(signal) => self.with_exec(id, |e| e.signal(signal)),
+            HostMessage::Credit(bytes) => self.with_exec(id, |e| e.add_credit(bytes)),
+            HostMessage::Shutdown => unreachable!("handled by serve"),
+        }
+        Ok(())
+    }
+
+    async fn reply(&self, id: u64, msg: GuestMessage) -> io::Result<()> {
+        self.outbox
+            .send(Envelope::new(id, msg))
+            .await
+            .map_err(|_| closed())
+    }
+
+    fn init(&mut self, init: GuestInit) -> Result<(), Failure> {
+        if self.defaults.is_some() {
+            return Err(Failure::new(
+                FailureKind::InvalidRequest,
+                "the guest is already initialised",
+            ));
+        }
+        rootfs::assemble(&init.root).map_err(|err| io_failure("assemble the root", err))?;
+        nix::unistd::sethostname(&init.hostname)
+            .map_err(|err| io_failure("set the hostname", err.into()))?;
+        self.defaults = Some(Defaults {
+            env: init.env,
+            workdir: init.workdir,
+        });
+        Ok(())
+    }
+
+    fn exec(&mut self, id: u64, request: msb_protocol::ExecRequest) -> Result<(), Failure> {
+        let Some(defaults) = &self.defaults else {
+            return Err(Failure::new(
+                FailureKind::InvalidRequest,
+                "exec before init",
+            ));
+        };
+        if self.lock_execs().contains_key(&id) {
+            return Err(Failure::new(
+                FailureKind::InvalidRequest,
+                format!("request id {id} is already running"),
+            ));
+        }
+        let execs = self.execs.clone();
+        let on_exit = move || {
+            execs.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        };
+        let started = exec::spawn(
+            id,
+            request,
+            defaults,
+            &self.reaper,
+            self.outbox.clone(),
+            on_exit,
+        )?;
+        self.lock_execs().insert(id, started);
+        Ok(())
+    }
+
+    fn with_exec(&self, id: u64, f: impl FnOnce(&Exec)) {
+        if let Some(exec) = self.lock_execs().get(&id) {
+            f(exec);
+        }
+    }
+
+    fn lock_execs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Exec>> {
+        self.execs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,69 @@
+//! The few things PID 1 does to the machine itself: first mounts, console
+//! logging, stopping every process and powering off.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use nix::mount::{mount, MsFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Mounts the kernel filesystems the agent itself needs before it can find its port.
+pub fn early_mounts() -> io::Result<()> {
+    for (source, target, fstype) in [
+        ("proc", "/proc", "proc"),
+        ("sysfs", "/sys", "sysfs"),
+        ("devtmpfs", "/dev", "devtmpfs"),
+    ] {
+        std::fs::create_dir_all(target)?;
+        mount(
+            Some(source),
+            target,
+            Some(fstype),
+            MsFlags::MS_NOSUID,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Writes one line to the kernel console, which the host keeps as the console log.
+pub fn log(line: &str) {
+    if let Ok(mut console) = OpenOptions::new().write(true).open("/dev/console") {
+        let _ = writeln!(console, "msb-agent: {line}");
+    }
+}
+
+/// Asks every process but PID 1 to stop, waits up to `grace`, then kills what is left.
+pub fn stop_all_processes(grace: Duration) {
+    // kill(-1) from PID 1 reaches every other process in the guest.
+    let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && other_processes_exist() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+}
+
+fn other_processes_exist() -> bool {
+    // Reap what has exited so that zombies do not count as alive.
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            return true;
+        }
+    }
+    false
+}
+
+/// Flushes filesystems and stops the VM. The VMM runs with reboot turned into exit.
+pub fn power_off() -> ! {
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+    // Only reached if the reboot call failed; PID 1 returning would panic the kernel.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
