@@ -33,12 +33,24 @@ fn failure<E: HasCode + std::error::Error>(err: E) -> NativeFailure {
     NativeFailure {
         failure: NativeError {
             code: err.code().as_str().to_string(),
-            message: err.to_string(),
+            message: with_causes(&err),
             field: details.field,
             errno: details.errno,
             console_tail: details.console_tail,
         },
     }
+}
+
+/// The message followed by each cause's, as one line a person can act on.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn outcome<T, E: HasCode + std::error::Error>(

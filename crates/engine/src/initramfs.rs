@@ -23,17 +23,19 @@ pub fn ensure(agent: &Path, cache_dir: &Path) -> io::Result<PathBuf> {
         return Ok(path);
     }
     fs::create_dir_all(cache_dir)?;
-    // Unique temp name, then rename: concurrent creators never see a partial file.
-    let temp = cache_dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let written = write(&binary, &temp).and_then(|()| fs::rename(&temp, &path));
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written.map(|()| path)
+    // A uniquely named temp file renamed into place: concurrent creators (threads
+    // or processes) never see a partial file, and a failed write leaves nothing.
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(cache_dir)?;
+    write(&binary, temp.as_file_mut())?;
+    temp.persist(&path).map_err(|e| e.error)?;
+    Ok(path)
 }
 
-fn write(agent: &[u8], path: &Path) -> io::Result<()> {
-    let mut out = BufWriter::new(File::create(path)?);
+fn write(agent: &[u8], file: &mut File) -> io::Result<()> {
+    let mut out = BufWriter::new(file);
     let entry = |name: &str, mode: u32, ino: u32| Builder::new(name).mode(mode).ino(ino).nlink(1);
     entry("dev", MODE_DIR | 0o755, 1)
         .nlink(2)
@@ -50,7 +52,7 @@ fn write(agent: &[u8], path: &Path) -> io::Result<()> {
     init.write_all(agent)?;
     init.finish()?;
     trailer(&mut out)?;
-    out.into_inner()?.sync_all()
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
 #[cfg(test)]
@@ -91,7 +93,12 @@ mod tests {
             vec![
                 ("dev".to_string(), MODE_DIR | 0o755, 0, 0),
                 ("dev/console".to_string(), MODE_CHAR | 0o600, 5, 0),
-                ("init".to_string(), MODE_FILE | 0o755, 0, binary.len() as u32),
+                (
+                    "init".to_string(),
+                    MODE_FILE | 0o755,
+                    0,
+                    binary.len() as u32
+                ),
             ]
         );
         // Another agent build gets another file.

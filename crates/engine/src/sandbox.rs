@@ -262,7 +262,7 @@ fn boot_spec(
             memory_mib: config.memory_mib,
             root_share: root.to_path_buf(),
             accel: accel_choice(),
-            kernel_args: vec![],
+            kernel_args: guest_debug_args(),
         },
         guest: GuestInit {
             hostname: config.name.clone(),
@@ -283,6 +283,14 @@ fn accel_choice() -> AccelChoice {
         Ok("kvm") => AccelChoice::Kvm,
         Ok("tcg") => AccelChoice::Tcg,
         _ => AccelChoice::Auto,
+    }
+}
+
+/// `MSB_GUEST_DEBUG=1` makes the agent log its boot phases, with times, to the console log.
+fn guest_debug_args() -> Vec<String> {
+    match std::env::var("MSB_GUEST_DEBUG").as_deref() {
+        Ok("1") => vec!["msb.debug".to_string()],
+        _ => vec![],
     }
 }
 

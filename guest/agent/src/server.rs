@@ -31,6 +31,7 @@ type Codec = FrameCodec<HostMessage, GuestMessage>;
 pub async fn serve() -> io::Result<()> {
     let reaper = Reaper::start()?;
     let (port_in, port_out) = channel::open().await?;
+    system::phase("agent port open");
     let mut frames_in = FramedRead::new(port_in, Codec::new());
     let mut frames_out = FramedWrite::new(port_out, Codec::new());
     let (outbox, mut outgoing) = mpsc::channel::<Envelope<GuestMessage>>(OUTBOX_DEPTH);
@@ -123,7 +124,9 @@ impl State {
                 "the guest is already initialised",
             ));
         }
+        system::phase("init received");
         rootfs::assemble(&init.root).map_err(|err| io_failure("assemble the root", err))?;
+        system::phase("root assembled");
         nix::unistd::sethostname(&init.hostname)
             .map_err(|err| io_failure("set the hostname", err.into()))?;
         self.defaults = Some(Defaults {

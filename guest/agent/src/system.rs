@@ -29,6 +29,23 @@ pub fn early_mounts() -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the kernel command line asked for boot-phase timings (`msb.debug`).
+static DEBUG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+pub fn set_debug(enabled: bool) {
+    let _ = DEBUG.set(enabled);
+}
+
+/// Logs a boot phase with the time since the kernel started, when `msb.debug` is set.
+pub fn phase(name: &str) {
+    if DEBUG.get().copied().unwrap_or(false) {
+        let since_boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+            .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+            .unwrap_or(0.0);
+        log(&format!("[{since_boot:.3}] {name}"));
+    }
+}
+
 /// Writes one line to the kernel console, which the host keeps as the console log.
 pub fn log(line: &str) {
     if let Ok(mut console) = OpenOptions::new().write(true).open("/dev/console") {

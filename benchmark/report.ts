@@ -1,0 +1,50 @@
+// Helpers shared by the benchmarks: statistics and the RESULTS.md writer.
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+
+export const resultsPath = path.resolve(__dirname, "..", "..", "benchmark", "RESULTS.md");
+
+export function median(values: number[]): number {
+  return percentile(values, 50);
+}
+
+/** Nearest-rank percentile. */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) throw new Error("no values");
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
+  return sorted[rank - 1];
+}
+
+function qemuVersion(): string {
+  try {
+    return execFileSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" }).split("\n")[0];
+  } catch {
+    return "qemu: unknown";
+  }
+}
+
+export function machineDescription(): string {
+  const cpu = os.cpus()[0]?.model ?? "unknown CPU";
+  const memGib = (os.totalmem() / 2 ** 30).toFixed(0);
+  return `${os.cpus().length} x ${cpu}, ${memGib} GiB, Linux ${os.release()}, ${qemuVersion()}, Node ${process.version}`;
+}
+
+/** Appends one dated section to RESULTS.md. */
+export function appendResults(title: string, command: string, lines: string[]): void {
+  const date = new Date().toISOString().replace("T", " ").slice(0, 16) + " UTC";
+  const section = [
+    `## ${title}: ${date}`,
+    "",
+    `Machine: ${machineDescription()}.`,
+    `Command: \`${command}\``,
+    "",
+    ...lines,
+    "",
+  ].join("\n");
+  const header = "# Benchmark results\n\nEach section is one run, appended by the benchmark that produced it.\n\n";
+  const existing = fs.existsSync(resultsPath) ? fs.readFileSync(resultsPath, "utf8") : header;
+  fs.writeFileSync(resultsPath, existing + section + "\n");
+}
