@@ -9,11 +9,52 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A running process: its events and its controls. */
+export declare class NativeExecHandle {
+  get pid(): number
+  /** The next event; null after `exited`. */
+  recv(): Promise<NativeExecEvent | undefined | null | NativeFailure>
+  writeStdin(data: Buffer): Promise<NativeFailure | null>
+  closeStdin(): Promise<NativeFailure | null>
+  signal(signal: number): NativeFailure | null
+  kill(): void
+  resize(cols: number, rows: number): NativeFailure | null
+}
+
+export declare class NativeFileReader {
+  /** The next chunk; null at the end of the file. */
+  next(): Promise<Buffer | undefined | null | NativeFailure>
+}
+
+export declare class NativeFileWriter {
+  write(data: Buffer): Promise<NativeFailure | null>
+  /** Closes the file; resolves to the bytes written. */
+  finish(): Promise<number | NativeFailure>
+}
+
+/** The guest filesystem of one sandbox. */
+export declare class NativeFs {
+  stat(path: string, followSymlinks: boolean): Promise<NativeFileStat | NativeFailure>
+  exists(path: string): Promise<boolean | NativeFailure>
+  list(path: string): Promise<Array<NativeDirEntry> | NativeFailure>
+  mkdir(path: string, mode: number, recursive: boolean): Promise<NativeFailure | null>
+  remove(path: string, recursive: boolean): Promise<NativeFailure | null>
+  rename(from: string, to: string): Promise<NativeFailure | null>
+  read(path: string): Promise<Buffer | NativeFailure>
+  write(path: string, content: Buffer, options: NativeWriteOptions): Promise<number | NativeFailure>
+  copyFromHost(hostPath: string, guestPath: string): Promise<number | NativeFailure>
+  copyToHost(guestPath: string, hostPath: string): Promise<number | NativeFailure>
+  readStream(path: string): Promise<NativeFileReader | NativeFailure>
+  writeStream(path: string, options: NativeWriteOptions): Promise<NativeFileWriter | NativeFailure>
+}
+
 export declare class NativeSandbox {
   get name(): string
   get running(): boolean
   get bootInfo(): NativeBootInfo
-  exec(command: string, args: Array<string>, options?: ExecCallOptions | undefined | null): Promise<NativeExecOutput | NativeFailure>
+  exec(command: string, args: Array<string>, options?: NativeExecOptions | undefined | null): Promise<NativeExecOutput | NativeFailure>
+  execStream(command: string, args: Array<string>, options?: NativeExecOptions | undefined | null): Promise<NativeExecHandle | NativeFailure>
+  fs(): NativeFs
   stop(): Promise<void>
   stopAndWait(): Promise<NativeFailure | null>
   kill(): Promise<NativeFailure | null>
@@ -26,16 +67,16 @@ export interface EngineConfig {
   assetsDir: string
 }
 
-export interface ExecCallOptions {
-  cwd?: string
-  env?: Record<string, string>
-}
-
 export interface NativeBootInfo {
   accel: string
   vmPid: number
   bootMs: number
   agentVersion: string
+}
+
+export interface NativeDirEntry {
+  name: string
+  stat: NativeFileStat
 }
 
 /**
@@ -49,7 +90,28 @@ export interface NativeError {
   message: string
   field?: string
   errno?: number
+  path?: string
   consoleTail?: string
+}
+
+export interface NativeExecEvent {
+  /** "stdout", "stderr" or "exited". */
+  eventType: string
+  data?: Buffer
+  code?: number
+  signal?: number
+}
+
+export interface NativeExecOptions {
+  cwd?: string
+  env?: Record<string, string>
+  user?: string | number
+  timeoutMs?: number
+  /** Bytes for stdin, then end-of-file. */
+  stdinData?: Buffer
+  /** Stdin written through the handle. */
+  stdinPipe?: boolean
+  tty?: NativeTtySize
 }
 
 export interface NativeExecOutput {
@@ -58,10 +120,42 @@ export interface NativeExecOutput {
   signal?: number
   stdout: Buffer
   stderr: Buffer
+  /** Microseconds the guest measured from spawn to reaping. */
+  guestMicros: number
 }
 
 export interface NativeFailure {
   failure: NativeError
+}
+
+export interface NativeFileStat {
+  /** "file", "dir", "symlink" or "other". */
+  kind: string
+  size: number
+  mode: number
+  uid: number
+  gid: number
+  mtimeMs: number
+}
+
+export interface NativePatch {
+  /** "text", "mkdir", "append" or "copy". */
+  kind: string
+  path: string
+  content?: Buffer
+  mode?: number
+  hostPath?: string
+}
+
+export interface NativeTtySize {
+  cols: number
+  rows: number
+}
+
+export interface NativeWriteOptions {
+  mode?: number
+  append?: boolean
+  createParents?: boolean
 }
 
 export interface SandboxOptions {
@@ -71,4 +165,6 @@ export interface SandboxOptions {
   memoryMib?: number
   env?: Record<string, string>
   workdir?: string
+  scripts?: Record<string, string>
+  patches?: Array<NativePatch>
 }

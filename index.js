@@ -835,5 +835,9 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.NativeExecHandle = nativeBinding.NativeExecHandle
+module.exports.NativeFileReader = nativeBinding.NativeFileReader
+module.exports.NativeFileWriter = nativeBinding.NativeFileWriter
+module.exports.NativeFs = nativeBinding.NativeFs
 module.exports.NativeSandbox = nativeBinding.NativeSandbox
 module.exports.createSandbox = nativeBinding.createSandbox

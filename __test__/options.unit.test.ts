@@ -36,7 +36,10 @@ describe("option shapes", () => {
     assert.equal(field(() => checkSandboxOptions({ image: "/r", env: ["A=b"] })), "env");
     assert.equal(field(() => checkSandboxOptions({})), "image");
     assert.equal(field(() => checkSandboxOptions(null)), "options");
-    assert.equal(field(() => checkExecOptions({ timeout: 5 })), "timeout");
+    assert.equal(field(() => checkExecOptions({ timeOut: 5 })), "timeOut");
+    assert.equal(field(() => checkExecOptions({ timeout: -1 })), "timeout");
+    assert.equal(field(() => checkExecOptions({ stdin: 5 })), "stdin");
+    assert.equal(field(() => checkExecOptions({ tty: { cols: 1.5, rows: 2 } })), "tty");
     assert.equal(field(() => checkArgs("ls", "-l")), "args");
     assert.equal(field(() => checkArgs(undefined, [])), "command");
   });

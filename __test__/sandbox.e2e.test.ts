@@ -80,7 +80,7 @@ describe("a sandbox runs commands in its own VM", () => {
     });
     assert.equal(
       out.stdout(),
-      "hi there|x=y|/tmp|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+      "hi there|x=y|/tmp|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/.msb/scripts\n",
     );
   });
 

@@ -3,12 +3,16 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use msb_engine::{
-    EngineSettings, ExecOptions, ExecOutput, HasCode, Sandbox, SandboxOptions as EngineOptions,
+    DirEntry, EngineSettings, ExecControl, ExecEvent, ExecEvents, ExecOptions, FileKind,
+    FileReader, FileStat, FileWriter, HasCode, Patch, Sandbox, SandboxFs,
+    SandboxOptions as EngineOptions, StdinSource, TtySize, User, WriteOptions,
 };
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+use tokio::sync::Mutex;
 
 /// An engine error as data. Async calls resolve to `T | NativeFailure` rather
 /// than rejecting, because a rejection from napi carries only a Node-API status
@@ -20,6 +24,7 @@ pub struct NativeError {
     pub message: String,
     pub field: Option<String>,
     pub errno: Option<i32>,
+    pub path: Option<String>,
     pub console_tail: Option<String>,
 }
 
@@ -36,6 +41,7 @@ fn failure<E: HasCode + std::error::Error>(err: E) -> NativeFailure {
             message: with_causes(&err),
             field: details.field,
             errno: details.errno,
+            path: details.path,
             console_tail: details.console_tail,
         },
     }
@@ -62,10 +68,26 @@ fn outcome<T, E: HasCode + std::error::Error>(
     }
 }
 
+fn done<E: HasCode + std::error::Error>(
+    result: std::result::Result<(), E>,
+) -> Option<NativeFailure> {
+    result.err().map(failure)
+}
+
 #[napi(object)]
 pub struct EngineConfig {
     /// Directory holding vmlinux, msb-agent and msb-runtime.
     pub assets_dir: String,
+}
+
+#[napi(object)]
+pub struct NativePatch {
+    /// "text", "mkdir", "append" or "copy".
+    pub kind: String,
+    pub path: String,
+    pub content: Option<Buffer>,
+    pub mode: Option<u32>,
+    pub host_path: Option<String>,
 }
 
 #[napi(object)]
@@ -76,12 +98,27 @@ pub struct SandboxOptions {
     pub memory_mib: Option<f64>,
     pub env: Option<HashMap<String, String>>,
     pub workdir: Option<String>,
+    pub scripts: Option<HashMap<String, String>>,
+    pub patches: Option<Vec<NativePatch>>,
 }
 
 #[napi(object)]
-pub struct ExecCallOptions {
+pub struct NativeExecOptions {
     pub cwd: Option<String>,
     pub env: Option<HashMap<String, String>>,
+    pub user: Option<Either<String, u32>>,
+    pub timeout_ms: Option<f64>,
+    /// Bytes for stdin, then end-of-file.
+    pub stdin_data: Option<Buffer>,
+    /// Stdin written through the handle.
+    pub stdin_pipe: Option<bool>,
+    pub tty: Option<NativeTtySize>,
+}
+
+#[napi(object)]
+pub struct NativeTtySize {
+    pub cols: u32,
+    pub rows: u32,
 }
 
 #[napi(object)]
@@ -91,6 +128,17 @@ pub struct NativeExecOutput {
     pub signal: Option<i32>,
     pub stdout: Buffer,
     pub stderr: Buffer,
+    /// Microseconds the guest measured from spawn to reaping.
+    pub guest_micros: f64,
+}
+
+#[napi(object)]
+pub struct NativeExecEvent {
+    /// "stdout", "stderr" or "exited".
+    pub event_type: String,
+    pub data: Option<Buffer>,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
 }
 
 #[napi(object)]
@@ -101,11 +149,109 @@ pub struct NativeBootInfo {
     pub agent_version: String,
 }
 
+#[napi(object)]
+pub struct NativeFileStat {
+    /// "file", "dir", "symlink" or "other".
+    pub kind: String,
+    pub size: f64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ms: f64,
+}
+
+#[napi(object)]
+pub struct NativeDirEntry {
+    pub name: String,
+    pub stat: NativeFileStat,
+}
+
+#[napi(object)]
+pub struct NativeWriteOptions {
+    pub mode: Option<u32>,
+    pub append: Option<bool>,
+    pub create_parents: Option<bool>,
+}
+
 fn env_pairs(env: Option<HashMap<String, String>>) -> Vec<(String, String)> {
     let mut pairs: Vec<_> = env.unwrap_or_default().into_iter().collect();
     // Object key order is lost in a HashMap; sort for a deterministic guest env.
     pairs.sort();
     pairs
+}
+
+fn to_patch(patch: NativePatch) -> Patch {
+    let content = patch.content.map(|c| c.to_vec()).unwrap_or_default();
+    match patch.kind.as_str() {
+        "mkdir" => Patch::Mkdir {
+            path: patch.path,
+            mode: patch.mode,
+        },
+        "append" => Patch::Append {
+            path: patch.path,
+            content,
+        },
+        "copy" => Patch::Copy {
+            host_path: PathBuf::from(patch.host_path.unwrap_or_default()),
+            path: patch.path,
+        },
+        // The TypeScript layer only builds the four kinds.
+        _ => Patch::Text {
+            path: patch.path,
+            content,
+            mode: patch.mode,
+        },
+    }
+}
+
+fn exec_options(options: Option<NativeExecOptions>) -> ExecOptions {
+    let Some(o) = options else {
+        return ExecOptions::default();
+    };
+    let stdin = match (o.stdin_data, o.stdin_pipe) {
+        (Some(data), _) => StdinSource::Bytes(data.to_vec()),
+        (None, Some(true)) => StdinSource::Pipe,
+        _ => StdinSource::Null,
+    };
+    ExecOptions {
+        cwd: o.cwd,
+        env: env_pairs(o.env),
+        user: o.user.map(|u| match u {
+            Either::A(name) => User::Name(name),
+            Either::B(uid) => User::Id(uid),
+        }),
+        // The TypeScript layer passes positive finite numbers only.
+        timeout: o
+            .timeout_ms
+            .map(|ms| Duration::from_micros((ms * 1000.0) as u64)),
+        stdin,
+        tty: o.tty.map(tty_size),
+    }
+}
+
+fn tty_size(size: NativeTtySize) -> TtySize {
+    let clamp = |v: u32| v.min(u16::MAX as u32) as u16;
+    TtySize {
+        cols: clamp(size.cols),
+        rows: clamp(size.rows),
+    }
+}
+
+fn file_stat(stat: FileStat) -> NativeFileStat {
+    NativeFileStat {
+        kind: match stat.kind {
+            FileKind::File => "file",
+            FileKind::Dir => "dir",
+            FileKind::Symlink => "symlink",
+            FileKind::Other => "other",
+        }
+        .to_string(),
+        size: stat.size as f64,
+        mode: stat.mode,
+        uid: stat.uid,
+        gid: stat.gid,
+        mtime_ms: stat.mtime_nanos as f64 / 1e6,
+    }
 }
 
 #[napi]
@@ -126,6 +272,13 @@ pub async fn create_sandbox(
         memory_mib: options.memory_mib,
         env: env_pairs(options.env),
         workdir: options.workdir,
+        scripts: env_pairs(options.scripts),
+        patches: options
+            .patches
+            .unwrap_or_default()
+            .into_iter()
+            .map(to_patch)
+            .collect(),
     };
     outcome(
         Sandbox::create(&settings, options)
@@ -162,25 +315,40 @@ impl NativeSandbox {
         &self,
         command: String,
         args: Vec<String>,
-        options: Option<ExecCallOptions>,
+        options: Option<NativeExecOptions>,
     ) -> Either<NativeExecOutput, NativeFailure> {
-        let options = options.map_or_else(ExecOptions::default, |o| ExecOptions {
-            cwd: o.cwd,
-            env: env_pairs(o.env),
-        });
-        let result = self.inner.exec(command, args, options).await;
-        outcome(result.map(
-            |ExecOutput {
-                 status,
-                 stdout,
-                 stderr,
-             }| NativeExecOutput {
-                code: status.code,
-                signal: status.signal,
-                stdout: stdout.into(),
-                stderr: stderr.into(),
-            },
-        ))
+        let result = self.inner.exec(command, args, exec_options(options)).await;
+        outcome(result.map(|out| NativeExecOutput {
+            code: out.status.code,
+            signal: out.status.signal,
+            stdout: out.stdout.into(),
+            stderr: out.stderr.into(),
+            guest_micros: out.status.guest_micros as f64,
+        }))
+    }
+
+    #[napi]
+    pub async fn exec_stream(
+        &self,
+        command: String,
+        args: Vec<String>,
+        options: Option<NativeExecOptions>,
+    ) -> Either<NativeExecHandle, NativeFailure> {
+        let result = self
+            .inner
+            .exec_stream(command, args, exec_options(options))
+            .await;
+        outcome(result.map(|(events, control)| NativeExecHandle {
+            events: Mutex::new(events),
+            control,
+        }))
+    }
+
+    #[napi]
+    pub fn fs(&self) -> NativeFs {
+        NativeFs {
+            inner: self.inner.fs(),
+        }
     }
 
     #[napi]
@@ -190,11 +358,263 @@ impl NativeSandbox {
 
     #[napi]
     pub async fn stop_and_wait(&self) -> Option<NativeFailure> {
-        self.inner.stop_and_wait().await.err().map(failure)
+        done(self.inner.stop_and_wait().await)
     }
 
     #[napi]
     pub async fn kill(&self) -> Option<NativeFailure> {
-        self.inner.kill().await.err().map(failure)
+        done(self.inner.kill().await)
+    }
+}
+
+/// A running process: its events and its controls.
+#[napi]
+pub struct NativeExecHandle {
+    events: Mutex<ExecEvents>,
+    control: ExecControl,
+}
+
+#[napi]
+impl NativeExecHandle {
+    #[napi(getter)]
+    pub fn pid(&self) -> u32 {
+        self.control.pid()
+    }
+
+    /// The next event; null after `exited`.
+    #[napi]
+    pub async fn recv(&self) -> Either<Option<NativeExecEvent>, NativeFailure> {
+        let next = self.events.lock().await.next().await;
+        outcome(next.map(|event| {
+            event.map(|event| match event {
+                ExecEvent::Stdout(data) => NativeExecEvent {
+                    event_type: "stdout".into(),
+                    data: Some(data.into()),
+                    code: None,
+                    signal: None,
+                },
+                ExecEvent::Stderr(data) => NativeExecEvent {
+                    event_type: "stderr".into(),
+                    data: Some(data.into()),
+                    code: None,
+                    signal: None,
+                },
+                ExecEvent::Exited(status) => NativeExecEvent {
+                    event_type: "exited".into(),
+                    data: None,
+                    code: status.code,
+                    signal: status.signal,
+                },
+            })
+        }))
+    }
+
+    #[napi]
+    pub async fn write_stdin(&self, data: Buffer) -> Option<NativeFailure> {
+        done(self.control.write_stdin(&data).await)
+    }
+
+    #[napi]
+    pub async fn close_stdin(&self) -> Option<NativeFailure> {
+        done(self.control.close_stdin().await)
+    }
+
+    #[napi]
+    pub fn signal(&self, signal: i32) -> Option<NativeFailure> {
+        done(self.control.signal(signal))
+    }
+
+    #[napi]
+    pub fn kill(&self) {
+        self.control.kill()
+    }
+
+    #[napi]
+    pub fn resize(&self, cols: u32, rows: u32) -> Option<NativeFailure> {
+        done(self.control.resize(tty_size(NativeTtySize { cols, rows })))
+    }
+}
+
+/// The guest filesystem of one sandbox.
+#[napi]
+pub struct NativeFs {
+    inner: SandboxFs,
+}
+
+#[napi]
+impl NativeFs {
+    #[napi]
+    pub async fn stat(
+        &self,
+        path: String,
+        follow_symlinks: bool,
+    ) -> Either<NativeFileStat, NativeFailure> {
+        outcome(self.inner.stat(&path, follow_symlinks).await.map(file_stat))
+    }
+
+    #[napi]
+    pub async fn exists(&self, path: String) -> Either<bool, NativeFailure> {
+        outcome(self.inner.exists(&path).await)
+    }
+
+    #[napi]
+    pub async fn list(&self, path: String) -> Either<Vec<NativeDirEntry>, NativeFailure> {
+        outcome(self.inner.list(&path).await.map(|entries| {
+            entries
+                .into_iter()
+                .map(|DirEntry { name, stat }| NativeDirEntry {
+                    name,
+                    stat: file_stat(stat),
+                })
+                .collect()
+        }))
+    }
+
+    #[napi]
+    pub async fn mkdir(&self, path: String, mode: u32, recursive: bool) -> Option<NativeFailure> {
+        done(self.inner.mkdir(&path, mode, recursive).await)
+    }
+
+    #[napi]
+    pub async fn remove(&self, path: String, recursive: bool) -> Option<NativeFailure> {
+        done(self.inner.remove(&path, recursive).await)
+    }
+
+    #[napi]
+    pub async fn rename(&self, from: String, to: String) -> Option<NativeFailure> {
+        done(self.inner.rename(&from, &to).await)
+    }
+
+    #[napi]
+    pub async fn read(&self, path: String) -> Either<Buffer, NativeFailure> {
+        outcome(self.inner.read(&path).await.map(Buffer::from))
+    }
+
+    #[napi]
+    pub async fn write(
+        &self,
+        path: String,
+        content: Buffer,
+        options: NativeWriteOptions,
+    ) -> Either<f64, NativeFailure> {
+        let result = self
+            .inner
+            .write(&path, &content, write_options(options))
+            .await;
+        outcome(result.map(|bytes| bytes as f64))
+    }
+
+    #[napi]
+    pub async fn copy_from_host(
+        &self,
+        host_path: String,
+        guest_path: String,
+    ) -> Either<f64, NativeFailure> {
+        let result = self
+            .inner
+            .copy_from_host(&PathBuf::from(host_path), &guest_path)
+            .await;
+        outcome(result.map(|bytes| bytes as f64))
+    }
+
+    #[napi]
+    pub async fn copy_to_host(
+        &self,
+        guest_path: String,
+        host_path: String,
+    ) -> Either<f64, NativeFailure> {
+        let result = self
+            .inner
+            .copy_to_host(&guest_path, &PathBuf::from(host_path))
+            .await;
+        outcome(result.map(|bytes| bytes as f64))
+    }
+
+    #[napi]
+    pub async fn read_stream(&self, path: String) -> Either<NativeFileReader, NativeFailure> {
+        outcome(
+            self.inner
+                .read_stream(&path)
+                .await
+                .map(|reader| NativeFileReader {
+                    inner: Mutex::new(reader),
+                }),
+        )
+    }
+
+    #[napi]
+    pub async fn write_stream(
+        &self,
+        path: String,
+        options: NativeWriteOptions,
+    ) -> Either<NativeFileWriter, NativeFailure> {
+        let result = self.inner.write_stream(&path, write_options(options)).await;
+        outcome(result.map(|writer| NativeFileWriter {
+            inner: Mutex::new(Some(writer)),
+        }))
+    }
+}
+
+fn write_options(options: NativeWriteOptions) -> WriteOptions {
+    WriteOptions {
+        mode: options.mode,
+        append: options.append.unwrap_or(false),
+        create_parents: options.create_parents.unwrap_or(false),
+    }
+}
+
+#[napi]
+pub struct NativeFileReader {
+    inner: Mutex<FileReader>,
+}
+
+#[napi]
+impl NativeFileReader {
+    /// The next chunk; null at the end of the file.
+    #[napi]
+    pub async fn next(&self) -> Either<Option<Buffer>, NativeFailure> {
+        let chunk = self.inner.lock().await.next_chunk().await;
+        outcome(chunk.map(|c| c.map(Buffer::from)))
+    }
+}
+
+#[napi]
+pub struct NativeFileWriter {
+    /// `None` once finished.
+    inner: Mutex<Option<FileWriter>>,
+}
+
+#[napi]
+impl NativeFileWriter {
+    #[napi]
+    pub async fn write(&self, data: Buffer) -> Option<NativeFailure> {
+        let mut writer = self.inner.lock().await;
+        match writer.as_mut() {
+            Some(writer) => done(writer.write(&data).await),
+            None => Some(finished_writer()),
+        }
+    }
+
+    /// Closes the file; resolves to the bytes written.
+    #[napi]
+    pub async fn finish(&self) -> Either<f64, NativeFailure> {
+        let writer = self.inner.lock().await.take();
+        match writer {
+            Some(writer) => outcome(writer.finish().await.map(|bytes| bytes as f64)),
+            None => Either::B(finished_writer()),
+        }
+    }
+}
+
+fn finished_writer() -> NativeFailure {
+    NativeFailure {
+        failure: NativeError {
+            code: "INVALID_OPTION".into(),
+            message: "the write stream is already finished".into(),
+            field: None,
+            errno: None,
+            path: None,
+            console_tail: None,
+        },
     }
 }

@@ -8,10 +8,25 @@ export type ErrorCode =
   | "SANDBOX_EXISTS"
   | "MISSING_ASSET"
   | "BOOT_FAILED"
+  | "PATCH_FAILED"
   | "SANDBOX_NOT_RUNNING"
   | "COMMAND_NOT_FOUND"
+  | "USER_NOT_FOUND"
   | "EXEC_FAILED"
+  | "EXEC_TIMEOUT"
+  | "EXEC_ABORTED"
+  | FsErrorCode
+  | "HOST_IO"
   | "INTERNAL";
+
+export type FsErrorCode =
+  | "FS_NOT_FOUND"
+  | "FS_PERMISSION_DENIED"
+  | "FS_ALREADY_EXISTS"
+  | "FS_NOT_A_DIRECTORY"
+  | "FS_IS_A_DIRECTORY"
+  | "FS_NOT_EMPTY"
+  | "FS_ERROR";
 
 export class MicrosandboxError extends Error {
   readonly code: ErrorCode;
@@ -88,6 +103,83 @@ export class ExecFailedError extends MicrosandboxError {
   }
 }
 
+/** A script or patch could not be applied in the guest; `field` names it. The sandbox was stopped. */
+export class PatchFailedError extends MicrosandboxError {
+  readonly field: string | undefined;
+  readonly errno: number | undefined;
+
+  constructor(message: string, field?: string, errno?: number) {
+    super("PATCH_FAILED", message);
+    this.field = field;
+    this.errno = errno;
+  }
+}
+
+/** The `user` to run as is not in the guest's /etc/passwd. */
+export class UserNotFoundError extends MicrosandboxError {
+  constructor(message: string) {
+    super("USER_NOT_FOUND", message);
+  }
+}
+
+/** The process outlived its `timeout`; it and everything it started were killed. */
+export class ExecTimeoutError extends MicrosandboxError {
+  constructor(message: string) {
+    super("EXEC_TIMEOUT", message);
+  }
+}
+
+/** The caller's AbortSignal fired; the process and everything it started were killed. */
+export class ExecAbortedError extends MicrosandboxError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("EXEC_ABORTED", message, options);
+  }
+}
+
+/**
+ * A guest filesystem operation failed. `errno` is the guest's error number and
+ * `path` the guest path; subclasses name the common cases.
+ */
+export class FsError extends MicrosandboxError {
+  readonly errno: number | undefined;
+  readonly path: string | undefined;
+
+  constructor(code: FsErrorCode, message: string, errno?: number, path?: string) {
+    super(code, message);
+    this.errno = errno;
+    this.path = path;
+  }
+}
+
+export class FsNotFoundError extends FsError {}
+export class FsPermissionError extends FsError {}
+export class FsExistsError extends FsError {}
+export class FsNotADirectoryError extends FsError {}
+export class FsIsADirectoryError extends FsError {}
+export class FsNotEmptyError extends FsError {}
+
+/** A host-side file of copyFromHost/copyToHost could not be read or written. */
+export class HostIoError extends MicrosandboxError {
+  readonly errno: number | undefined;
+  readonly path: string | undefined;
+
+  constructor(message: string, errno?: number, path?: string) {
+    super("HOST_IO", message);
+    this.errno = errno;
+    this.path = path;
+  }
+}
+
+const fsClasses: Record<FsErrorCode, typeof FsError> = {
+  FS_NOT_FOUND: FsNotFoundError,
+  FS_PERMISSION_DENIED: FsPermissionError,
+  FS_ALREADY_EXISTS: FsExistsError,
+  FS_NOT_A_DIRECTORY: FsNotADirectoryError,
+  FS_IS_A_DIRECTORY: FsIsADirectoryError,
+  FS_NOT_EMPTY: FsNotEmptyError,
+  FS_ERROR: FsError,
+};
+
 /** Something failed on the host that the caller cannot fix by changing options. */
 export class InternalError extends MicrosandboxError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -98,6 +190,10 @@ export class InternalError extends MicrosandboxError {
 /** Maps an engine error (data from the addon) to its class. */
 export function fromNative(error: Native.NativeError): MicrosandboxError {
   const { message } = error;
+  if (error.code in fsClasses) {
+    const code = error.code as FsErrorCode;
+    return new fsClasses[code](code, message, error.errno, error.path);
+  }
   switch (error.code as ErrorCode) {
     case "INVALID_OPTION":
       return new InvalidOptionError(message, error.field);
@@ -109,21 +205,38 @@ export function fromNative(error: Native.NativeError): MicrosandboxError {
       return new MissingAssetError(message);
     case "BOOT_FAILED":
       return new BootFailedError(message, error.consoleTail ?? "");
+    case "PATCH_FAILED":
+      return new PatchFailedError(message, error.field, error.errno);
     case "SANDBOX_NOT_RUNNING":
       return new SandboxNotRunningError(message);
     case "COMMAND_NOT_FOUND":
       return new CommandNotFoundError(message);
+    case "USER_NOT_FOUND":
+      return new UserNotFoundError(message);
     case "EXEC_FAILED":
       return new ExecFailedError(message, error.errno);
+    case "EXEC_TIMEOUT":
+      return new ExecTimeoutError(message);
+    case "HOST_IO":
+      return new HostIoError(message, error.errno, error.path);
     default:
       return new InternalError(`${error.code}: ${message}`);
   }
 }
 
+function isFailure(result: unknown): result is Native.NativeFailure {
+  return typeof result === "object" && result !== null && "failure" in result;
+}
+
 /** Unwraps an addon result: a value, or a failure to throw as its typed error. */
-export function unwrap<T extends object>(result: T | Native.NativeFailure): T {
-  if ("failure" in result) {
-    throw fromNative((result as Native.NativeFailure).failure);
+export function unwrap<T>(result: T | Native.NativeFailure): T {
+  if (isFailure(result)) {
+    throw fromNative(result.failure);
   }
   return result;
+}
+
+/** For addon calls that resolve to nothing, or to a failure. */
+export function check(result: Native.NativeFailure | null | undefined): void {
+  if (result) unwrap(result);
 }

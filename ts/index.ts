@@ -1,6 +1,9 @@
 // microsandbox: run untrusted code inside microVMs from Node.
-export { Sandbox, ExecOutput, type BootInfo } from "./sandbox";
-export type { SandboxOptions, ExecOptions } from "./options";
+export { Sandbox, type BootInfo } from "./sandbox";
+export { ExecOutput, ExecHandle, ExecStdin, type ExecEvent, type ExitEvent } from "./exec";
+export { SandboxFs, type FsStat, type FsEntry } from "./fs";
+export { Patch } from "./patch";
+export type { SandboxOptions, ExecOptions, WriteOptions, TtySize } from "./options";
 export {
   MicrosandboxError,
   InvalidOptionError,
@@ -8,9 +11,22 @@ export {
   SandboxExistsError,
   MissingAssetError,
   BootFailedError,
+  PatchFailedError,
   SandboxNotRunningError,
   CommandNotFoundError,
+  UserNotFoundError,
   ExecFailedError,
+  ExecTimeoutError,
+  ExecAbortedError,
+  FsError,
+  FsNotFoundError,
+  FsPermissionError,
+  FsExistsError,
+  FsNotADirectoryError,
+  FsIsADirectoryError,
+  FsNotEmptyError,
+  HostIoError,
   InternalError,
   type ErrorCode,
+  type FsErrorCode,
 } from "./errors";

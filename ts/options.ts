@@ -2,6 +2,7 @@
 // names, paths); this layer rejects what cannot even cross into it: unknown
 // keys (a typo would otherwise be ignored silently) and wrong types.
 import { InvalidOptionError } from "./errors";
+import type { Patch } from "./patch";
 
 export interface SandboxOptions {
   /** Unique among running sandboxes; letters, digits, '-', '_', '.'. Generated when absent. */
@@ -14,8 +15,17 @@ export interface SandboxOptions {
   memoryMib?: number;
   /** Environment of every process in the sandbox. */
   env?: Record<string, string>;
-  /** Directory processes start in. Default `/`. */
+  /** Directory processes start in, and relative fs paths resolve from. Default `/`. */
   workdir?: string;
+  /** Scripts by name, placed executable in `/.msb/scripts` (on `PATH`) before `create` returns. */
+  scripts?: Record<string, string>;
+  /** Changes to the sandbox's root made before `create` returns; see `Patch`. */
+  patches?: Patch[];
+}
+
+export interface TtySize {
+  cols: number;
+  rows: number;
 }
 
 export interface ExecOptions {
@@ -23,9 +33,44 @@ export interface ExecOptions {
   cwd?: string;
   /** Added to the sandbox's environment for this process. */
   env?: Record<string, string>;
+  /** Run as this user: a name from the guest's /etc/passwd, or a uid. */
+  user?: string | number;
+  /**
+   * Milliseconds. When it passes, the process and everything it started are
+   * killed and the call rejects with ExecTimeoutError.
+   */
+  timeout?: number;
+  /**
+   * Bytes for stdin (a string is sent as UTF-8), then end-of-file; or "pipe"
+   * (execStream only) for a writable `handle.stdin`. Default: no input.
+   */
+  stdin?: string | Uint8Array | "pipe";
+  /** Run under a pseudo-terminal (`true` is 80x24). Stderr then arrives on stdout. */
+  tty?: boolean | TtySize;
+  /** Aborting kills the process and everything it started; the call rejects with ExecAbortedError. */
+  signal?: AbortSignal;
 }
 
-type Kind = "string" | "number" | "record" | "string[]";
+export interface WriteOptions {
+  /** Permission bits, e.g. 0o755. Default: kept for an existing file, 0o644 for a new one. */
+  mode?: number;
+  /** Append instead of replacing. */
+  append?: boolean;
+  /** Create missing parent directories. */
+  createParents?: boolean;
+}
+
+type Kind =
+  | "string"
+  | "number"
+  | "boolean"
+  | "record"
+  | "string[]"
+  | "user"
+  | "stdin"
+  | "tty"
+  | "abortSignal"
+  | "patches";
 
 const sandboxShape: Record<keyof SandboxOptions, Kind> = {
   name: "string",
@@ -34,58 +79,89 @@ const sandboxShape: Record<keyof SandboxOptions, Kind> = {
   memoryMib: "number",
   env: "record",
   workdir: "string",
+  scripts: "record",
+  patches: "patches",
 };
 
 const execShape: Record<keyof ExecOptions, Kind> = {
   cwd: "string",
   env: "record",
+  user: "user",
+  timeout: "number",
+  stdin: "stdin",
+  tty: "tty",
+  signal: "abortSignal",
 };
+
+const writeShape: Record<keyof WriteOptions, Kind> = {
+  mode: "number",
+  append: "boolean",
+  createParents: "boolean",
+};
+
+const patchKinds = new Set(["text", "mkdir", "append", "copy"]);
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
 
 function matches(kind: Kind, value: unknown): boolean {
   switch (kind) {
     case "string":
-      return typeof value === "string";
     case "number":
-      return typeof value === "number";
+    case "boolean":
+      return typeof value === kind;
     case "string[]":
       return Array.isArray(value) && value.every((v) => typeof v === "string");
     case "record":
+      return isRecord(value) && Object.values(value).every((v) => typeof v === "string");
+    case "user":
+      return typeof value === "string" || (typeof value === "number" && Number.isInteger(value) && value >= 0);
+    case "stdin":
+      return typeof value === "string" || value instanceof Uint8Array;
+    case "tty":
       return (
-        typeof value === "object" &&
-        value !== null &&
-        !Array.isArray(value) &&
-        Object.values(value).every((v) => typeof v === "string")
+        typeof value === "boolean" ||
+        (isRecord(value) && Number.isInteger(value.cols) && Number.isInteger(value.rows))
+      );
+    case "abortSignal":
+      return value instanceof AbortSignal;
+    case "patches":
+      return (
+        Array.isArray(value) &&
+        value.every((p) => isRecord(p) && patchKinds.has(p.kind as string) && typeof p.path === "string")
       );
   }
 }
 
-function describe(kind: Kind): string {
-  return kind === "record" ? "an object of strings" : kind === "string[]" ? "an array of strings" : `a ${kind}`;
-}
+const descriptions: Record<Kind, string> = {
+  string: "a string",
+  number: "a number",
+  boolean: "a boolean",
+  record: "an object of strings",
+  "string[]": "an array of strings",
+  user: "a user name or a non-negative integer uid",
+  stdin: 'a string, a Buffer or "pipe"',
+  tty: "a boolean or { cols, rows } with integers",
+  abortSignal: "an AbortSignal",
+  patches: "an array of Patch.text/mkdir/append/copy values",
+};
 
-function checkShape(
-  what: string,
-  options: unknown,
-  shape: Record<string, Kind>,
-  required: string[],
-): void {
-  if (typeof options !== "object" || options === null || Array.isArray(options)) {
+function checkShape(what: string, options: unknown, shape: Record<string, Kind>, required: string[]): void {
+  if (!isRecord(options)) {
     throw new InvalidOptionError(`${what}: must be an object`, what);
   }
   for (const [key, value] of Object.entries(options)) {
     const kind = shape[key];
     if (kind === undefined) {
-      throw new InvalidOptionError(
-        `${key}: unknown option (known: ${Object.keys(shape).join(", ")})`,
-        key,
-      );
+      throw new InvalidOptionError(`${key}: unknown option (known: ${Object.keys(shape).join(", ")})`, key);
     }
     if (value !== undefined && !matches(kind, value)) {
-      throw new InvalidOptionError(`${key}: must be ${describe(kind)}`, key);
+      throw new InvalidOptionError(`${key}: must be ${descriptions[kind]}`, key);
     }
   }
   for (const key of required) {
-    if ((options as Record<string, unknown>)[key] === undefined) {
+    if (options[key] === undefined) {
       throw new InvalidOptionError(`${key}: is required`, key);
     }
   }
@@ -97,6 +173,18 @@ export function checkSandboxOptions(options: unknown): asserts options is Sandbo
 
 export function checkExecOptions(options: unknown): asserts options is ExecOptions {
   checkShape("options", options, execShape, []);
+  const { timeout } = options as ExecOptions;
+  if (timeout !== undefined && !(Number.isFinite(timeout) && timeout > 0)) {
+    throw new InvalidOptionError(`timeout: must be a positive number of milliseconds, got ${timeout}`, "timeout");
+  }
+}
+
+export function checkWriteOptions(options: unknown): asserts options is WriteOptions {
+  checkShape("options", options, writeShape, []);
+  const { mode } = options as WriteOptions;
+  if (mode !== undefined && !(Number.isInteger(mode) && mode >= 0 && mode <= 0o7777)) {
+    throw new InvalidOptionError(`mode: must be a permission mode from 0 to 0o7777, got ${mode}`, "mode");
+  }
 }
 
 export function checkArgs(command: unknown, args: unknown): void {
@@ -105,5 +193,11 @@ export function checkArgs(command: unknown, args: unknown): void {
   }
   if (!matches("string[]", args)) {
     throw new InvalidOptionError("args: must be an array of strings", "args");
+  }
+}
+
+export function checkPath(field: string, value: unknown): asserts value is string {
+  if (typeof value !== "string" || value.length === 0) {
+    throw new InvalidOptionError(`${field}: must be a non-empty string`, field);
   }
 }

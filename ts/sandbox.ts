@@ -1,51 +1,9 @@
-// The Sandbox handle: create, run processes, stop.
-import { InvalidOptionError, unwrap } from "./errors";
+// The Sandbox handle: create, run processes, reach the filesystem, stop.
+import { check, ExecAbortedError, InvalidOptionError, unwrap } from "./errors";
+import { ExecHandle, ExecOutput, toNativeExecOptions } from "./exec";
+import { SandboxFs } from "./fs";
 import { assetsDir, native, type Native } from "./native";
-import {
-  checkArgs,
-  checkExecOptions,
-  checkSandboxOptions,
-  type ExecOptions,
-  type SandboxOptions,
-} from "./options";
-
-/** How a finished process ended and what it wrote. */
-export class ExecOutput {
-  /** Exit code, or null when a signal ended the process. */
-  readonly code: number | null;
-  /** Signal number that ended the process, or null. */
-  readonly signal: number | null;
-  readonly #stdout: Buffer;
-  readonly #stderr: Buffer;
-
-  constructor(raw: Native.NativeExecOutput) {
-    this.code = raw.code ?? null;
-    this.signal = raw.signal ?? null;
-    this.#stdout = raw.stdout;
-    this.#stderr = raw.stderr;
-  }
-
-  /** True when the process exited with code 0. */
-  get success(): boolean {
-    return this.code === 0;
-  }
-
-  stdout(encoding: BufferEncoding = "utf8"): string {
-    return this.#stdout.toString(encoding);
-  }
-
-  stderr(encoding: BufferEncoding = "utf8"): string {
-    return this.#stderr.toString(encoding);
-  }
-
-  stdoutBytes(): Buffer {
-    return this.#stdout;
-  }
-
-  stderrBytes(): Buffer {
-    return this.#stderr;
-  }
-}
+import { checkArgs, checkExecOptions, checkSandboxOptions, type ExecOptions, type SandboxOptions } from "./options";
 
 export interface BootInfo {
   /** "kvm" or "tcg". */
@@ -57,18 +15,34 @@ export interface BootInfo {
   agentVersion: string;
 }
 
+function abortedBeforeStart(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) {
+    throw new ExecAbortedError("the AbortSignal fired before the process started", { cause: signal.reason });
+  }
+}
+
+function checkScript(script: unknown): asserts script is string {
+  if (typeof script !== "string") {
+    throw new InvalidOptionError("script: must be a string", "script");
+  }
+}
+
 /**
  * A running microVM. It lives as long as the Node process that created it:
  * if that process exits or is killed, the VM goes too.
  */
 export class Sandbox implements AsyncDisposable {
   readonly #native: Native.NativeSandbox;
+  #fs: SandboxFs | undefined;
 
   private constructor(handle: Native.NativeSandbox) {
     this.#native = handle;
   }
 
-  /** Boots a sandbox and resolves once its guest is ready for commands. */
+  /**
+   * Boots a sandbox, writes its scripts and patches, and resolves once its
+   * guest is ready for commands.
+   */
   static async create(options: SandboxOptions): Promise<Sandbox> {
     checkSandboxOptions(options);
     const handle = unwrap(await native.createSandbox(options, { assetsDir }));
@@ -92,15 +66,43 @@ export class Sandbox implements AsyncDisposable {
   async exec(command: string, args: string[] = [], options: ExecOptions = {}): Promise<ExecOutput> {
     checkArgs(command, args);
     checkExecOptions(options);
-    return new ExecOutput(unwrap(await this.#native.exec(command, args, options)));
+    abortedBeforeStart(options.signal);
+    if (options.signal) {
+      // Abortable: stream, so that the signal can kill the process mid-way.
+      return (await this.execStream(command, args, options)).collect();
+    }
+    const nativeOptions = toNativeExecOptions(options, false);
+    return ExecOutput.fromNative(unwrap(await this.#native.exec(command, args, nativeOptions)));
   }
 
   /** Runs a script with `/bin/sh -c` and collects its output. */
   async shell(script: string, options: ExecOptions = {}): Promise<ExecOutput> {
-    if (typeof script !== "string") {
-      throw new InvalidOptionError("script: must be a string", "script");
-    }
+    checkScript(script);
     return this.exec("/bin/sh", ["-c", script], options);
+  }
+
+  /** Starts `command` and returns a handle that streams its events as they come. */
+  async execStream(command: string, args: string[] = [], options: ExecOptions = {}): Promise<ExecHandle> {
+    checkArgs(command, args);
+    checkExecOptions(options);
+    abortedBeforeStart(options.signal);
+    const nativeOptions = toNativeExecOptions(options, true);
+    const handle = new ExecHandle(unwrap(await this.#native.execStream(command, args, nativeOptions)), options);
+    // It may have fired while the process was starting.
+    if (options.signal?.aborted) await handle.kill();
+    return handle;
+  }
+
+  /** `execStream("/bin/sh", ["-c", script], options)`. */
+  async shellStream(script: string, options: ExecOptions = {}): Promise<ExecHandle> {
+    checkScript(script);
+    return this.execStream("/bin/sh", ["-c", script], options);
+  }
+
+  /** The guest filesystem. */
+  fs(): SandboxFs {
+    this.#fs ??= new SandboxFs(this.#native.fs());
+    return this.#fs;
   }
 
   /** Asks the guest to shut down and returns without waiting for it. */
@@ -110,14 +112,12 @@ export class Sandbox implements AsyncDisposable {
 
   /** Stops the sandbox and resolves once its VM and runtime processes are gone. */
   async stopAndWait(): Promise<void> {
-    const failure = await this.#native.stopAndWait();
-    if (failure) unwrap(failure);
+    check(await this.#native.stopAndWait());
   }
 
   /** Kills the VM at once and resolves once it is gone. */
   async kill(): Promise<void> {
-    const failure = await this.#native.kill();
-    if (failure) unwrap(failure);
+    check(await this.#native.kill());
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::InvalidOption;
+use crate::patch::{self, Patch, SCRIPTS_DIR};
 
 pub const DEFAULT_CPUS: u8 = 1;
 pub const MAX_CPUS: u8 = 64;
@@ -22,6 +23,9 @@ pub struct SandboxOptions {
     pub memory_mib: Option<f64>,
     pub env: Vec<(String, String)>,
     pub workdir: Option<String>,
+    /// Name and content of scripts placed, executable, in `/.msb/scripts` (on `PATH`).
+    pub scripts: Vec<(String, String)>,
+    pub patches: Vec<Patch>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +45,8 @@ pub struct SandboxConfig {
     /// Complete environment of every process: defaults, then the caller's.
     pub env: Vec<(String, String)>,
     pub workdir: Option<String>,
+    /// Scripts (as patches) then patches, validated against the image.
+    pub patches: Vec<Patch>,
 }
 
 impl SandboxOptions {
@@ -65,9 +71,20 @@ impl SandboxOptions {
             ("HOME".to_string(), "/root".to_string()),
         ];
         merge_env(&mut env, self.env);
+        // Scripts are always reachable by name, whatever PATH the caller set.
+        if let Some((_, path)) = env.iter_mut().find(|(k, _)| k == "PATH") {
+            path.push(':');
+            path.push_str(SCRIPTS_DIR);
+        }
         if let Some(workdir) = &self.workdir {
             validate_guest_path("workdir", workdir)?;
         }
+        let mut patches = patch::scripts_as_patches(&self.scripts)?;
+        let ImageSource::Directory(root) = &image;
+        // Scripts live under /.msb, which images do not have; only patches can
+        // collide with the image, so only they are named in errors.
+        patch::validate(&self.patches, root, "patches")?;
+        patches.extend(self.patches);
         Ok(SandboxConfig {
             name,
             named,
@@ -76,6 +93,7 @@ impl SandboxOptions {
             memory_mib,
             env,
             workdir: self.workdir,
+            patches,
         })
     }
 }
@@ -211,7 +229,9 @@ mod tests {
         assert_eq!(config.memory_mib, DEFAULT_MEMORY_MIB);
         assert_eq!(config.image, ImageSource::Directory("/srv/root".into()));
         assert!(!config.named);
-        assert!(config.env.contains(&("PATH".into(), DEFAULT_PATH.into())));
+        assert!(config
+            .env
+            .contains(&("PATH".into(), format!("{DEFAULT_PATH}:{SCRIPTS_DIR}"))));
     }
 
     #[test]
@@ -270,7 +290,7 @@ mod tests {
             ..options()
         };
         let env = opts.validate().unwrap().env;
-        assert_eq!(env[0], ("PATH".into(), "/bin".into()));
+        assert_eq!(env[0], ("PATH".into(), format!("/bin:{SCRIPTS_DIR}")));
         assert!(env.contains(&("X".into(), "1".into())));
     }
 

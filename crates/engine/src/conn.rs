@@ -1,10 +1,13 @@
 //! The engine's side of a runtime connection.
 //!
-//! A writer task owns the socket's write half and drains a bounded queue; a
-//! reader task owns the read half and routes each message to the request it
-//! belongs to. Routes are unbounded channels: what can pile up in one is bounded
-//! by the output credit the request granted, so a slow consumer of one request
-//! never blocks the others. When the runtime reports the VM gone, or the socket
+//! A writer task owns the socket's write half and drains a queue; a reader task
+//! owns the read half and routes each message to the request it belongs to.
+//! Both are unbounded channels, and both are bounded in practice by credit:
+//! what piles up in a route is at most the output window the request granted,
+//! and the input a request queues is at most the input window the guest granted
+//! (`InputCredit` goes straight to the route's semaphore). So a slow consumer of
+//! one request never blocks another, and sending never needs an await, which
+//! lets `Drop` impls send. When the runtime reports the VM gone, or the socket
 //! closes, every open request sees its channel end.
 
 use std::collections::HashMap;
@@ -12,13 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
-use msb_protocol::{Envelope, FrameCodec, NO_REQUEST};
+use msb_protocol::{Envelope, FrameCodec, GuestMessage, INPUT_WINDOW, NO_REQUEST};
 use msb_runtime::control::{FromRuntime, ToRuntime, VmExit};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
-
-const OUTGOING_DEPTH: usize = 64;
 
 /// Where the sandbox's VM stands, as seen from the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +55,7 @@ impl Lifecycle {
 pub struct Closed;
 
 pub struct RuntimeConn {
-    outgoing: mpsc::Sender<Envelope<ToRuntime>>,
+    outgoing: mpsc::UnboundedSender<Envelope<ToRuntime>>,
     routes: Arc<Mutex<Routes>>,
     next_id: AtomicU64,
     lifecycle: watch::Receiver<Lifecycle>,
@@ -62,15 +63,28 @@ pub struct RuntimeConn {
 
 #[derive(Default)]
 struct Routes {
-    open: HashMap<u64, mpsc::UnboundedSender<FromRuntime>>,
+    open: HashMap<u64, Route>,
     closed: bool,
+}
+
+struct Route {
+    events: mpsc::UnboundedSender<FromRuntime>,
+    input_credit: Arc<Semaphore>,
+}
+
+/// What a caller holds of an open request's route.
+pub struct RequestRoute {
+    pub id: u64,
+    pub events: mpsc::UnboundedReceiver<FromRuntime>,
+    /// Input bytes the guest currently accepts for this request.
+    pub input_credit: Arc<Semaphore>,
 }
 
 impl RuntimeConn {
     /// Starts the reader and writer tasks on `stream`.
     pub fn start(stream: UnixStream) -> Arc<RuntimeConn> {
         let (read_half, write_half) = stream.into_split();
-        let (outgoing, mut queue) = mpsc::channel::<Envelope<ToRuntime>>(OUTGOING_DEPTH);
+        let (outgoing, mut queue) = mpsc::unbounded_channel::<Envelope<ToRuntime>>();
         tokio::spawn(async move {
             let mut frames =
                 FramedWrite::new(write_half, FrameCodec::<FromRuntime, ToRuntime>::new());
@@ -94,7 +108,18 @@ impl RuntimeConn {
                 if id != NO_REQUEST {
                     let routes = lock(&reader_routes);
                     if let Some(route) = routes.open.get(&id) {
-                        let _ = route.send(msg);
+                        match msg {
+                            FromRuntime::Agent(GuestMessage::InputCredit(bytes)) => {
+                                route.input_credit.add_permits(bytes as usize)
+                            }
+                            msg => {
+                                if matches!(&msg, FromRuntime::Agent(m) if m.ends_request()) {
+                                    // Input for a finished request goes nowhere: wake its writers.
+                                    route.input_credit.close();
+                                }
+                                let _ = route.events.send(msg);
+                            }
+                        }
                     }
                 }
             }
@@ -108,7 +133,9 @@ impl RuntimeConn {
             });
             let mut routes = lock(&reader_routes);
             routes.closed = true;
-            routes.open.clear();
+            for (_, route) in routes.open.drain() {
+                route.input_credit.close();
+            }
         });
 
         Arc::new(RuntimeConn {
@@ -120,26 +147,39 @@ impl RuntimeConn {
         })
     }
 
-    /// Opens a route for a new request and returns its id and event channel.
-    pub fn open_request(&self) -> Result<(u64, mpsc::UnboundedReceiver<FromRuntime>), Closed> {
+    /// Opens a route for a new request: its id, event channel and input credit.
+    pub fn open_request(&self) -> Result<RequestRoute, Closed> {
         let mut routes = lock(&self.routes);
         if routes.closed || *self.lifecycle.borrow() != Lifecycle::Running {
             return Err(Closed);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        routes.open.insert(id, tx);
-        Ok((id, rx))
+        let input_credit = Arc::new(Semaphore::new(INPUT_WINDOW as usize));
+        routes.open.insert(
+            id,
+            Route {
+                events: tx,
+                input_credit: input_credit.clone(),
+            },
+        );
+        Ok(RequestRoute {
+            id,
+            events: rx,
+            input_credit,
+        })
     }
 
     pub fn close_request(&self, id: u64) {
-        lock(&self.routes).open.remove(&id);
+        if let Some(route) = lock(&self.routes).open.remove(&id) {
+            // Wake anyone waiting to send input: the request is over.
+            route.input_credit.close();
+        }
     }
 
-    pub async fn send(&self, id: u64, msg: ToRuntime) -> Result<(), Closed> {
+    pub fn send(&self, id: u64, msg: ToRuntime) -> Result<(), Closed> {
         self.outgoing
             .send(Envelope::new(id, msg))
-            .await
             .map_err(|_| Closed)
     }
 

@@ -11,9 +11,20 @@ pub enum ErrorCode {
     SandboxExists,
     MissingAsset,
     BootFailed,
+    PatchFailed,
     SandboxNotRunning,
     CommandNotFound,
+    UserNotFound,
     ExecFailed,
+    ExecTimeout,
+    FsNotFound,
+    FsPermissionDenied,
+    FsAlreadyExists,
+    FsNotADirectory,
+    FsIsADirectory,
+    FsNotEmpty,
+    FsError,
+    HostIo,
     Internal,
 }
 
@@ -25,9 +36,20 @@ impl ErrorCode {
             ErrorCode::SandboxExists => "SANDBOX_EXISTS",
             ErrorCode::MissingAsset => "MISSING_ASSET",
             ErrorCode::BootFailed => "BOOT_FAILED",
+            ErrorCode::PatchFailed => "PATCH_FAILED",
             ErrorCode::SandboxNotRunning => "SANDBOX_NOT_RUNNING",
             ErrorCode::CommandNotFound => "COMMAND_NOT_FOUND",
+            ErrorCode::UserNotFound => "USER_NOT_FOUND",
             ErrorCode::ExecFailed => "EXEC_FAILED",
+            ErrorCode::ExecTimeout => "EXEC_TIMEOUT",
+            ErrorCode::FsNotFound => "FS_NOT_FOUND",
+            ErrorCode::FsPermissionDenied => "FS_PERMISSION_DENIED",
+            ErrorCode::FsAlreadyExists => "FS_ALREADY_EXISTS",
+            ErrorCode::FsNotADirectory => "FS_NOT_A_DIRECTORY",
+            ErrorCode::FsIsADirectory => "FS_IS_A_DIRECTORY",
+            ErrorCode::FsNotEmpty => "FS_NOT_EMPTY",
+            ErrorCode::FsError => "FS_ERROR",
+            ErrorCode::HostIo => "HOST_IO",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -47,8 +69,10 @@ pub trait HasCode {
 pub struct ErrorDetails {
     /// The option at fault, as callers spell it.
     pub field: Option<String>,
-    /// The guest's errno, for failures of guest system calls.
+    /// The guest's errno (or the host's, for host file errors).
     pub errno: Option<i32>,
+    /// The path the failed operation was about.
+    pub path: Option<String>,
     /// The end of the guest console, for boot failures.
     pub console_tail: Option<String>,
 }
@@ -66,6 +90,19 @@ impl InvalidOption {
         Self {
             field: field.into(),
             problem: problem.into(),
+        }
+    }
+}
+
+impl HasCode for InvalidOption {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::InvalidOption
+    }
+
+    fn details(&self) -> ErrorDetails {
+        ErrorDetails {
+            field: Some(self.field.clone()),
+            ..Default::default()
         }
     }
 }
@@ -88,6 +125,13 @@ pub enum CreateError {
         name: String,
         reason: String,
         console_tail: String,
+    },
+    /// A script or patch could not be applied in the guest; the sandbox was removed.
+    #[error("{field}: could not be applied")]
+    PatchFailed {
+        field: String,
+        #[source]
+        source: FsError,
     },
     #[error("{what}")]
     Io {
@@ -113,6 +157,7 @@ impl HasCode for CreateError {
             CreateError::SandboxExists { .. } => ErrorCode::SandboxExists,
             CreateError::MissingAsset { .. } => ErrorCode::MissingAsset,
             CreateError::BootFailed { .. } => ErrorCode::BootFailed,
+            CreateError::PatchFailed { .. } => ErrorCode::PatchFailed,
             CreateError::Io { .. } => ErrorCode::Internal,
         }
     }
@@ -132,20 +177,11 @@ impl HasCode for CreateError {
                 console_tail: Some(console_tail.clone()),
                 ..Default::default()
             },
+            CreateError::PatchFailed { field, source } => ErrorDetails {
+                field: Some(field.clone()),
+                ..source.details()
+            },
             _ => ErrorDetails::default(),
-        }
-    }
-}
-
-impl HasCode for InvalidOption {
-    fn code(&self) -> ErrorCode {
-        ErrorCode::InvalidOption
-    }
-
-    fn details(&self) -> ErrorDetails {
-        ErrorDetails {
-            field: Some(self.field.clone()),
-            ..Default::default()
         }
     }
 }
@@ -159,7 +195,11 @@ pub enum ExecError {
     #[error("{message}")]
     CommandNotFound { message: String },
     #[error("{message}")]
+    UserNotFound { message: String },
+    #[error("{message}")]
     Failed { message: String, errno: Option<i32> },
+    #[error("the process did not finish within {timeout_ms} ms and was killed with everything it started")]
+    Timeout { timeout_ms: u64 },
 }
 
 fn reason_suffix(reason: &str) -> String {
@@ -176,7 +216,9 @@ impl HasCode for ExecError {
             ExecError::InvalidOption(_) => ErrorCode::InvalidOption,
             ExecError::NotRunning { .. } => ErrorCode::SandboxNotRunning,
             ExecError::CommandNotFound { .. } => ErrorCode::CommandNotFound,
+            ExecError::UserNotFound { .. } => ErrorCode::UserNotFound,
             ExecError::Failed { .. } => ErrorCode::ExecFailed,
+            ExecError::Timeout { .. } => ErrorCode::ExecTimeout,
         }
     }
 
@@ -188,6 +230,93 @@ impl HasCode for ExecError {
                 ..Default::default()
             },
             _ => ErrorDetails::default(),
+        }
+    }
+}
+
+/// What kind of filesystem failure, from the errno the guest (or host) reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsErrorKind {
+    NotFound,
+    PermissionDenied,
+    AlreadyExists,
+    NotADirectory,
+    IsADirectory,
+    NotEmpty,
+    Other,
+}
+
+impl FsErrorKind {
+    pub fn from_errno(errno: Option<i32>) -> Self {
+        match errno {
+            Some(libc::ENOENT) => FsErrorKind::NotFound,
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {
+                FsErrorKind::PermissionDenied
+            }
+            Some(libc::EEXIST) => FsErrorKind::AlreadyExists,
+            Some(libc::ENOTDIR) => FsErrorKind::NotADirectory,
+            Some(libc::EISDIR) => FsErrorKind::IsADirectory,
+            Some(libc::ENOTEMPTY) => FsErrorKind::NotEmpty,
+            _ => FsErrorKind::Other,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error(transparent)]
+    InvalidOption(#[from] InvalidOption),
+    #[error("sandbox {name:?} is not running{}", reason_suffix(reason))]
+    NotRunning { name: String, reason: String },
+    /// The guest's system call failed.
+    #[error("{message}")]
+    Guest {
+        kind: FsErrorKind,
+        errno: Option<i32>,
+        path: String,
+        message: String,
+    },
+    /// A host-side file of `copyFromHost`/`copyToHost` failed.
+    #[error("host file {path}")]
+    Host {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl HasCode for FsError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            FsError::InvalidOption(_) => ErrorCode::InvalidOption,
+            FsError::NotRunning { .. } => ErrorCode::SandboxNotRunning,
+            FsError::Host { .. } => ErrorCode::HostIo,
+            FsError::Guest { kind, .. } => match kind {
+                FsErrorKind::NotFound => ErrorCode::FsNotFound,
+                FsErrorKind::PermissionDenied => ErrorCode::FsPermissionDenied,
+                FsErrorKind::AlreadyExists => ErrorCode::FsAlreadyExists,
+                FsErrorKind::NotADirectory => ErrorCode::FsNotADirectory,
+                FsErrorKind::IsADirectory => ErrorCode::FsIsADirectory,
+                FsErrorKind::NotEmpty => ErrorCode::FsNotEmpty,
+                FsErrorKind::Other => ErrorCode::FsError,
+            },
+        }
+    }
+
+    fn details(&self) -> ErrorDetails {
+        match self {
+            FsError::InvalidOption(invalid) => invalid.details(),
+            FsError::Guest { errno, path, .. } => ErrorDetails {
+                errno: *errno,
+                path: Some(path.clone()),
+                ..Default::default()
+            },
+            FsError::Host { path, source } => ErrorDetails {
+                errno: source.raw_os_error(),
+                path: Some(path.display().to_string()),
+                ..Default::default()
+            },
+            FsError::NotRunning { .. } => ErrorDetails::default(),
         }
     }
 }

@@ -1,30 +1,56 @@
-//! Running processes in a sandbox: requests, the event stream of one process
-//! and its collected output.
+//! Running processes in a sandbox: requests, the event stream of one process,
+//! its controls (stdin, signals, terminal size) and its collected output.
 //!
 //! Flow control: the guest may send [`OUTPUT_WINDOW`] bytes ahead; each byte is
-//! credited back when the consumer takes it from [`ExecStream::next`]. A slow
+//! credited back when the consumer takes it from [`ExecEvents::next`]. A slow
 //! consumer therefore holds at most one window per process in memory, and the
-//! guest process blocks on its pipe rather than anything being dropped.
+//! guest process blocks on its pipe rather than anything being dropped. Stdin
+//! goes the other way under the guest's input credit.
+//!
+//! Timeout: when it expires the process and everything it started are killed
+//! (the guest kills the exec's cgroup), the remaining output is drained, and
+//! the stream ends with [`ExecError::Timeout`], never with a normal exit.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use msb_protocol::{
-    ExecRequest, ExitStatus, Failure, FailureKind, GuestMessage, HostMessage, StdinMode,
+    ExecRequest, ExitStatus, Failure, FailureKind, GuestMessage, HostMessage, StdinMode, TtySize,
+    User,
 };
-use msb_runtime::control::{FromRuntime, ToRuntime};
-use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::config::{validate_env, validate_guest_path};
 use crate::conn::RuntimeConn;
 use crate::error::{ExecError, InvalidOption};
+use crate::request::{self, RequestEvents, RequestSender};
 
 /// Output bytes in flight per process before the guest waits for the consumer.
 pub const OUTPUT_WINDOW: u32 = 1 << 20;
+
+/// After a timeout's kill, how long to wait for the guest to report the exit.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Default)]
+pub enum StdinSource {
+    /// Stdin reads end-of-file at once.
+    #[default]
+    Null,
+    /// These bytes, then end-of-file.
+    Bytes(Vec<u8>),
+    /// Written by the caller through [`ExecControl::write_stdin`].
+    Pipe,
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct ExecOptions {
     pub cwd: Option<String>,
     pub env: Vec<(String, String)>,
+    pub user: Option<User>,
+    pub timeout: Option<Duration>,
+    pub stdin: StdinSource,
+    /// Run under a pseudo-terminal of this size.
+    pub tty: Option<TtySize>,
 }
 
 impl ExecOptions {
@@ -32,8 +58,33 @@ impl ExecOptions {
         if let Some(cwd) = &self.cwd {
             validate_guest_path("cwd", cwd)?;
         }
-        validate_env("env", &self.env)
+        validate_env("env", &self.env)?;
+        if let Some(User::Name(name)) = &self.user {
+            if name.is_empty() || name.contains(':') || name.contains('\0') {
+                return Err(InvalidOption::new(
+                    "user",
+                    format!("{name:?} is not a user name"),
+                ));
+            }
+        }
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(InvalidOption::new("timeout", "must be positive"));
+        }
+        if let Some(size) = self.tty {
+            validate_tty_size(size)?;
+        }
+        Ok(())
     }
+}
+
+pub fn validate_tty_size(size: TtySize) -> Result<(), InvalidOption> {
+    if size.cols == 0 || size.rows == 0 {
+        return Err(InvalidOption::new(
+            "tty",
+            "columns and rows must be at least 1",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,106 +102,147 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
 }
 
-/// One running process's events, in order, ending with `Exited`.
-pub struct ExecStream {
-    id: u64,
-    pid: u32,
-    events: mpsc::UnboundedReceiver<FromRuntime>,
-    conn: Arc<RuntimeConn>,
-    sandbox: String,
-    finished: bool,
+/// Starts a process; returns its event stream and its controls.
+pub async fn start(
+    conn: &Arc<RuntimeConn>,
+    sandbox: &str,
+    program: String,
+    args: Vec<String>,
+    options: ExecOptions,
+) -> Result<(ExecEvents, ExecControl), ExecError> {
+    options.validate()?;
+    if program.is_empty() {
+        return Err(InvalidOption::new("command", "must not be empty").into());
+    }
+    let not_running = || ExecError::NotRunning {
+        name: sandbox.to_string(),
+        reason: conn.lifecycle().reason(),
+    };
+    let stdin_mode = match options.stdin {
+        StdinSource::Null => StdinMode::Null,
+        StdinSource::Bytes(_) | StdinSource::Pipe => StdinMode::Pipe,
+    };
+    let request = ExecRequest {
+        program,
+        args,
+        env: options.env,
+        cwd: options.cwd,
+        user: options.user,
+        stdin: stdin_mode,
+        tty: options.tty,
+        output_window: OUTPUT_WINDOW,
+    };
+    let (mut events, sender) =
+        request::start(conn, HostMessage::Exec(request)).map_err(|_| not_running())?;
+    let pid = match events.recv().await {
+        Some(GuestMessage::Started { pid }) => pid,
+        Some(GuestMessage::Failed(failure)) => return Err(failure_to_error(failure)),
+        _ => return Err(not_running()),
+    };
+    if let StdinSource::Bytes(data) = options.stdin {
+        let stdin = sender.clone();
+        tokio::spawn(async move {
+            // A process that exits without reading ends the request; nothing to report.
+            if stdin.write_input(&data).await.is_ok() {
+                let _ = stdin.end_input().await;
+            }
+        });
+    }
+    let control = ExecControl {
+        sender: sender.clone(),
+        pid,
+        stdin_pipe: matches!(stdin_mode, StdinMode::Pipe),
+        tty: options.tty.is_some(),
+    };
+    let events = ExecEvents {
+        events,
+        sender,
+        sandbox: sandbox.to_string(),
+        conn: conn.clone(),
+        deadline: options.timeout.map(|t| (Instant::now() + t, t)),
+        killed_for_timeout: None,
+    };
+    Ok((events, control))
 }
 
-impl ExecStream {
-    pub(crate) async fn start(
-        conn: Arc<RuntimeConn>,
-        sandbox: &str,
-        program: String,
-        args: Vec<String>,
-        options: ExecOptions,
-    ) -> Result<ExecStream, ExecError> {
-        options.validate()?;
-        if program.is_empty() {
-            return Err(InvalidOption::new("command", "must not be empty").into());
-        }
-        let not_running = |conn: &RuntimeConn| ExecError::NotRunning {
-            name: sandbox.to_string(),
-            reason: conn.lifecycle().reason(),
-        };
-        let (id, mut events) = conn.open_request().map_err(|_| not_running(&conn))?;
-        let request = ExecRequest {
-            program,
-            args,
-            env: options.env,
-            cwd: options.cwd,
-            stdin: StdinMode::Null,
-            output_window: OUTPUT_WINDOW,
-        };
-        let sent = conn
-            .send(id, ToRuntime::Agent(HostMessage::Exec(request)))
-            .await;
-        let first = match sent {
-            Ok(()) => events.recv().await,
-            Err(_) => None,
-        };
-        match first {
-            Some(FromRuntime::Agent(GuestMessage::Started { pid })) => Ok(ExecStream {
-                id,
-                pid,
-                events,
-                conn,
-                sandbox: sandbox.to_string(),
-                finished: false,
-            }),
-            Some(FromRuntime::Agent(GuestMessage::Failed(failure))) => {
-                conn.close_request(id);
-                Err(failure_to_error(failure))
-            }
-            _ => {
-                conn.close_request(id);
-                Err(not_running(&conn))
-            }
-        }
-    }
+/// One running process's events, in order, ending with `Exited`.
+pub struct ExecEvents {
+    events: RequestEvents,
+    sender: RequestSender,
+    sandbox: String,
+    conn: Arc<RuntimeConn>,
+    /// When to kill the process, and the timeout it came from.
+    deadline: Option<(Instant, Duration)>,
+    /// Set once the timeout fired: the timeout, and the deadline for the exit report.
+    killed_for_timeout: Option<(Duration, Instant)>,
+}
 
-    /// The process id inside the guest.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
+impl ExecEvents {
     /// The next event, or `None` after `Exited` was returned.
     pub async fn next(&mut self) -> Result<Option<ExecEvent>, ExecError> {
-        while !self.finished {
-            let event = match self.events.recv().await {
-                Some(FromRuntime::Agent(GuestMessage::Stdout(data))) => {
-                    self.credit(data.len()).await;
+        loop {
+            if self.events.is_finished() {
+                return Ok(None);
+            }
+            let message = self.recv_before_deadline().await?;
+            let event = match message {
+                Some(GuestMessage::Stdout(data)) => {
+                    self.sender.credit(data.len());
                     ExecEvent::Stdout(data)
                 }
-                Some(FromRuntime::Agent(GuestMessage::Stderr(data))) => {
-                    self.credit(data.len()).await;
+                Some(GuestMessage::Stderr(data)) => {
+                    self.sender.credit(data.len());
                     ExecEvent::Stderr(data)
                 }
-                Some(FromRuntime::Agent(GuestMessage::Exited(status))) => {
-                    self.finish();
-                    ExecEvent::Exited(status)
-                }
-                Some(FromRuntime::Agent(GuestMessage::Failed(failure))) => {
-                    self.finish();
-                    return Err(failure_to_error(failure));
-                }
-                // Nothing else belongs to a running exec; ignore it.
+                Some(GuestMessage::Exited(status)) => match self.killed_for_timeout {
+                    Some((timeout, _)) => {
+                        return Err(ExecError::Timeout {
+                            timeout_ms: timeout.as_millis() as u64,
+                        })
+                    }
+                    None => ExecEvent::Exited(status),
+                },
+                Some(GuestMessage::Failed(failure)) => return Err(failure_to_error(failure)),
+                // Nothing else belongs to a running exec.
                 Some(_) => continue,
                 None => {
-                    self.finish();
                     return Err(ExecError::NotRunning {
                         name: self.sandbox.clone(),
                         reason: self.conn.lifecycle().reason(),
-                    });
+                    })
                 }
             };
+            if self.killed_for_timeout.is_some() {
+                // Output after the kill is drained, not delivered.
+                continue;
+            }
             return Ok(Some(event));
         }
-        Ok(None)
+    }
+
+    /// Receives the next message, killing the process when the timeout expires.
+    async fn recv_before_deadline(&mut self) -> Result<Option<GuestMessage>, ExecError> {
+        loop {
+            if let Some((timeout, report_by)) = self.killed_for_timeout {
+                return match tokio::time::timeout_at(report_by, self.events.recv()).await {
+                    Ok(message) => Ok(message),
+                    // The guest did not even report the exit: give up on it.
+                    Err(_) => Err(ExecError::Timeout {
+                        timeout_ms: timeout.as_millis() as u64,
+                    }),
+                };
+            }
+            let Some((deadline, timeout)) = self.deadline else {
+                return Ok(self.events.recv().await);
+            };
+            tokio::select! {
+                message = self.events.recv() => return Ok(message),
+                _ = tokio::time::sleep_until(deadline) => {
+                    let _ = self.sender.send(HostMessage::Kill);
+                    self.killed_for_timeout = Some((timeout, Instant::now() + KILL_GRACE));
+                }
+            }
+        }
     }
 
     /// Reads the stream to its end.
@@ -175,35 +267,100 @@ impl ExecStream {
             reason: self.conn.lifecycle().reason(),
         })
     }
+}
 
-    async fn credit(&self, bytes: usize) {
-        // A failed send means the sandbox is going away; `next` will report it.
-        let _ = self
-            .conn
-            .send(self.id, ToRuntime::Agent(HostMessage::Credit(bytes as u32)))
-            .await;
-    }
-
-    fn finish(&mut self) {
-        self.finished = true;
-        self.conn.close_request(self.id);
+impl Drop for ExecEvents {
+    fn drop(&mut self) {
+        if !self.events.is_finished() {
+            // Nobody reads the output any more: let the process run on without
+            // blocking on a full pipe.
+            let _ = self.sender.send(HostMessage::Detach);
+        }
     }
 }
 
-impl Drop for ExecStream {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.conn.close_request(self.id);
+/// Controls of a running process; cheap to clone.
+#[derive(Clone)]
+pub struct ExecControl {
+    sender: RequestSender,
+    pid: u32,
+    stdin_pipe: bool,
+    tty: bool,
+}
+
+impl ExecControl {
+    /// The process id inside the guest.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Writes to the process's stdin; waits while the guest's input window is full.
+    pub async fn write_stdin(&self, data: &[u8]) -> Result<(), ExecError> {
+        self.require_pipe()?;
+        self.sender
+            .write_input(data)
+            .await
+            .map_err(|_| stdin_closed())
+    }
+
+    pub async fn close_stdin(&self) -> Result<(), ExecError> {
+        self.require_pipe()?;
+        self.sender.end_input().await.map_err(|_| stdin_closed())
+    }
+
+    /// Sends a signal to the process's group.
+    pub fn signal(&self, signal: i32) -> Result<(), ExecError> {
+        if !(1..=64).contains(&signal) {
+            return Err(
+                InvalidOption::new("signal", format!("{signal} is not a signal number")).into(),
+            );
         }
+        let _ = self.sender.send(HostMessage::Signal(signal));
+        Ok(())
+    }
+
+    /// Kills the process and everything it started.
+    pub fn kill(&self) {
+        let _ = self.sender.send(HostMessage::Kill);
+    }
+
+    pub fn resize(&self, size: TtySize) -> Result<(), ExecError> {
+        if !self.tty {
+            return Err(InvalidOption::new("tty", "the process was not started with a TTY").into());
+        }
+        validate_tty_size(size)?;
+        let _ = self.sender.send(HostMessage::Resize(size));
+        Ok(())
+    }
+
+    fn require_pipe(&self) -> Result<(), ExecError> {
+        if self.stdin_pipe {
+            Ok(())
+        } else {
+            Err(
+                InvalidOption::new("stdin", "the process was not started with stdin: \"pipe\"")
+                    .into(),
+            )
+        }
+    }
+}
+
+fn stdin_closed() -> ExecError {
+    ExecError::Failed {
+        message: "stdin is closed: the process has exited or its input was ended".into(),
+        errno: Some(libc::EPIPE),
     }
 }
 
 fn failure_to_error(failure: Failure) -> ExecError {
     match failure.kind {
-        FailureKind::NotFound => ExecError::CommandNotFound {
+        FailureKind::ProgramNotFound => ExecError::CommandNotFound {
             message: failure.message,
         },
-        _ => ExecError::Failed {
+        FailureKind::UnknownUser => ExecError::UserNotFound {
+            message: failure.message,
+        },
+        FailureKind::InvalidRequest | FailureKind::Io => ExecError::Failed {
             message: failure.message,
             errno: failure.errno,
         },

@@ -6,18 +6,26 @@ mod config;
 mod conn;
 mod error;
 mod exec;
+mod fs;
 mod initramfs;
+mod patch;
 mod paths;
+mod request;
 mod sandbox;
 
 pub use config::{SandboxOptions, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, MAX_CPUS};
 pub use conn::Lifecycle;
 pub use error::{
-    CreateError, ErrorCode, ErrorDetails, ExecError, HasCode, InvalidOption, StopError,
+    CreateError, ErrorCode, ErrorDetails, ExecError, FsError, FsErrorKind, HasCode, InvalidOption,
+    StopError,
 };
-pub use exec::{ExecEvent, ExecOptions, ExecOutput, ExecStream, OUTPUT_WINDOW};
-pub use msb_protocol::ExitStatus;
+pub use exec::{
+    ExecControl, ExecEvent, ExecEvents, ExecOptions, ExecOutput, StdinSource, OUTPUT_WINDOW,
+};
+pub use fs::{FileReader, FileWriter, SandboxFs, WriteOptions};
+pub use msb_protocol::{DirEntry, ExitStatus, FileKind, FileStat, TtySize, User};
 pub use msb_runtime::control::BootInfo;
 pub use msb_vmm::Accel;
+pub use patch::{Patch, SCRIPTS_DIR};
 pub use paths::EngineSettings;
 pub use sandbox::Sandbox;

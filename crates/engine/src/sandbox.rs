@@ -25,9 +25,10 @@ use tokio::sync::Mutex;
 use crate::config::{ImageSource, SandboxConfig, SandboxOptions};
 use crate::conn::{Lifecycle, RuntimeConn};
 use crate::error::{CreateError, ExecError, StopError};
-use crate::exec::{ExecOptions, ExecOutput, ExecStream};
-use crate::initramfs;
+use crate::exec::{self, ExecControl, ExecEvents, ExecOptions, ExecOutput};
+use crate::fs::SandboxFs;
 use crate::paths::EngineSettings;
+use crate::{initramfs, patch};
 
 /// Boot deadline under emulation, from VM launch to the agent's `Ready`.
 const BOOT_TIMEOUT_MS: u64 = 60_000;
@@ -41,6 +42,7 @@ pub struct Sandbox {
 
 struct Inner {
     name: String,
+    workdir: Option<String>,
     dir: PathBuf,
     /// Directories of sandboxes the caller did not name are removed after stop.
     keep_dir: bool,
@@ -77,16 +79,21 @@ impl Sandbox {
         let spec = boot_spec(&config, root, &initramfs, settings, &dir);
         let booted = boot(&conn, spec).await;
         match booted {
-            Ok(boot) => Ok(Sandbox {
-                inner: Arc::new(Inner {
-                    name: config.name,
-                    dir,
-                    keep_dir: config.named,
-                    boot,
-                    conn,
-                    runtime: Mutex::new(Some(runtime)),
-                }),
-            }),
+            Ok(boot) => {
+                let sandbox = Sandbox {
+                    inner: Arc::new(Inner {
+                        name: config.name,
+                        workdir: config.workdir,
+                        dir,
+                        keep_dir: config.named,
+                        boot,
+                        conn,
+                        runtime: Mutex::new(Some(runtime)),
+                    }),
+                };
+                sandbox.apply_patches(&config.patches).await?;
+                Ok(sandbox)
+            }
             Err(failure) => {
                 let _ = runtime.wait().await;
                 let (reason, console_tail) = match failure {
@@ -127,32 +134,46 @@ impl Sandbox {
         self.inner.conn.lifecycle() == Lifecycle::Running
     }
 
+    /// Starts a process; returns its event stream and its controls.
     pub async fn exec_stream(
         &self,
         program: String,
         args: Vec<String>,
         options: ExecOptions,
-    ) -> Result<ExecStream, ExecError> {
-        ExecStream::start(
-            self.inner.conn.clone(),
-            &self.inner.name,
-            program,
-            args,
-            options,
-        )
-        .await
+    ) -> Result<(ExecEvents, ExecControl), ExecError> {
+        exec::start(&self.inner.conn, &self.inner.name, program, args, options).await
     }
 
+    /// Runs a process to its end and returns all it wrote.
     pub async fn exec(
         &self,
         program: String,
         args: Vec<String>,
         options: ExecOptions,
     ) -> Result<ExecOutput, ExecError> {
-        self.exec_stream(program, args, options)
-            .await?
-            .collect()
-            .await
+        let (events, _control) = self.exec_stream(program, args, options).await?;
+        events.collect().await
+    }
+
+    /// The guest filesystem.
+    pub fn fs(&self) -> SandboxFs {
+        SandboxFs::new(
+            self.inner.conn.clone(),
+            &self.inner.name,
+            self.inner.workdir.as_deref(),
+        )
+    }
+
+    /// Applies scripts and patches; on failure the sandbox is killed.
+    async fn apply_patches(&self, patches: &[patch::Patch]) -> Result<(), CreateError> {
+        let Err((index, source)) = patch::apply(patches, &self.fs()).await else {
+            return Ok(());
+        };
+        let _ = self.kill().await;
+        Err(CreateError::PatchFailed {
+            field: patch_field(patches, index),
+            source,
+        })
     }
 
     /// Asks the guest to shut down (processes get SIGTERM, then SIGKILL after a
@@ -177,10 +198,10 @@ impl Sandbox {
     }
 
     async fn send_control(&self, msg: ToRuntime) {
-        if let Ok((id, _events)) = self.inner.conn.open_request() {
-            let _ = self.inner.conn.send(id, msg).await;
+        if let Ok(route) = self.inner.conn.open_request() {
+            let _ = self.inner.conn.send(route.id, msg);
             // The reply is the lifecycle change; the route is not needed.
-            self.inner.conn.close_request(id);
+            self.inner.conn.close_request(route.id);
         }
     }
 
@@ -194,6 +215,25 @@ impl Sandbox {
             }
         }
         Ok(())
+    }
+}
+
+/// The option a failed patch came from: scripts come first in the list.
+fn patch_field(patches: &[patch::Patch], index: usize) -> String {
+    let script_name = |p: &patch::Patch| match p {
+        patch::Patch::Text { path, .. } => path
+            .strip_prefix(patch::SCRIPTS_DIR)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .map(str::to_string),
+        _ => None,
+    };
+    let scripts = patches
+        .iter()
+        .take_while(|p| script_name(p).is_some())
+        .count();
+    match script_name(&patches[index]) {
+        Some(name) if index < scripts => format!("scripts.{name}"),
+        _ => format!("patches[{}]", index - scripts),
     }
 }
 
@@ -303,12 +343,12 @@ enum BootFailure {
 }
 
 async fn boot(conn: &RuntimeConn, spec: BootSpec) -> Result<BootInfo, BootFailure> {
-    let (id, mut replies) = conn.open_request().map_err(|_| BootFailure::RuntimeDied)?;
-    let reply = match conn.send(id, ToRuntime::Boot(Box::new(spec))).await {
-        Ok(()) => replies.recv().await,
+    let mut route = conn.open_request().map_err(|_| BootFailure::RuntimeDied)?;
+    let reply = match conn.send(route.id, ToRuntime::Boot(Box::new(spec))) {
+        Ok(()) => route.events.recv().await,
         Err(_) => None,
     };
-    conn.close_request(id);
+    conn.close_request(route.id);
     match reply {
         Some(FromRuntime::Booted(info)) => Ok(info),
         Some(FromRuntime::Failed(failure)) => {

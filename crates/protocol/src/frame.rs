@@ -119,7 +119,9 @@ mod tests {
             args: vec!["-c".into(), "echo ünïcode".into()],
             env: vec![("A".into(), "b=c".into())],
             cwd: Some("/tmp".into()),
+            user: Some(User::Name("nobody".into())),
             stdin: StdinMode::Pipe,
+            tty: Some(TtySize { cols: 80, rows: 24 }),
             output_window: 1 << 20,
         })
     }
@@ -132,7 +134,7 @@ mod tests {
             .unwrap();
         HostSide::new()
             .encode(
-                Envelope::new(8, HostMessage::Stdin(vec![0, 255, 10])),
+                Envelope::new(8, HostMessage::Input(vec![0, 255, 10])),
                 &mut buf,
             )
             .unwrap();
@@ -143,13 +145,14 @@ mod tests {
         );
         assert_eq!(
             guest.decode(&mut buf).unwrap(),
-            Some(Envelope::new(8, HostMessage::Stdin(vec![0, 255, 10])))
+            Some(Envelope::new(8, HostMessage::Input(vec![0, 255, 10])))
         );
         assert_eq!(guest.decode(&mut buf).unwrap(), None);
 
         let reply = GuestMessage::Exited(ExitStatus {
             code: Some(3),
             signal: None,
+            guest_micros: 1234,
         });
         GuestSide::new()
             .encode(Envelope::new(7, reply.clone()), &mut buf)
@@ -188,7 +191,7 @@ mod tests {
     #[test]
     fn refuses_to_encode_an_oversized_message() {
         let mut buf = BytesMut::new();
-        let huge = HostMessage::Stdin(vec![0; MAX_FRAME_LEN + 1]);
+        let huge = HostMessage::Input(vec![0; MAX_FRAME_LEN + 1]);
         assert!(matches!(
             HostSide::new().encode(Envelope::new(1, huge), &mut buf),
             Err(FrameError::TooLarge)
@@ -234,6 +237,43 @@ mod tests {
             let _ = GuestSide::new().decode_eof(&mut buf.clone());
             let _ = HostSide::new().decode_eof(&mut buf);
         }
+    }
+
+    #[test]
+    fn fs_messages_round_trip_and_end_requests_correctly() {
+        let stat = FileStat {
+            kind: FileKind::File,
+            size: 5,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_nanos: -1,
+        };
+        let batch = GuestMessage::Fs(FsReply::Entries {
+            entries: vec![DirEntry {
+                name: "ünï".into(),
+                stat: stat.clone(),
+            }],
+            more: true,
+        });
+        let mut buf = BytesMut::new();
+        GuestSide::new()
+            .encode(Envelope::new(3, batch.clone()), &mut buf)
+            .unwrap();
+        assert_eq!(
+            HostSide::new().decode(&mut buf).unwrap(),
+            Some(Envelope::new(3, batch.clone()))
+        );
+        assert!(!batch.ends_request());
+        assert!(GuestMessage::Fs(FsReply::Entries {
+            entries: vec![],
+            more: false
+        })
+        .ends_request());
+        assert!(GuestMessage::Fs(FsReply::Stat(stat)).ends_request());
+        assert!(!GuestMessage::Data(vec![1]).ends_request());
+        assert_eq!(GuestMessage::Data(vec![1, 2]).output_len(), Some(2));
+        assert_eq!(GuestMessage::InputCredit(9).output_len(), None);
     }
 
     #[test]

@@ -25,8 +25,12 @@ pub const VERSION: u32 = 1;
 /// Largest frame payload either side accepts.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
 
-/// Largest chunk of stream data (stdout, stderr, stdin) in one message.
+/// Largest chunk of stream data (stdout, stderr, stdin, file content) in one message.
 pub const MAX_DATA_CHUNK: usize = 64 << 10;
+
+/// Input bytes the host may send for a request before the guest grants more
+/// with `InputCredit`.
+pub const INPUT_WINDOW: u32 = 1 << 20;
 
 /// Envelope id reserved for messages outside any request.
 pub const NO_REQUEST: u64 = 0;

@@ -25,14 +25,25 @@ pub enum HostMessage {
     /// Start a process. Answered by [`GuestMessage::Started`] then stream events and
     /// one [`GuestMessage::Exited`], or by [`GuestMessage::Failed`].
     Exec(ExecRequest),
-    /// Bytes for the stdin of the process started by this request id.
-    Stdin(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// Close the stdin of the process started by this request id.
-    StdinClose,
-    /// Send a signal (Linux number) to the process started by this request id.
+    /// A filesystem operation; see [`FsRequest`] for each one's answer.
+    Fs(FsRequest),
+    /// Bytes for the request's input: a process's stdin or a file being written.
+    /// The host may send [`crate::INPUT_WINDOW`] bytes per request before the
+    /// guest's first [`GuestMessage::InputCredit`], and what each grants after that.
+    Input(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The request's input is complete (stdin reads end-of-file; a file is closed).
+    InputEnd,
+    /// Send a signal (Linux number) to the process group of this request's process.
     Signal(i32),
-    /// Allow the guest to send this many more bytes of output for this request id.
+    /// Kill every process this request's process started, wherever it moved.
+    Kill,
+    /// Set the terminal size of a process started with a TTY.
+    Resize(TtySize),
+    /// Allow the guest to send this many more bytes of output for this request.
     Credit(u32),
+    /// Nobody will read this request's output any more: the guest discards it
+    /// and lets the process run on.
+    Detach,
     /// Stop every process, flush filesystems and power the VM off.
     Shutdown,
 }
@@ -50,8 +61,14 @@ pub enum GuestMessage {
     },
     Stdout(#[serde(with = "serde_bytes")] Vec<u8>),
     Stderr(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Content of a file being read.
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The host may send this many more bytes of input for the request.
+    InputCredit(u32),
     /// The process exited and all of its output was sent. Ends the request.
     Exited(ExitStatus),
+    /// Answer to a filesystem request. Ends the request, except `Entries` with `more`.
+    Fs(FsReply),
     /// The request failed. Ends the request.
     Failed(Failure),
 }
@@ -59,7 +76,22 @@ pub enum GuestMessage {
 impl GuestMessage {
     /// Whether this message is the last one the guest sends for its request.
     pub fn ends_request(&self) -> bool {
-        matches!(self, GuestMessage::Exited(_) | GuestMessage::Failed(_))
+        match self {
+            GuestMessage::Exited(_) | GuestMessage::Failed(_) => true,
+            GuestMessage::Fs(FsReply::Entries { more, .. }) => !more,
+            GuestMessage::Fs(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Bytes of this message that count against the request's output window.
+    pub fn output_len(&self) -> Option<usize> {
+        match self {
+            GuestMessage::Stdout(data) | GuestMessage::Stderr(data) | GuestMessage::Data(data) => {
+                Some(data.len())
+            }
+            _ => None,
+        }
     }
 }
 
@@ -96,16 +128,32 @@ pub struct ExecRequest {
     /// Added to (and overriding) the sandbox environment.
     pub env: Vec<(String, String)>,
     pub cwd: Option<String>,
+    /// Who runs it; the guest looks names up in its own /etc/passwd.
+    pub user: Option<User>,
     pub stdin: StdinMode,
+    /// Run under a pseudo-terminal of this size; stdout then carries stderr too.
+    pub tty: Option<TtySize>,
     /// Output bytes the guest may send before it must wait for [`HostMessage::Credit`].
     pub output_window: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum User {
+    Name(String),
+    Id(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtySize {
+    pub cols: u16,
+    pub rows: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StdinMode {
     /// Stdin reads end-of-file at once.
     Null,
-    /// Stdin is fed by [`HostMessage::Stdin`] until [`HostMessage::StdinClose`].
+    /// Stdin is fed by [`HostMessage::Input`] until [`HostMessage::InputEnd`].
     Pipe,
 }
 
@@ -115,6 +163,79 @@ pub struct ExitStatus {
     pub code: Option<i32>,
     /// Signal number, when a signal ended the process.
     pub signal: Option<i32>,
+    /// Microseconds from just before the guest spawned the process to its reaping:
+    /// the guest's own cost of fork, exec, run and wait.
+    pub guest_micros: u64,
+}
+
+/// Filesystem operations, on guest paths resolved by the guest as any of its
+/// processes would (inside its root; symlinks followed unless said otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FsRequest {
+    /// Answered by `FsReply::Stat`.
+    Stat { path: String, follow_symlinks: bool },
+    /// Answered by `FsReply::Entries` batches, the last with `more: false`.
+    List { path: String },
+    /// Answered by `FsReply::Done`.
+    Mkdir {
+        path: String,
+        mode: u32,
+        recursive: bool,
+    },
+    /// Answered by `FsReply::Done`.
+    Remove { path: String, recursive: bool },
+    /// Answered by `FsReply::Done`.
+    Rename { from: String, to: String },
+    /// Answered by `Data` chunks under the output window, then `FsReply::Done`.
+    Read { path: String, output_window: u32 },
+    /// The content follows as `Input` chunks and `InputEnd`. Answered by
+    /// `FsReply::Written` once the file is complete.
+    Write {
+        path: String,
+        /// Permission bits applied to the file; `None` keeps an existing file's
+        /// and gives a new one 0644.
+        mode: Option<u32>,
+        append: bool,
+        /// Create missing parent directories (mode 0755).
+        create_parents: bool,
+    },
+    /// Create a symbolic link at `path` pointing to `target`. Answered by `FsReply::Done`.
+    Symlink { path: String, target: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FsReply {
+    Done,
+    Stat(FileStat),
+    Entries { entries: Vec<DirEntry>, more: bool },
+    Written { bytes: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    pub kind: FileKind,
+    pub size: u64,
+    /// Permission bits (and setuid/setgid/sticky), without the file type.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_nanos: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: String,
+    /// The entry itself, not what a symlink points to.
+    pub stat: FileStat,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,12 +248,13 @@ pub struct Failure {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FailureKind {
-    /// A path or program does not exist.
-    NotFound,
-    PermissionDenied,
+    /// The program to run does not exist.
+    ProgramNotFound,
+    /// The user to run as does not exist in the guest.
+    UnknownUser,
     /// The request made no sense (unknown id, bad argument, sent twice).
     InvalidRequest,
-    /// Any other system error.
+    /// A system call failed; `errno` says how.
     Io,
 }
 

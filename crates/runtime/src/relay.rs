@@ -17,7 +17,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use msb_protocol::{check_version, Envelope, FrameCodec, GuestMessage, HostMessage, NO_REQUEST};
+use msb_protocol::{
+    check_version, Envelope, FrameCodec, FsRequest, GuestMessage, HostMessage, NO_REQUEST,
+};
 use msb_vmm::{Backend, GuestLinks, Qemu, VmProcess};
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
@@ -245,6 +247,9 @@ impl Credits {
             HostMessage::Exec(request) => {
                 self.0.insert(id, request.output_window as u64);
             }
+            HostMessage::Fs(FsRequest::Read { output_window, .. }) => {
+                self.0.insert(id, *output_window as u64);
+            }
             HostMessage::Credit(bytes) => {
                 if let Some(window) = self.0.get_mut(&id) {
                     *window += *bytes as u64;
@@ -256,15 +261,17 @@ impl Credits {
 
     /// Checks a guest message against the protocol; `Err` names the violation.
     fn on_guest(&mut self, id: u64, msg: &GuestMessage) -> Result<(), String> {
-        match msg {
-            GuestMessage::Stdout(data) | GuestMessage::Stderr(data) => match self.0.get_mut(&id) {
-                Some(window) if *window >= data.len() as u64 => {
-                    *window -= data.len() as u64;
+        if let Some(len) = msg.output_len() {
+            return match self.0.get_mut(&id) {
+                Some(window) if *window >= len as u64 => {
+                    *window -= len as u64;
                     Ok(())
                 }
                 Some(_) => Err(format!("request {id}: output beyond the granted credit")),
-                None => Err(format!("request {id}: output for no running exec")),
-            },
+                None => Err(format!("request {id}: output for no streaming request")),
+            };
+        }
+        match msg {
             GuestMessage::Hello(_) | GuestMessage::Ready => {
                 Err("greeting or ready after boot".to_string())
             }
@@ -292,6 +299,7 @@ async fn relay(mut client: ClientLink, mut vm: Vm) -> std::io::Result<()> {
             frame = client.next() => match frame {
                 Some(Ok(Envelope { id, msg })) => match msg {
                     ToRuntime::Agent(msg) => {
+                        tracing::trace!(id, ?msg, "to agent");
                         credits.on_host(id, &msg);
                         if agent_open && vm.agent.send(Envelope::new(id, msg)).await.is_err() {
                             agent_open = false;
@@ -323,6 +331,7 @@ async fn relay(mut client: ClientLink, mut vm: Vm) -> std::io::Result<()> {
             },
             frame = vm.agent.next(), if agent_open => match frame {
                 Some(Ok(Envelope { id, msg })) => {
+                    tracing::trace!(id, ?msg, "from agent");
                     if let Err(reason) = credits.on_guest(id, &msg) {
                         tracing::warn!(%reason, "guest protocol violation; killing the VM");
                         violation = Some(reason);
@@ -415,7 +424,9 @@ mod tests {
             args: vec![],
             env: vec![],
             cwd: None,
+            user: None,
             stdin: StdinMode::Null,
+            tty: None,
             output_window: window,
         })
     }
@@ -446,10 +457,25 @@ mod tests {
         let exited = GuestMessage::Exited(ExitStatus {
             code: Some(0),
             signal: None,
+            guest_micros: 1,
         });
         assert!(credits.on_guest(1, &exited).is_ok());
         assert!(credits.on_guest(1, &GuestMessage::Stdout(vec![1])).is_err());
         assert!(credits.on_guest(9, &GuestMessage::Stdout(vec![1])).is_err());
+    }
+
+    #[test]
+    fn file_reads_are_held_to_their_window_too() {
+        let mut credits = Credits::default();
+        let read = HostMessage::Fs(FsRequest::Read {
+            path: "/f".into(),
+            output_window: 4,
+        });
+        credits.on_host(2, &read);
+        assert!(credits.on_guest(2, &GuestMessage::Data(vec![0; 4])).is_ok());
+        assert!(credits
+            .on_guest(2, &GuestMessage::Data(vec![0; 1]))
+            .is_err());
     }
 
     #[test]

@@ -1,13 +1,24 @@
 //! The host channel: the virtio-serial port the VMM names `agent`.
+//!
+//! Why not tokio's pipe types: they assume a short read or write means the
+//! descriptor is drained (true of pipes and sockets) and stop polling until the
+//! next edge. A virtio port returns one host buffer per read and takes at most
+//! 32 KiB per write, so a short transfer says nothing about what is left, and
+//! waiting for an edge that already came would hang. [`PortReader`] and
+//! [`PortWriter`] keep going until the port itself says "would block".
 
 use std::fs::OpenOptions;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::OwnedFd;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::net::unix::pipe;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Name the host gives the agent's virtio-serial port.
 const PORT_NAME: &str = "agent";
@@ -15,23 +26,80 @@ const PORT_NAME: &str = "agent";
 /// How long to wait for the port's device to appear after boot.
 const PORT_WAIT: Duration = Duration::from_secs(10);
 
+pub struct PortReader(Arc<AsyncFd<OwnedFd>>);
+pub struct PortWriter(Arc<AsyncFd<OwnedFd>>);
+
 /// Finds the port by name (there is no udev: sysfs holds each port's name) and
 /// opens it non-blocking, as a read half and a write half over one open file.
-pub async fn open() -> io::Result<(pipe::Receiver, pipe::Sender)> {
+pub async fn open() -> io::Result<(PortReader, PortWriter)> {
     let device = find_port().await?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
         .open(&device)?;
-    let read_half: OwnedFd = file.try_clone()?.into();
-    let write_half: OwnedFd = file.into();
-    // A virtio port is a character device, not a FIFO, hence the unchecked
-    // constructors; both halves were opened non-blocking above.
-    Ok((
-        pipe::Receiver::from_owned_fd_unchecked(read_half)?,
-        pipe::Sender::from_owned_fd_unchecked(write_half)?,
-    ))
+    let fd = OwnedFd::from(file);
+    // SAFETY: an OwnedFd's descriptor is open and owned by it alone, and the
+    // AsyncFd owns the OwnedFd until it is dropped.
+    let port = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
+    let port = Arc::new(port);
+    Ok((PortReader(port.clone()), PortWriter(port)))
+}
+
+impl AsyncRead for PortReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.0.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            // try_io clears readiness only on WouldBlock.
+            match guard.try_io(|fd| retry_interrupted(|| nix::unistd::read(fd.get_ref(), unfilled)))
+            {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(err)) => return Poll::Ready(Err(err)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for PortWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.0.poll_write_ready(cx))?;
+            match guard.try_io(|fd| retry_interrupted(|| nix::unistd::write(fd.get_ref(), data))) {
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn retry_interrupted(mut call: impl FnMut() -> nix::Result<usize>) -> io::Result<usize> {
+    loop {
+        match call() {
+            Err(nix::errno::Errno::EINTR) => continue,
+            result => return result.map_err(io::Error::from),
+        }
+    }
 }
 
 async fn find_port() -> io::Result<PathBuf> {

@@ -1,34 +1,30 @@
-//! Processes started for the host: spawn, stdin feeding, output pumping under
-//! the host's credit window, signals and the exit report.
-//!
-//! Output rule: output is forwarded in order per stream. When the main process
-//! exits, its pipes are drained until end-of-file, or until no byte has come for
-//! [`DRAIN_IDLE`] (a grandchild may keep the pipe open forever); then `Exited` is
-//! sent. Time spent waiting for credit does not count as idle.
+//! Processes started for the host: spawn (user, TTY, cgroup, session), stdin,
+//! output under the host's credit window (see `pump` for the exit rule),
+//! signals, tree kill and the exit report.
 
 use std::io;
-use std::os::unix::io::OwnedFd;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use msb_protocol::{
-    Envelope, ExecRequest, ExitStatus, Failure, FailureKind, GuestMessage, StdinMode,
-    MAX_DATA_CHUNK,
+    Envelope, ExecRequest, ExitStatus, Failure, FailureKind, GuestMessage, StdinMode, TtySize,
 };
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 
+use crate::cgroup::ExecCgroup;
+use crate::input::{self, InputEvent, InputSender};
+use crate::pty;
+use crate::pump::{Pump, Window};
 use crate::reaper::Reaper;
 use crate::server::Outbox;
-
-/// How long to keep reading a dead process's pipes with nothing arriving.
-const DRAIN_IDLE: Duration = Duration::from_millis(200);
+use crate::users::{self, Account, LookupError};
 
 /// Settings from `Init` that every process starts with.
 #[derive(Clone, Default)]
@@ -37,35 +33,89 @@ pub struct Defaults {
     pub workdir: Option<String>,
 }
 
-pub enum StdinEvent {
-    Data(Vec<u8>),
-    Close,
-}
-
 /// The agent's handle on one running process.
 pub struct Exec {
     pid: u32,
-    credit: Arc<Semaphore>,
-    stdin: Option<mpsc::UnboundedSender<StdinEvent>>,
+    window: Arc<Window>,
+    stdin: Option<InputSender>,
+    pty_master: Option<Arc<OwnedFd>>,
+    cgroup: Option<Arc<ExecCgroup>>,
 }
 
 impl Exec {
     pub fn add_credit(&self, bytes: u32) {
-        self.credit.add_permits(bytes as usize);
+        self.window.add_credit(bytes);
     }
 
-    pub fn stdin(&self, event: StdinEvent) {
+    pub fn detach(&self) {
+        self.window.detach();
+    }
+
+    pub fn input(&self, event: InputEvent) {
         if let Some(stdin) = &self.stdin {
             let _ = stdin.send(event);
         }
     }
 
-    /// Signals the process's group: every exec starts a group of its own, so this
-    /// reaches its children too unless they made groups of their own.
+    /// Signals the process's group: every exec starts a session of its own, so
+    /// this reaches its children unless they made groups of their own.
     pub fn signal(&self, signal: i32) {
         if let Ok(signal) = Signal::try_from(signal) {
             let _ = killpg(Pid::from_raw(self.pid as i32), signal);
         }
+    }
+
+    /// Kills the process and everything it started, through its cgroup.
+    pub fn kill(&self) {
+        let killed = self.cgroup.as_ref().is_some_and(|cg| cg.kill().is_ok());
+        if !killed {
+            self.signal(libc::SIGKILL);
+        }
+    }
+
+    pub fn resize(&self, size: TtySize) {
+        if let Some(master) = &self.pty_master {
+            let _ = pty::resize(master, size);
+        }
+    }
+}
+
+/// Everything the child does between fork and exec, prepared beforehand so
+/// that the child only makes system calls (no allocation after fork).
+struct ChildSetup {
+    tty: bool,
+    cgroup_procs: Option<i32>,
+    account: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+}
+
+impl ChildSetup {
+    fn apply(&self) -> io::Result<()> {
+        let check = |ret: libc::c_int| {
+            if ret < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY: each call is an async-signal-safe system call on values prepared
+        // before the fork; nothing here allocates or takes locks.
+        unsafe {
+            check(libc::setsid())?;
+            if self.tty {
+                // Stdin is the pty slave: make it the new session's terminal.
+                check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
+            }
+            if let Some(fd) = self.cgroup_procs {
+                // Writing "0" moves the writing process into the cgroup.
+                check(libc::write(fd, b"0".as_ptr().cast(), 1) as libc::c_int)?;
+            }
+            if let Some((uid, gid, groups)) = &self.account {
+                check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+                check(libc::setgid(*gid))?;
+                check(libc::setuid(*uid))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -85,189 +135,212 @@ pub fn spawn(
         .or_else(|| defaults.workdir.clone())
         .unwrap_or_else(|| "/".into());
     if !Path::new(&cwd).is_dir() {
-        // Not `NotFound`: that kind means the program itself is missing.
         return Err(Failure::new(
             FailureKind::InvalidRequest,
             format!("working directory {cwd} does not exist"),
         ));
     }
+    let account = match &request.user {
+        None => None,
+        Some(user) => Some(users::resolve(user).map_err(|err| match err {
+            LookupError::Unknown(message) => Failure::new(FailureKind::UnknownUser, message),
+            LookupError::Io(err) => io_failure("read the guest's user database", err),
+        })?),
+    };
+    let cgroup = ExecCgroup::create(id).map(Arc::new);
+    let pty = request
+        .tty
+        .map(pty::open)
+        .transpose()
+        .map_err(|e| io_failure("open a pseudo-terminal", e))?;
+
     let mut command = Command::new(&request.program);
     command
         .args(&request.args)
         .env_clear()
-        .envs(defaults.env.iter().map(|(k, v)| (k, v)))
-        .envs(request.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&cwd)
-        .process_group(0)
-        .stdin(match request.stdin {
-            StdinMode::Null => Stdio::null(),
-            StdinMode::Pipe => Stdio::piped(),
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
-        .map_err(|err| io_failure(&format!("cannot run {}", request.program), err))?;
+        .envs(environment(defaults, account.as_ref(), &request.env))
+        .current_dir(&cwd);
+    match &pty {
+        Some(pty) => {
+            let slave = |what| {
+                pty.slave
+                    .try_clone()
+                    .map(Stdio::from)
+                    .map_err(|e| io_failure(what, e))
+            };
+            command
+                .stdin(slave("pty stdin")?)
+                .stdout(slave("pty stdout")?)
+                .stderr(slave("pty stderr")?);
+        }
+        None => {
+            command
+                .stdin(match request.stdin {
+                    StdinMode::Null => Stdio::null(),
+                    StdinMode::Pipe => Stdio::piped(),
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+    }
+    let setup = ChildSetup {
+        tty: pty.is_some(),
+        cgroup_procs: cgroup.as_ref().map(|cg| cg.procs_fd()),
+        account: account.as_ref().map(|a| (a.uid, a.gid, a.groups.clone())),
+    };
+    // SAFETY: `apply` only makes async-signal-safe system calls (see ChildSetup).
+    unsafe {
+        command.pre_exec(move || setup.apply());
+    }
+
+    let started_at = Instant::now();
+    let mut child = command.spawn().map_err(|err| {
+        let kind = if err.kind() == io::ErrorKind::NotFound {
+            FailureKind::ProgramNotFound
+        } else {
+            FailureKind::Io
+        };
+        Failure {
+            kind,
+            errno: err.raw_os_error(),
+            message: format!("cannot run {}: {err}", request.program),
+        }
+    })?;
+    // The parent's copies of the slave end live in `command`.
+    drop(command);
     let pid = child.id();
     let exit = reaper.watch(pid);
 
-    let credit = Arc::new(Semaphore::new(request.output_window as usize));
-    let pipes = (
-        child.stdin.take().map(OwnedFd::from),
-        child.stdout.take().map(OwnedFd::from),
-        child.stderr.take().map(OwnedFd::from),
-    );
-    let (stdin_fd, stdout_fd, stderr_fd) = pipes;
-    let stdin = match stdin_fd.map(pipe::Sender::from_owned_fd).transpose() {
-        Ok(Some(sender)) => {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(feed_stdin(sender, rx));
-            Some(tx)
+    let window = Window::new(request.output_window);
+    let (stdout, stderr, stdin_sink, pty_master) = match pty {
+        Some(pty) => {
+            drop(pty.slave);
+            let master = Arc::new(pty.master);
+            let reader = dup_fd(&master).and_then(pipe::Receiver::from_owned_fd_unchecked);
+            let writer = dup_fd(&master).and_then(pipe::Sender::from_owned_fd_unchecked);
+            let reader = reader.map_err(|e| io_failure("pty master", e))?;
+            let writer = writer.map_err(|e| io_failure("pty master", e))?;
+            let stdin = (request.stdin == StdinMode::Pipe).then_some(writer);
+            (Some(reader), None, stdin, Some(master))
         }
-        Ok(None) => None,
-        Err(err) => return Err(io_failure("stdin pipe", err)),
+        None => {
+            let stdin = child
+                .stdin
+                .take()
+                .map(|fd| pipe::Sender::from_owned_fd(OwnedFd::from(fd)))
+                .transpose()
+                .map_err(|e| io_failure("stdin pipe", e))?;
+            let stdout = child
+                .stdout
+                .take()
+                .map(|fd| pipe::Receiver::from_owned_fd(OwnedFd::from(fd)))
+                .transpose()
+                .map_err(|e| io_failure("stdout pipe", e))?;
+            let stderr = child
+                .stderr
+                .take()
+                .map(|fd| pipe::Receiver::from_owned_fd(OwnedFd::from(fd)))
+                .transpose()
+                .map_err(|e| io_failure("stderr pipe", e))?;
+            (stdout, stderr, stdin, None)
+        }
     };
-    let stdout = stdout_fd
-        .map(pipe::Receiver::from_owned_fd)
-        .transpose()
-        .map_err(|err| io_failure("stdout pipe", err))?;
-    let stderr = stderr_fd
-        .map(pipe::Receiver::from_owned_fd)
-        .transpose()
-        .map_err(|err| io_failure("stderr pipe", err))?;
+    let stdin = stdin_sink.map(|mut sink| {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let outbox = outbox.clone();
+        tokio::spawn(async move {
+            if input::feed(id, &mut sink, &mut rx, &outbox).await.is_err() {
+                input::discard(id, &mut rx, &outbox).await;
+            }
+        });
+        tx
+    });
 
-    let report_credit = credit.clone();
+    let task_window = window.clone();
+    let task_cgroup = cgroup.clone();
     tokio::spawn(async move {
         let _ = outbox
             .send(Envelope::new(id, GuestMessage::Started { pid }))
             .await;
         let (exited_tx, exited_rx) = watch::channel(false);
-        let pump = |pipe: Option<pipe::Receiver>, stdout: bool| {
+        let pump = |source: Option<pipe::Receiver>, message: fn(Vec<u8>) -> GuestMessage| {
             let pump = Pump {
                 id,
-                stdout,
-                credit: report_credit.clone(),
+                message,
+                window: task_window.clone(),
                 outbox: outbox.clone(),
-                exited: exited_rx.clone(),
+                exited: Some(exited_rx.clone()),
             };
             tokio::spawn(async move {
-                if let Some(pipe) = pipe {
-                    pump.run(pipe).await;
+                if let Some(source) = source {
+                    pump.run(source).await;
                 }
             })
         };
-        let out_pump = pump(stdout, true);
-        let err_pump = pump(stderr, false);
-        let status = exit.await.unwrap_or(ExitStatus {
+        let out_pump = pump(stdout, GuestMessage::Stdout);
+        let err_pump = pump(stderr, GuestMessage::Stderr);
+        let mut status = exit.await.unwrap_or(ExitStatus {
             code: None,
             signal: None,
+            guest_micros: 0,
         });
+        status.guest_micros = started_at.elapsed().as_micros() as u64;
         let _ = exited_tx.send(true);
         let _ = out_pump.await;
         let _ = err_pump.await;
+        drop(task_cgroup);
         on_exit();
         let _ = outbox
             .send(Envelope::new(id, GuestMessage::Exited(status)))
             .await;
     });
 
-    Ok(Exec { pid, credit, stdin })
+    Ok(Exec {
+        pid,
+        window,
+        stdin,
+        pty_master,
+        cgroup,
+    })
 }
 
-async fn feed_stdin(mut pipe: pipe::Sender, mut events: mpsc::UnboundedReceiver<StdinEvent>) {
-    while let Some(event) = events.recv().await {
-        match event {
-            StdinEvent::Data(data) => {
-                if pipe.write_all(&data).await.is_err() {
-                    return;
-                }
-            }
-            StdinEvent::Close => return,
-        }
-    }
-}
-
-struct Pump {
-    id: u64,
-    stdout: bool,
-    credit: Arc<Semaphore>,
-    outbox: Outbox,
-    exited: watch::Receiver<bool>,
-}
-
-impl Pump {
-    async fn run(mut self, mut pipe: pipe::Receiver) {
-        let mut buf = vec![0u8; MAX_DATA_CHUNK];
-        loop {
-            let allowed = self.take_credit().await;
-            let read = self.read_or_idle_out(&mut pipe, &mut buf[..allowed]).await;
-            let n = match read {
-                Some(Ok(n)) if n > 0 => n,
-                _ => {
-                    self.credit.add_permits(allowed);
-                    return;
-                }
-            };
-            self.credit.add_permits(allowed - n);
-            let data = buf[..n].to_vec();
-            let msg = if self.stdout {
-                GuestMessage::Stdout(data)
-            } else {
-                GuestMessage::Stderr(data)
-            };
-            if self.outbox.send(Envelope::new(self.id, msg)).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Waits for at least one byte of credit and takes as much as one chunk allows.
-    async fn take_credit(&self) -> usize {
-        let Ok(first) = self.credit.acquire().await else {
-            return 0;
-        };
-        first.forget();
-        let more = self.credit.available_permits().min(MAX_DATA_CHUNK - 1);
-        if let Ok(permits) = self.credit.try_acquire_many(more as u32) {
-            permits.forget();
-            1 + more
-        } else {
-            1
-        }
-    }
-
-    /// Reads; once the process has exited, gives up after [`DRAIN_IDLE`] of silence.
-    async fn read_or_idle_out(
-        &mut self,
-        pipe: &mut pipe::Receiver,
-        buf: &mut [u8],
-    ) -> Option<io::Result<usize>> {
-        loop {
-            if *self.exited.borrow() {
-                return tokio::time::timeout(DRAIN_IDLE, pipe.read(buf)).await.ok();
-            }
-            tokio::select! {
-                read = pipe.read(buf) => return Some(read),
-                changed = self.exited.changed() => {
-                    if changed.is_err() {
-                        return tokio::time::timeout(DRAIN_IDLE, pipe.read(buf)).await.ok();
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Reports a failed system call with the guest's errno and the kind the host maps
-/// to a typed error.
-pub fn io_failure(what: &str, err: io::Error) -> Failure {
-    let kind = match err.kind() {
-        io::ErrorKind::NotFound => FailureKind::NotFound,
-        io::ErrorKind::PermissionDenied => FailureKind::PermissionDenied,
-        _ => FailureKind::Io,
+/// Sandbox env, then the user's identity (unless the request sets it), then the request's.
+fn environment(
+    defaults: &Defaults,
+    account: Option<&Account>,
+    request_env: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = defaults.env.clone();
+    let mut set = |key: &str, value: String| match env.iter_mut().find(|(k, _)| k == key) {
+        Some(entry) => entry.1 = value,
+        None => env.push((key.to_string(), value)),
     };
+    if let Some(account) = account {
+        set("HOME", account.home.clone());
+        if let Some(name) = &account.name {
+            set("USER", name.clone());
+            set("LOGNAME", name.clone());
+        }
+    }
+    for (key, value) in request_env {
+        set(key, value.clone());
+    }
+    env
+}
+
+fn dup_fd(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    let dup = fd.try_clone()?;
+    // Both ends are polled by tokio: the descriptor must not block.
+    let flags = nix::fcntl::fcntl(&dup, nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&dup, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+    Ok(dup)
+}
+
+/// Reports a failed system call with the guest's errno.
+pub fn io_failure(what: &str, err: io::Error) -> Failure {
     Failure {
-        kind,
+        kind: FailureKind::Io,
         errno: err.raw_os_error(),
         message: format!("{what}: {err}"),
     }

@@ -10,18 +10,26 @@
 //! channel; each exec runs in its own task; the reaper task is the only caller
 //! of `waitpid`, since as PID 1 the agent also inherits every orphan.
 
+mod cgroup;
 mod channel;
 mod exec;
+mod fs;
+mod input;
+mod pty;
+mod pump;
 mod reaper;
 mod rootfs;
 mod server;
 mod system;
+mod users;
 
 fn main() {
     if std::process::id() != 1 {
         eprintln!("msb-agent: must run as PID 1 inside a microsandbox guest");
         std::process::exit(2);
     }
+    // Files the agent creates get 0644/0755 unless a request says otherwise.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     if let Err(err) = system::early_mounts() {
         system::log(&format!("early mounts failed: {err}"));
         system::power_off();

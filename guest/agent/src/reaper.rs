@@ -53,6 +53,7 @@ impl Reaper {
                     ExitStatus {
                         code: Some(code),
                         signal: None,
+                        guest_micros: 0,
                     },
                 ),
                 Ok(WaitStatus::Signaled(pid, signal, _)) => (
@@ -60,6 +61,7 @@ impl Reaper {
                     ExitStatus {
                         code: None,
                         signal: Some(signal as i32),
+                        guest_micros: 0,
                     },
                 ),
                 Ok(WaitStatus::StillAlive) | Err(_) => return,

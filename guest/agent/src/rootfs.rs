@@ -50,7 +50,7 @@ pub fn assemble(spec: &RootSpec) -> io::Result<()> {
 
 fn mount_kernel_filesystems(root: &Path) -> io::Result<()> {
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    let mounts: [(&str, &str, &str, MsFlags, Option<&str>); 6] = [
+    let mounts: [(&str, &str, &str, MsFlags, Option<&str>); 7] = [
         (
             "proc",
             "proc",
@@ -62,6 +62,13 @@ fn mount_kernel_filesystems(root: &Path) -> io::Result<()> {
             "sysfs",
             "sys",
             "sysfs",
+            nosuid_nodev | MsFlags::MS_NOEXEC,
+            None,
+        ),
+        (
+            "cgroup2",
+            "sys/fs/cgroup",
+            "cgroup2",
             nosuid_nodev | MsFlags::MS_NOEXEC,
             None,
         ),
@@ -80,6 +87,18 @@ fn mount_kernel_filesystems(root: &Path) -> io::Result<()> {
         let target = root.join(target);
         mkdir(&target)?;
         mount_fs(source, &target, fstype, flags, data)?;
+    }
+    // What udev would create: shells and tools expect these names.
+    for (link, target) in [
+        ("dev/fd", "/proc/self/fd"),
+        ("dev/stdin", "/proc/self/fd/0"),
+        ("dev/stdout", "/proc/self/fd/1"),
+        ("dev/stderr", "/proc/self/fd/2"),
+    ] {
+        let link = root.join(link);
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(target, link)?;
+        }
     }
     Ok(())
 }

@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use msb_protocol::{
-    Envelope, Failure, FailureKind, FrameCodec, GuestInit, GuestMessage, Hello, HostMessage,
-    NO_REQUEST, VERSION,
+    Envelope, Failure, FailureKind, FrameCodec, FsRequest, GuestInit, GuestMessage, Hello,
+    HostMessage, NO_REQUEST, VERSION,
 };
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::exec::{self, io_failure, Defaults, Exec, StdinEvent};
+use crate::exec::{self, io_failure, Defaults, Exec};
+use crate::fs::{self, Transfer};
+use crate::input::InputEvent;
 use crate::reaper::Reaper;
 use crate::{channel, rootfs, system};
 
@@ -56,7 +58,7 @@ pub async fn serve() -> io::Result<()> {
 
     let mut state = State {
         defaults: None,
-        execs: Arc::default(),
+        jobs: Arc::default(),
         reaper,
         outbox,
     };
@@ -79,9 +81,15 @@ fn closed() -> io::Error {
 struct State {
     /// Set once `Init` has succeeded.
     defaults: Option<Defaults>,
-    execs: Arc<Mutex<HashMap<u64, Exec>>>,
+    /// Requests that take stream messages (input, credit, signals) by id.
+    jobs: Arc<Mutex<HashMap<u64, Job>>>,
     reaper: Reaper,
     outbox: Outbox,
+}
+
+enum Job {
+    Exec(Exec),
+    Transfer(Transfer),
 }
 
 impl State {
@@ -99,12 +107,20 @@ impl State {
                     self.reply(id, GuestMessage::Failed(failure)).await?;
                 }
             }
+            HostMessage::Fs(request) => {
+                if let Err(failure) = self.fs(id, request) {
+                    self.reply(id, GuestMessage::Failed(failure)).await?;
+                }
+            }
             // Stream control for a request that has already ended is dropped: the
             // host may have sent it before it saw the end.
-            HostMessage::Stdin(data) => self.with_exec(id, |e| e.stdin(StdinEvent::Data(data))),
-            HostMessage::StdinClose => self.with_exec(id, |e| e.stdin(StdinEvent::Close)),
+            HostMessage::Input(data) => self.with_job(id, |job| job.input(InputEvent::Data(data))),
+            HostMessage::InputEnd => self.with_job(id, |job| job.input(InputEvent::End)),
+            HostMessage::Credit(bytes) => self.with_job(id, |job| job.credit(bytes)),
             HostMessage::Signal(signal) => self.with_exec(id, |e| e.signal(signal)),
-            HostMessage::Credit(bytes) => self.with_exec(id, |e| e.add_credit(bytes)),
+            HostMessage::Kill => self.with_job(id, Job::kill),
+            HostMessage::Resize(size) => self.with_exec(id, |e| e.resize(size)),
+            HostMessage::Detach => self.with_exec(id, Exec::detach),
             HostMessage::Shutdown => unreachable!("handled by serve"),
         }
         Ok(())
@@ -136,42 +152,102 @@ impl State {
         Ok(())
     }
 
-    fn exec(&mut self, id: u64, request: msb_protocol::ExecRequest) -> Result<(), Failure> {
-        let Some(defaults) = &self.defaults else {
+    fn check_new(&self, id: u64) -> Result<(), Failure> {
+        if self.defaults.is_none() {
             return Err(Failure::new(
                 FailureKind::InvalidRequest,
-                "exec before init",
+                "request before init",
             ));
-        };
-        if self.lock_execs().contains_key(&id) {
+        }
+        if self.lock_jobs().contains_key(&id) {
             return Err(Failure::new(
                 FailureKind::InvalidRequest,
                 format!("request id {id} is already running"),
             ));
         }
-        let execs = self.execs.clone();
-        let on_exit = move || {
-            execs.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        };
+        Ok(())
+    }
+
+    /// Removes the job when its task ends, before the task's final reply.
+    fn on_end(&self, id: u64) -> impl FnOnce() + Send + 'static {
+        let jobs = self.jobs.clone();
+        move || {
+            jobs.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        }
+    }
+
+    fn exec(&mut self, id: u64, request: msb_protocol::ExecRequest) -> Result<(), Failure> {
+        self.check_new(id)?;
+        let defaults = self.defaults.as_ref().expect("checked by check_new");
         let started = exec::spawn(
             id,
             request,
             defaults,
             &self.reaper,
             self.outbox.clone(),
-            on_exit,
+            self.on_end(id),
         )?;
-        self.lock_execs().insert(id, started);
+        // Nothing ran between spawn and here (single-threaded), so the exit
+        // task cannot have removed the id yet.
+        self.lock_jobs().insert(id, Job::Exec(started));
         Ok(())
     }
 
-    fn with_exec(&self, id: u64, f: impl FnOnce(&Exec)) {
-        if let Some(exec) = self.lock_execs().get(&id) {
-            f(exec);
+    fn fs(&mut self, id: u64, request: FsRequest) -> Result<(), Failure> {
+        self.check_new(id)?;
+        if let Some(transfer) = fs::start(id, request, self.outbox.clone(), self.on_end(id)) {
+            self.lock_jobs().insert(id, Job::Transfer(transfer));
+        }
+        Ok(())
+    }
+
+    fn with_job(&self, id: u64, f: impl FnOnce(&Job)) {
+        if let Some(job) = self.lock_jobs().get(&id) {
+            f(job);
         }
     }
 
-    fn lock_execs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Exec>> {
-        self.execs.lock().unwrap_or_else(|e| e.into_inner())
+    fn with_exec(&self, id: u64, f: impl FnOnce(&Exec)) {
+        self.with_job(id, |job| {
+            if let Job::Exec(exec) = job {
+                f(exec);
+            }
+        });
+    }
+
+    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Job>> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Job {
+    fn input(&self, event: InputEvent) {
+        match self {
+            Job::Exec(exec) => exec.input(event),
+            Job::Transfer(Transfer::Write(input)) => {
+                let _ = input.send(event);
+            }
+            Job::Transfer(Transfer::Read(_)) => {}
+        }
+    }
+
+    /// Ends the job early: a process tree is killed, a read stops, a write is
+    /// closed with what it has.
+    fn kill(&self) {
+        match self {
+            Job::Exec(exec) => exec.kill(),
+            Job::Transfer(Transfer::Read(window)) => window.close(),
+            Job::Transfer(Transfer::Write(input)) => {
+                let _ = input.send(InputEvent::End);
+            }
+        }
+    }
+
+    fn credit(&self, bytes: u32) {
+        match self {
+            Job::Exec(exec) => exec.add_credit(bytes),
+            Job::Transfer(Transfer::Read(window)) => window.add_credit(bytes),
+            Job::Transfer(Transfer::Write(_)) => {}
+        }
     }
 }

@@ -1,0 +1,482 @@
+//! The guest filesystem from the host: one agent request per operation, file
+//! content streamed under the same credit windows as process output and input.
+//!
+//! Paths: absolute guest paths, or relative to the sandbox's working directory.
+//! The guest resolves them as its own processes would: inside the sandbox root,
+//! so `..` and symlinks never lead out of it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use msb_protocol::{
+    DirEntry, FileKind, FileStat, FsReply, FsRequest, GuestMessage, HostMessage, MAX_DATA_CHUNK,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::conn::RuntimeConn;
+use crate::error::{FsError, FsErrorKind, InvalidOption};
+use crate::exec::OUTPUT_WINDOW;
+use crate::request::{self, RequestEvents, RequestSender};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// Permission bits; `None` keeps an existing file's, 0644 for a new one.
+    pub mode: Option<u32>,
+    pub append: bool,
+    /// Create missing parent directories.
+    pub create_parents: bool,
+}
+
+/// The filesystem of one sandbox. Cheap to clone.
+#[derive(Clone)]
+pub struct SandboxFs {
+    conn: Arc<RuntimeConn>,
+    sandbox: String,
+    workdir: String,
+}
+
+impl SandboxFs {
+    pub(crate) fn new(conn: Arc<RuntimeConn>, sandbox: &str, workdir: Option<&str>) -> Self {
+        Self {
+            conn,
+            sandbox: sandbox.to_string(),
+            workdir: workdir.unwrap_or("/").to_string(),
+        }
+    }
+
+    /// The absolute guest path for `path`.
+    fn resolve(&self, field: &str, path: &str) -> Result<String, FsError> {
+        if path.is_empty() || path.contains('\0') {
+            return Err(InvalidOption::new(field, format!("{path:?} is not a path")).into());
+        }
+        if path.starts_with('/') {
+            Ok(path.to_string())
+        } else {
+            Ok(format!("{}/{path}", self.workdir.trim_end_matches('/')))
+        }
+    }
+
+    fn not_running(&self) -> FsError {
+        FsError::NotRunning {
+            name: self.sandbox.clone(),
+            reason: self.conn.lifecycle().reason(),
+        }
+    }
+
+    fn start(&self, request: FsRequest) -> Result<(RequestEvents, RequestSender), FsError> {
+        request::start(&self.conn, HostMessage::Fs(request)).map_err(|_| self.not_running())
+    }
+
+    /// Runs a request whose whole answer is one `FsReply`.
+    async fn one_shot(&self, path: &str, request: FsRequest) -> Result<FsReply, FsError> {
+        let (mut events, _sender) = self.start(request)?;
+        match events.recv().await {
+            Some(GuestMessage::Fs(reply)) => Ok(reply),
+            other => Err(self.unexpected(path, other)),
+        }
+    }
+
+    fn unexpected(&self, path: &str, message: Option<GuestMessage>) -> FsError {
+        match message {
+            Some(GuestMessage::Failed(failure)) => FsError::Guest {
+                kind: FsErrorKind::from_errno(failure.errno),
+                errno: failure.errno,
+                path: path.to_string(),
+                message: failure.message,
+            },
+            None => self.not_running(),
+            Some(other) => FsError::Guest {
+                kind: FsErrorKind::Other,
+                errno: None,
+                path: path.to_string(),
+                message: format!("unexpected answer from the guest: {other:?}"),
+            },
+        }
+    }
+
+    pub async fn stat(&self, path: &str, follow_symlinks: bool) -> Result<FileStat, FsError> {
+        let path = self.resolve("path", path)?;
+        let request = FsRequest::Stat {
+            path: path.clone(),
+            follow_symlinks,
+        };
+        match self.one_shot(&path, request).await? {
+            FsReply::Stat(stat) => Ok(stat),
+            other => Err(self.unexpected(&path, Some(GuestMessage::Fs(other)))),
+        }
+    }
+
+    pub async fn exists(&self, path: &str) -> Result<bool, FsError> {
+        match self.stat(path, false).await {
+            Ok(_) => Ok(true),
+            Err(FsError::Guest {
+                kind: FsErrorKind::NotFound | FsErrorKind::NotADirectory,
+                ..
+            }) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>, FsError> {
+        let path = self.resolve("path", path)?;
+        let (mut events, _sender) = self.start(FsRequest::List { path: path.clone() })?;
+        let mut all = Vec::new();
+        loop {
+            match events.recv().await {
+                Some(GuestMessage::Fs(FsReply::Entries { entries, more })) => {
+                    all.extend(entries);
+                    if !more {
+                        return Ok(all);
+                    }
+                }
+                other => return Err(self.unexpected(&path, other)),
+            }
+        }
+    }
+
+    pub async fn mkdir(&self, path: &str, mode: u32, recursive: bool) -> Result<(), FsError> {
+        let path = self.resolve("path", path)?;
+        let request = FsRequest::Mkdir {
+            path: path.clone(),
+            mode: check_mode(mode)?,
+            recursive,
+        };
+        self.expect_done(&path, request).await
+    }
+
+    pub async fn remove(&self, path: &str, recursive: bool) -> Result<(), FsError> {
+        let path = self.resolve("path", path)?;
+        if path.trim_end_matches('/').is_empty() {
+            return Err(InvalidOption::new("path", "refusing to remove the root directory").into());
+        }
+        let request = FsRequest::Remove {
+            path: path.clone(),
+            recursive,
+        };
+        self.expect_done(&path, request).await
+    }
+
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        let from = self.resolve("from", from)?;
+        let to = self.resolve("to", to)?;
+        let request = FsRequest::Rename {
+            from: from.clone(),
+            to,
+        };
+        self.expect_done(&from, request).await
+    }
+
+    pub async fn symlink(&self, path: &str, target: &str) -> Result<(), FsError> {
+        let path = self.resolve("path", path)?;
+        if target.is_empty() || target.contains('\0') {
+            return Err(InvalidOption::new("target", "is not a path").into());
+        }
+        let request = FsRequest::Symlink {
+            path: path.clone(),
+            target: target.to_string(),
+        };
+        self.expect_done(&path, request).await
+    }
+
+    async fn expect_done(&self, path: &str, request: FsRequest) -> Result<(), FsError> {
+        match self.one_shot(path, request).await? {
+            FsReply::Done => Ok(()),
+            other => Err(self.unexpected(path, Some(GuestMessage::Fs(other)))),
+        }
+    }
+
+    /// Opens a guest file for reading in chunks.
+    pub async fn read_stream(&self, path: &str) -> Result<FileReader, FsError> {
+        let path = self.resolve("path", path)?;
+        let (events, sender) = self.start(FsRequest::Read {
+            path: path.clone(),
+            output_window: OUTPUT_WINDOW,
+        })?;
+        Ok(FileReader {
+            fs: self.clone(),
+            path,
+            events,
+            sender,
+        })
+    }
+
+    pub async fn read(&self, path: &str) -> Result<Vec<u8>, FsError> {
+        let mut reader = self.read_stream(path).await?;
+        let mut content = Vec::new();
+        while let Some(chunk) = reader.next_chunk().await? {
+            content.extend_from_slice(&chunk);
+        }
+        Ok(content)
+    }
+
+    /// Opens a guest file for writing in chunks; see [`FileWriter::finish`].
+    pub async fn write_stream(
+        &self,
+        path: &str,
+        options: WriteOptions,
+    ) -> Result<FileWriter, FsError> {
+        let path = self.resolve("path", path)?;
+        let mode = options.mode.map(check_mode).transpose()?;
+        let (events, sender) = self.start(FsRequest::Write {
+            path: path.clone(),
+            mode,
+            append: options.append,
+            create_parents: options.create_parents,
+        })?;
+        Ok(FileWriter {
+            fs: self.clone(),
+            path,
+            events,
+            sender,
+        })
+    }
+
+    pub async fn write(
+        &self,
+        path: &str,
+        content: &[u8],
+        options: WriteOptions,
+    ) -> Result<u64, FsError> {
+        let mut writer = self.write_stream(path, options).await?;
+        writer.write(content).await?;
+        writer.finish().await
+    }
+
+    /// Copies a host file or directory tree into the guest, keeping permission
+    /// bits and symlinks. Returns the bytes of file content copied.
+    pub async fn copy_from_host(&self, host: &Path, guest: &str) -> Result<u64, FsError> {
+        let guest = self.resolve("guestPath", guest)?;
+        let meta = tokio::fs::symlink_metadata(host)
+            .await
+            .map_err(host_error(host))?;
+        if meta.is_dir() {
+            let mut total = 0;
+            let mut pending = vec![(host.to_path_buf(), guest)];
+            while let Some((host_dir, guest_dir)) = pending.pop() {
+                let mode = permission_bits(
+                    &tokio::fs::metadata(&host_dir)
+                        .await
+                        .map_err(host_error(&host_dir))?,
+                );
+                self.mkdir(&guest_dir, mode, true).await?;
+                let mut entries = tokio::fs::read_dir(&host_dir)
+                    .await
+                    .map_err(host_error(&host_dir))?;
+                while let Some(entry) = entries.next_entry().await.map_err(host_error(&host_dir))? {
+                    let host_path = entry.path();
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let guest_path = format!("{}/{name}", guest_dir.trim_end_matches('/'));
+                    let kind = entry.file_type().await.map_err(host_error(&host_path))?;
+                    if kind.is_dir() {
+                        pending.push((host_path, guest_path));
+                    } else {
+                        total += self.copy_entry_from_host(&host_path, &guest_path).await?;
+                    }
+                }
+            }
+            Ok(total)
+        } else {
+            self.copy_entry_from_host(host, &guest).await
+        }
+    }
+
+    /// Copies one non-directory: a symlink as a symlink, a file by content.
+    async fn copy_entry_from_host(&self, host: &Path, guest: &str) -> Result<u64, FsError> {
+        let meta = tokio::fs::symlink_metadata(host)
+            .await
+            .map_err(host_error(host))?;
+        if meta.file_type().is_symlink() {
+            let target = tokio::fs::read_link(host).await.map_err(host_error(host))?;
+            self.symlink(guest, &target.to_string_lossy()).await?;
+            return Ok(0);
+        }
+        let mut file = tokio::fs::File::open(host)
+            .await
+            .map_err(host_error(host))?;
+        let options = WriteOptions {
+            mode: Some(permission_bits(&meta)),
+            append: false,
+            create_parents: false,
+        };
+        let mut writer = self.write_stream(guest, options).await?;
+        let mut buf = vec![0u8; MAX_DATA_CHUNK];
+        loop {
+            let n = file.read(&mut buf).await.map_err(host_error(host))?;
+            if n == 0 {
+                break;
+            }
+            writer.write(&buf[..n]).await?;
+        }
+        writer.finish().await
+    }
+
+    /// Copies a guest file or directory tree to the host. Each file is written
+    /// to a temporary name and renamed when complete, so a failed copy never
+    /// leaves a partial file under the requested name.
+    pub async fn copy_to_host(&self, guest: &str, host: &Path) -> Result<u64, FsError> {
+        let guest = self.resolve("guestPath", guest)?;
+        let stat = self.stat(&guest, true).await?;
+        if stat.kind != FileKind::Dir {
+            return self.copy_file_to_host(&guest, host, stat.mode).await;
+        }
+        let mut total = 0;
+        let mut pending = vec![(guest, host.to_path_buf(), stat.mode)];
+        while let Some((guest_dir, host_dir, mode)) = pending.pop() {
+            tokio::fs::create_dir_all(&host_dir)
+                .await
+                .map_err(host_error(&host_dir))?;
+            set_mode(&host_dir, mode).await?;
+            for entry in self.list(&guest_dir).await? {
+                let guest_path = format!("{}/{}", guest_dir.trim_end_matches('/'), entry.name);
+                let host_path = host_dir.join(&entry.name);
+                match entry.stat.kind {
+                    FileKind::Dir => pending.push((guest_path, host_path, entry.stat.mode)),
+                    FileKind::File => {
+                        total += self
+                            .copy_file_to_host(&guest_path, &host_path, entry.stat.mode)
+                            .await?
+                    }
+                    // Symlinks and special files are not copied out of a sandbox:
+                    // their meaning is the guest's.
+                    FileKind::Symlink | FileKind::Other => {}
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    async fn copy_file_to_host(&self, guest: &str, host: &Path, mode: u32) -> Result<u64, FsError> {
+        let dir = host
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let temp = tempfile::Builder::new()
+            .prefix(".msb-copy-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(host_error(dir))?;
+        let (std_file, temp_path) = temp.into_parts();
+        let mut file = tokio::fs::File::from_std(std_file);
+        let mut reader = self.read_stream(guest).await?;
+        let mut total = 0u64;
+        while let Some(chunk) = reader.next_chunk().await? {
+            file.write_all(&chunk).await.map_err(host_error(host))?;
+            total += chunk.len() as u64;
+        }
+        file.flush().await.map_err(host_error(host))?;
+        drop(file);
+        let temp_file: PathBuf = temp_path.to_path_buf();
+        set_mode(&temp_file, mode & 0o777).await?;
+        temp_path.persist(host).map_err(|e| FsError::Host {
+            path: host.to_path_buf(),
+            source: e.error,
+        })?;
+        Ok(total)
+    }
+}
+
+fn check_mode(mode: u32) -> Result<u32, FsError> {
+    if mode > 0o7777 {
+        return Err(
+            InvalidOption::new("mode", format!("{mode:o} is not a permission mode")).into(),
+        );
+    }
+    Ok(mode)
+}
+
+fn permission_bits(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o7777
+}
+
+async fn set_mode(path: &Path, mode: u32) -> Result<(), FsError> {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .await
+        .map_err(host_error(path))
+}
+
+fn host_error(path: &Path) -> impl Fn(std::io::Error) -> FsError + '_ {
+    move |source| FsError::Host {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A guest file being read, chunk by chunk; credit is returned as chunks are taken.
+pub struct FileReader {
+    fs: SandboxFs,
+    path: String,
+    events: RequestEvents,
+    sender: RequestSender,
+}
+
+impl FileReader {
+    /// The next chunk, or `None` at the end of the file.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, FsError> {
+        if self.events.is_finished() {
+            return Ok(None);
+        }
+        match self.events.recv().await {
+            Some(GuestMessage::Data(data)) => {
+                self.sender.credit(data.len());
+                Ok(Some(data))
+            }
+            Some(GuestMessage::Fs(FsReply::Done)) => Ok(None),
+            other => Err(self.fs.unexpected(&self.path, other)),
+        }
+    }
+}
+
+impl Drop for FileReader {
+    fn drop(&mut self) {
+        if !self.events.is_finished() {
+            // Stop the guest from reading further.
+            let _ = self.sender.send(HostMessage::Kill);
+        }
+    }
+}
+
+/// A guest file being written. Nothing is complete until [`FileWriter::finish`];
+/// a writer dropped before that leaves the file with what was written so far.
+pub struct FileWriter {
+    fs: SandboxFs,
+    path: String,
+    events: RequestEvents,
+    sender: RequestSender,
+}
+
+impl FileWriter {
+    /// Sends `data`, waiting while the guest's input window is full.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), FsError> {
+        if self.sender.write_input(data).await.is_err() {
+            // The guest ended the request early: its answer says why.
+            return Err(self.failure().await);
+        }
+        Ok(())
+    }
+
+    /// Closes the file and returns the bytes written.
+    pub async fn finish(mut self) -> Result<u64, FsError> {
+        if self.sender.end_input().await.is_err() {
+            return Err(self.failure().await);
+        }
+        match self.events.recv().await {
+            Some(GuestMessage::Fs(FsReply::Written { bytes })) => Ok(bytes),
+            other => Err(self.fs.unexpected(&self.path, other)),
+        }
+    }
+
+    async fn failure(&mut self) -> FsError {
+        let message = self.events.recv().await;
+        self.fs.unexpected(&self.path, message)
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        if !self.events.is_finished() {
+            let _ = self.sender.send(HostMessage::Kill);
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Filesystem requests. Paths are resolved by the kernel exactly as for any
+//! guest process: the agent runs chrooted in the sandbox root, so `..` and
+//! symlinks cannot lead outside it, and they mean what they mean in the guest.
+//!
+//! Blocking calls run on tokio's blocking pool; file content streams through
+//! the same credit windows as process output and input.
+
+use std::fs::{self, DirBuilder, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use msb_protocol::{DirEntry, Envelope, FileKind, FileStat, FsReply, FsRequest, GuestMessage};
+use tokio::sync::mpsc;
+
+use crate::exec::io_failure;
+use crate::input::{self, InputReceiver, InputSender};
+use crate::pump::{Pump, Window};
+use crate::server::Outbox;
+
+/// Directory entries per `Entries` message: well under the frame limit even
+/// with long names.
+const ENTRIES_PER_BATCH: usize = 256;
+
+/// What the dispatcher keeps for a running file transfer, to route stream messages.
+pub enum Transfer {
+    /// A read: `Credit` grows its window.
+    Read(Arc<Window>),
+    /// A write: `Input`/`InputEnd` feed it.
+    Write(InputSender),
+}
+
+/// Starts `request`. Returns the transfer to register under `id`, if it streams;
+/// `on_end` runs before the final reply so the id is free by then.
+pub fn start(
+    id: u64,
+    request: FsRequest,
+    outbox: Outbox,
+    on_end: impl FnOnce() + Send + 'static,
+) -> Option<Transfer> {
+    match request {
+        FsRequest::Read {
+            path,
+            output_window,
+        } => {
+            let window = Window::new(output_window);
+            let pump_window = window.clone();
+            tokio::spawn(async move {
+                let reply = match tokio::fs::File::open(&path).await {
+                    Ok(file) => {
+                        let pump = Pump {
+                            id,
+                            message: GuestMessage::Data,
+                            window: pump_window,
+                            outbox: outbox.clone(),
+                            exited: None,
+                        };
+                        // A directory opens but fails to read: report that as the error.
+                        match probe_readable(&path) {
+                            Ok(()) => {
+                                pump.run(file).await;
+                                GuestMessage::Fs(FsReply::Done)
+                            }
+                            Err(err) => failed(&format!("read {path}"), err),
+                        }
+                    }
+                    Err(err) => failed(&format!("open {path}"), err),
+                };
+                on_end();
+                let _ = outbox.send(Envelope::new(id, reply)).await;
+            });
+            Some(Transfer::Read(window))
+        }
+        FsRequest::Write {
+            path,
+            mode,
+            append,
+            create_parents,
+        } => {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                let reply =
+                    match write(id, &path, mode, append, create_parents, &mut rx, &outbox).await {
+                        Ok(bytes) => GuestMessage::Fs(FsReply::Written { bytes }),
+                        Err(err) => failed(&format!("write {path}"), err),
+                    };
+                on_end();
+                let _ = outbox.send(Envelope::new(id, reply)).await;
+                // Input that was already in flight gets its credit back.
+                input::discard(id, &mut rx, &outbox).await;
+            });
+            Some(Transfer::Write(tx))
+        }
+        one_shot => {
+            tokio::spawn(async move {
+                let result = tokio::task::spawn_blocking(move || run_one_shot(one_shot))
+                    .await
+                    .unwrap_or_else(|e| Err((String::from("fs"), io::Error::other(e))));
+                match result {
+                    Ok(replies) => {
+                        on_end();
+                        for reply in replies {
+                            let _ = outbox
+                                .send(Envelope::new(id, GuestMessage::Fs(reply)))
+                                .await;
+                        }
+                    }
+                    Err((what, err)) => {
+                        on_end();
+                        let _ = outbox.send(Envelope::new(id, failed(&what, err))).await;
+                    }
+                }
+            });
+            None
+        }
+    }
+}
+
+fn failed(what: &str, err: io::Error) -> GuestMessage {
+    GuestMessage::Failed(io_failure(what, err))
+}
+
+fn probe_readable(path: &str) -> io::Result<()> {
+    if fs::metadata(path)?.is_dir() {
+        return Err(io::Error::from_raw_os_error(libc::EISDIR));
+    }
+    Ok(())
+}
+
+async fn write(
+    id: u64,
+    path: &str,
+    mode: Option<u32>,
+    append: bool,
+    create_parents: bool,
+    events: &mut InputReceiver,
+    outbox: &Outbox,
+) -> io::Result<u64> {
+    let owned = path.to_string();
+    let file = tokio::task::spawn_blocking(move || {
+        let path = Path::new(&owned);
+        if create_parents {
+            if let Some(parent) = path.parent() {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(parent)?;
+            }
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .append(append)
+            .truncate(!append)
+            .mode(0o644)
+            .open(path)?;
+        if let Some(mode) = mode {
+            // Exact bits, whatever the umask.
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
+        Ok::<_, io::Error>(file)
+    })
+    .await
+    .map_err(io::Error::other)??;
+    let mut file = tokio::fs::File::from_std(file);
+    let written = input::feed(id, &mut file, events, outbox).await?;
+    file.sync_data().await?;
+    Ok(written)
+}
+
+type OneShotResult = Result<Vec<FsReply>, (String, io::Error)>;
+
+fn run_one_shot(request: FsRequest) -> OneShotResult {
+    let ctx = |what: String| move |err: io::Error| (what, err);
+    match request {
+        FsRequest::Stat {
+            path,
+            follow_symlinks,
+        } => {
+            let meta = if follow_symlinks {
+                fs::metadata(&path)
+            } else {
+                fs::symlink_metadata(&path)
+            };
+            let meta = meta.map_err(ctx(format!("stat {path}")))?;
+            Ok(vec![FsReply::Stat(file_stat(&meta))])
+        }
+        FsRequest::List { path } => list(&path).map_err(ctx(format!("list {path}"))),
+        FsRequest::Mkdir {
+            path,
+            mode,
+            recursive,
+        } => {
+            DirBuilder::new()
+                .recursive(recursive)
+                .mode(mode)
+                .create(&path)
+                .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(mode)))
+                .map_err(ctx(format!("mkdir {path}")))?;
+            Ok(vec![FsReply::Done])
+        }
+        FsRequest::Remove { path, recursive } => {
+            let meta = fs::symlink_metadata(&path).map_err(ctx(format!("remove {path}")))?;
+            let removed = match (meta.is_dir(), recursive) {
+                (true, true) => fs::remove_dir_all(&path),
+                (true, false) => fs::remove_dir(&path),
+                (false, _) => fs::remove_file(&path),
+            };
+            removed.map_err(ctx(format!("remove {path}")))?;
+            Ok(vec![FsReply::Done])
+        }
+        FsRequest::Rename { from, to } => {
+            fs::rename(&from, &to).map_err(ctx(format!("rename {from} to {to}")))?;
+            Ok(vec![FsReply::Done])
+        }
+        FsRequest::Symlink { path, target } => {
+            std::os::unix::fs::symlink(&target, &path)
+                .map_err(ctx(format!("symlink {path} -> {target}")))?;
+            Ok(vec![FsReply::Done])
+        }
+        FsRequest::Read { .. } | FsRequest::Write { .. } => {
+            unreachable!("streaming requests are started by `start`")
+        }
+    }
+}
+
+fn list(path: &str) -> io::Result<Vec<FsReply>> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(path)? {
+        let entry = entry?;
+        // The entry may vanish between readdir and lstat; skip it then.
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        entries.push(DirEntry {
+            name: entry.file_name().to_string_lossy().into_owned(),
+            stat: file_stat(&meta),
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut batches: Vec<FsReply> = entries
+        .chunks(ENTRIES_PER_BATCH)
+        .map(|chunk| FsReply::Entries {
+            entries: chunk.to_vec(),
+            more: true,
+        })
+        .collect();
+    match batches.last_mut() {
+        Some(FsReply::Entries { more, .. }) => *more = false,
+        _ => batches.push(FsReply::Entries {
+            entries: vec![],
+            more: false,
+        }),
+    }
+    Ok(batches)
+}
+
+fn file_stat(meta: &Metadata) -> FileStat {
+    let kind = if meta.file_type().is_symlink() {
+        FileKind::Symlink
+    } else if meta.is_dir() {
+        FileKind::Dir
+    } else if meta.is_file() {
+        FileKind::File
+    } else {
+        FileKind::Other
+    };
+    FileStat {
+        kind,
+        size: meta.len(),
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime_nanos: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+    }
+}
