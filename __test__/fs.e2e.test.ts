@@ -159,6 +159,24 @@ describe("paths resolve inside the guest", () => {
   });
 });
 
+describe("the transfer share", () => {
+  test("large writes are staged through it and leave nothing behind", async () => {
+    const big = Buffer.alloc(3 << 20, 0x5a);
+    await gfs.write("/tmp/staged.bin", big);
+    assert.deepEqual(await gfs.read("/tmp/staged.bin"), big);
+    assert.deepEqual(fs.readdirSync(path.join(home, "sandboxes", "fs", "transfer")), []);
+  });
+
+  test("the guest cannot write to it, even through the agent's descriptor", async () => {
+    const attempt = await sb.shell(
+      'for f in /proc/1/fd/*; do if [ "$(readlink $f)" = /msb/transfer ]; then echo found; echo evil > $f/evil && echo wrote; fi; done',
+    );
+    assert.equal(attempt.stdout(), "found\n");
+    assert.match(attempt.stderr(), /Read-only file system/);
+    assert.equal(fs.existsSync(path.join(home, "sandboxes", "fs", "transfer", "evil")), false);
+  });
+});
+
 describe("host copies", () => {
   test("a tree goes in and comes back out with its content and modes", async () => {
     const src = path.join(hostDir, "src");

@@ -8,10 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use msb_protocol::{
-    DirEntry, FileKind, FileStat, FsReply, FsRequest, GuestMessage, HostMessage, MAX_DATA_CHUNK,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use msb_protocol::{DirEntry, FileKind, FileStat, FsReply, FsRequest, GuestMessage, HostMessage};
+use tokio::io::AsyncWriteExt;
 
 use crate::conn::RuntimeConn;
 use crate::error::{FsError, FsErrorKind, InvalidOption};
@@ -33,14 +31,22 @@ pub struct SandboxFs {
     conn: Arc<RuntimeConn>,
     sandbox: String,
     workdir: String,
+    /// Host side of the sandbox's transfer share (see [`FileWriter`]).
+    transfer: Arc<PathBuf>,
 }
 
 impl SandboxFs {
-    pub(crate) fn new(conn: Arc<RuntimeConn>, sandbox: &str, workdir: Option<&str>) -> Self {
+    pub(crate) fn new(
+        conn: Arc<RuntimeConn>,
+        sandbox: &str,
+        workdir: Option<&str>,
+        transfer: Arc<PathBuf>,
+    ) -> Self {
         Self {
             conn,
             sandbox: sandbox.to_string(),
             workdir: workdir.unwrap_or("/").to_string(),
+            transfer,
         }
     }
 
@@ -209,25 +215,22 @@ impl SandboxFs {
         Ok(content)
     }
 
-    /// Opens a guest file for writing in chunks; see [`FileWriter::finish`].
+    /// Opens a guest file for writing in chunks; see [`FileWriter`].
     pub async fn write_stream(
         &self,
         path: &str,
         options: WriteOptions,
     ) -> Result<FileWriter, FsError> {
         let path = self.resolve("path", path)?;
-        let mode = options.mode.map(check_mode).transpose()?;
-        let (events, sender) = self.start(FsRequest::Write {
-            path: path.clone(),
-            mode,
-            append: options.append,
-            create_parents: options.create_parents,
-        })?;
+        let options = WriteOptions {
+            mode: options.mode.map(check_mode).transpose()?,
+            ..options
+        };
         Ok(FileWriter {
             fs: self.clone(),
             path,
-            events,
-            sender,
+            options,
+            content: Content::Memory(Vec::new()),
         })
     }
 
@@ -290,24 +293,64 @@ impl SandboxFs {
             self.symlink(guest, &target.to_string_lossy()).await?;
             return Ok(0);
         }
-        let mut file = tokio::fs::File::open(host)
-            .await
-            .map_err(host_error(host))?;
         let options = WriteOptions {
             mode: Some(permission_bits(&meta)),
             append: false,
             create_parents: false,
         };
-        let mut writer = self.write_stream(guest, options).await?;
-        let mut buf = vec![0u8; MAX_DATA_CHUNK];
-        loop {
-            let n = file.read(&mut buf).await.map_err(host_error(host))?;
-            if n == 0 {
-                break;
-            }
-            writer.write(&buf[..n]).await?;
+        // The file goes to the transfer share as a hard link (no copy) when it
+        // is on the same filesystem, else as a copy.
+        let staged = TransferFile::new(&self.transfer);
+        if std::fs::hard_link(host, &staged.path).is_err() {
+            tokio::fs::copy(host, &staged.path)
+                .await
+                .map_err(host_error(host))?;
         }
-        writer.finish().await
+        self.write_from_transfer(guest, &staged, options).await
+    }
+
+    /// Has the guest copy a staged transfer file to `path`.
+    async fn write_from_transfer(
+        &self,
+        path: &str,
+        staged: &TransferFile,
+        options: WriteOptions,
+    ) -> Result<u64, FsError> {
+        let request = FsRequest::WriteFromTransfer {
+            name: staged.name.clone(),
+            path: path.to_string(),
+            mode: options.mode,
+            append: options.append,
+            create_parents: options.create_parents,
+        };
+        match self.one_shot(path, request).await? {
+            FsReply::Written { bytes } => Ok(bytes),
+            other => Err(self.unexpected(path, Some(GuestMessage::Fs(other)))),
+        }
+    }
+
+    /// Writes `content` through the agent channel: for small files, where one
+    /// round trip beats staging a file.
+    async fn write_inline(
+        &self,
+        path: &str,
+        content: &[u8],
+        options: WriteOptions,
+    ) -> Result<u64, FsError> {
+        let (mut events, sender) = self.start(FsRequest::Write {
+            path: path.to_string(),
+            mode: options.mode,
+            append: options.append,
+            create_parents: options.create_parents,
+        })?;
+        // A failed send means the guest ended the request early: its answer says why.
+        if sender.write_input(content).await.is_ok() {
+            let _ = sender.end_input().await;
+        }
+        match events.recv().await {
+            Some(GuestMessage::Fs(FsReply::Written { bytes })) => Ok(bytes),
+            other => Err(self.unexpected(path, other)),
+        }
     }
 
     /// Copies a guest file or directory tree to the host. Each file is written
@@ -437,46 +480,97 @@ impl Drop for FileReader {
     }
 }
 
-/// A guest file being written. Nothing is complete until [`FileWriter::finish`];
-/// a writer dropped before that leaves the file with what was written so far.
+/// Content above this size is staged in the transfer share rather than sent
+/// through the agent channel.
+const INLINE_LIMIT: usize = 1 << 20;
+
+/// A guest file being written; it appears in the guest, complete, at
+/// [`FileWriter::finish`]. Small content is sent through the agent channel. Once
+/// it outgrows [`INLINE_LIMIT`] it is staged in a host file on the sandbox's
+/// transfer share (read-only to the guest) and the guest copies it in over 9p:
+/// QEMU feeds a virtio-serial port at most 4 KiB per main-loop turn, 9p moves
+/// up to 512 KiB per request. Dropping a writer before `finish` writes nothing.
 pub struct FileWriter {
     fs: SandboxFs,
     path: String,
-    events: RequestEvents,
-    sender: RequestSender,
+    options: WriteOptions,
+    content: Content,
+}
+
+enum Content {
+    Memory(Vec<u8>),
+    Staged {
+        file: tokio::fs::File,
+        staged: TransferFile,
+    },
 }
 
 impl FileWriter {
-    /// Sends `data`, waiting while the guest's input window is full.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), FsError> {
-        if self.sender.write_input(data).await.is_err() {
-            // The guest ended the request early: its answer says why.
-            return Err(self.failure().await);
+        match &mut self.content {
+            Content::Memory(buf) if buf.len() + data.len() <= INLINE_LIMIT => {
+                buf.extend_from_slice(data);
+                Ok(())
+            }
+            Content::Memory(buf) => {
+                let staged = TransferFile::new(&self.fs.transfer);
+                let mut file = tokio::fs::File::create(&staged.path)
+                    .await
+                    .map_err(host_error(&staged.path))?;
+                file.write_all(buf)
+                    .await
+                    .map_err(host_error(&staged.path))?;
+                file.write_all(data)
+                    .await
+                    .map_err(host_error(&staged.path))?;
+                self.content = Content::Staged { file, staged };
+                Ok(())
+            }
+            Content::Staged { file, staged } => {
+                file.write_all(data).await.map_err(host_error(&staged.path))
+            }
         }
-        Ok(())
     }
 
-    /// Closes the file and returns the bytes written.
-    pub async fn finish(mut self) -> Result<u64, FsError> {
-        if self.sender.end_input().await.is_err() {
-            return Err(self.failure().await);
+    /// Writes the file in the guest and returns its size.
+    pub async fn finish(self) -> Result<u64, FsError> {
+        match self.content {
+            Content::Memory(buf) => self.fs.write_inline(&self.path, &buf, self.options).await,
+            Content::Staged { mut file, staged } => {
+                file.flush().await.map_err(host_error(&staged.path))?;
+                drop(file);
+                self.fs
+                    .write_from_transfer(&self.path, &staged, self.options)
+                    .await
+            }
         }
-        match self.events.recv().await {
-            Some(GuestMessage::Fs(FsReply::Written { bytes })) => Ok(bytes),
-            other => Err(self.fs.unexpected(&self.path, other)),
-        }
-    }
-
-    async fn failure(&mut self) -> FsError {
-        let message = self.events.recv().await;
-        self.fs.unexpected(&self.path, message)
     }
 }
 
-impl Drop for FileWriter {
-    fn drop(&mut self) {
-        if !self.events.is_finished() {
-            let _ = self.sender.send(HostMessage::Kill);
+/// A uniquely named file in the transfer share, removed when dropped.
+struct TransferFile {
+    name: String,
+    path: PathBuf,
+}
+
+impl TransferFile {
+    fn new(dir: &Path) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "in-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        Self {
+            path: dir.join(&name),
+            name,
         }
+    }
+}
+
+impl Drop for TransferFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }

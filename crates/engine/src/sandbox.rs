@@ -18,7 +18,7 @@ use msb_protocol::{GuestInit, RootSpec};
 use msb_runtime::control::{
     files, BootInfo, BootSpec, FromRuntime, RuntimeFailureKind, ToRuntime, LOCK_FD,
 };
-use msb_vmm::{AccelChoice, VmSpec, ROOT_SHARE_TAG};
+use msb_vmm::{AccelChoice, VmSpec, ROOT_SHARE_TAG, TRANSFER_SHARE_TAG};
 use tokio::process::Child;
 use tokio::sync::Mutex;
 
@@ -29,6 +29,9 @@ use crate::exec::{self, ExecControl, ExecEvents, ExecOptions, ExecOutput};
 use crate::fs::SandboxFs;
 use crate::paths::EngineSettings;
 use crate::{initramfs, patch};
+
+/// The transfer share's directory inside the sandbox directory.
+const TRANSFER_DIR: &str = "transfer";
 
 /// Boot deadline under emulation, from VM launch to the agent's `Ready`.
 const BOOT_TIMEOUT_MS: u64 = 60_000;
@@ -43,6 +46,8 @@ pub struct Sandbox {
 struct Inner {
     name: String,
     workdir: Option<String>,
+    /// Host side of the read-only share for bulk transfers into the guest.
+    transfer: Arc<PathBuf>,
     dir: PathBuf,
     /// Directories of sandboxes the caller did not name are removed after stop.
     keep_dir: bool,
@@ -74,9 +79,13 @@ impl Sandbox {
                 .map_err(|e| io_error("write the initramfs")(std::io::Error::other(e)))?
                 .map_err(io_error("write the initramfs"))?
         };
+        // Emptied at every start: a crashed caller may have left staged files.
+        let transfer = dir.join(TRANSFER_DIR);
+        let _ = fs::remove_dir_all(&transfer);
+        fs::create_dir_all(&transfer).map_err(io_error("create the transfer directory"))?;
         let (mut runtime, conn) = spawn_runtime(settings, &dir, lock)?;
 
-        let spec = boot_spec(&config, root, &initramfs, settings, &dir);
+        let spec = boot_spec(&config, root, &initramfs, settings, &dir, &transfer);
         let booted = boot(&conn, spec).await;
         match booted {
             Ok(boot) => {
@@ -84,6 +93,7 @@ impl Sandbox {
                     inner: Arc::new(Inner {
                         name: config.name,
                         workdir: config.workdir,
+                        transfer: Arc::new(transfer),
                         dir,
                         keep_dir: config.named,
                         boot,
@@ -109,9 +119,7 @@ impl Sandbox {
                         String::new(),
                     ),
                 };
-                if !config.named {
-                    let _ = fs::remove_dir_all(&dir);
-                }
+                let _ = fs::remove_dir_all(if config.named { &transfer } else { &dir });
                 Err(CreateError::BootFailed {
                     name: config.name,
                     reason,
@@ -161,6 +169,7 @@ impl Sandbox {
             self.inner.conn.clone(),
             &self.inner.name,
             self.inner.workdir.as_deref(),
+            self.inner.transfer.clone(),
         )
     }
 
@@ -210,7 +219,9 @@ impl Sandbox {
         let mut runtime = self.inner.runtime.lock().await;
         if let Some(mut child) = runtime.take() {
             child.wait().await.map_err(StopError::Wait)?;
-            if !self.inner.keep_dir {
+            if self.inner.keep_dir {
+                let _ = fs::remove_dir_all(&*self.inner.transfer);
+            } else {
                 let _ = fs::remove_dir_all(&self.inner.dir);
             }
         }
@@ -293,6 +304,7 @@ fn boot_spec(
     initramfs: &Path,
     settings: &EngineSettings,
     dir: &Path,
+    transfer: &Path,
 ) -> BootSpec {
     BootSpec {
         vm: VmSpec {
@@ -301,6 +313,7 @@ fn boot_spec(
             cpus: config.cpus,
             memory_mib: config.memory_mib,
             root_share: root.to_path_buf(),
+            transfer_share: Some(transfer.to_path_buf()),
             accel: accel_choice(),
             kernel_args: guest_debug_args(),
         },
@@ -311,6 +324,7 @@ fn boot_spec(
             },
             env: config.env.clone(),
             workdir: config.workdir.clone(),
+            transfer_tag: Some(TRANSFER_SHARE_TAG.to_string()),
         },
         sandbox_dir: dir.to_path_buf(),
         boot_timeout_ms: BOOT_TIMEOUT_MS,

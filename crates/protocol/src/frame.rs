@@ -3,7 +3,7 @@
 use std::io;
 use std::marker::PhantomData;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
@@ -91,17 +91,48 @@ impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
     }
 }
 
+/// Serializes straight into the codec's output buffer: bulk data (serde bytes)
+/// is copied once, with no intermediate payload vector. This matters under
+/// emulation, where every pass over the data costs guest CPU.
+struct BufFlavor<'a>(&'a mut BytesMut);
+
+impl postcard::ser_flavors::Flavor for BufFlavor<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.extend_from_slice(&[data]);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 impl<In, Out: Serialize> Encoder<Envelope<Out>> for FrameCodec<In, Out> {
     type Error = FrameError;
 
     fn encode(&mut self, item: Envelope<Out>, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let payload = postcard::to_stdvec(&item).map_err(FrameError::Malformed)?;
-        if payload.len() > MAX_FRAME_LEN {
+        // Same bytes as the length codec would write: a big-endian u32 length,
+        // patched in once the payload is serialized behind it.
+        let start = dst.len();
+        dst.extend_from_slice(&[0; 4]);
+        if let Err(err) = postcard::serialize_with_flavor(&item, BufFlavor(dst)) {
+            dst.truncate(start);
+            return Err(FrameError::Malformed(err));
+        }
+        let len = dst.len() - start - 4;
+        if len > MAX_FRAME_LEN {
+            dst.truncate(start);
             return Err(FrameError::TooLarge);
         }
-        self.lengths
-            .encode(Bytes::from(payload), dst)
-            .map_err(FrameError::Io)
+        dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
     }
 }
 
@@ -161,6 +192,18 @@ mod tests {
             HostSide::new().decode(&mut buf).unwrap(),
             Some(Envelope::new(7, reply))
         );
+    }
+
+    #[test]
+    fn encodes_exactly_what_the_length_codec_and_postcard_would() {
+        let item = Envelope::new(9, GuestMessage::Stdout(vec![7; 70_000]));
+        let mut ours = BytesMut::from(&b"already here"[..]);
+        GuestSide::new().encode(item.clone(), &mut ours).unwrap();
+        let payload = postcard::to_stdvec(&item).unwrap();
+        let mut reference = BytesMut::from(&b"already here"[..]);
+        reference.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        reference.extend_from_slice(&payload);
+        assert_eq!(ours, reference);
     }
 
     #[test]

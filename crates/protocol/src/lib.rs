@@ -26,7 +26,7 @@ pub const VERSION: u32 = 1;
 pub const MAX_FRAME_LEN: usize = 1 << 20;
 
 /// Largest chunk of stream data (stdout, stderr, stdin, file content) in one message.
-pub const MAX_DATA_CHUNK: usize = 64 << 10;
+pub const MAX_DATA_CHUNK: usize = 256 << 10;
 
 /// Input bytes the host may send for a request before the guest grants more
 /// with `InputCredit`.

@@ -111,6 +111,8 @@ pub struct GuestInit {
     pub env: Vec<(String, String)>,
     /// Directory processes start in unless a request names one.
     pub workdir: Option<String>,
+    /// Mount tag of the host's read-only transfer share, if there is one.
+    pub transfer_tag: Option<String>,
 }
 
 /// Where the sandbox's root filesystem comes from.
@@ -201,6 +203,16 @@ pub enum FsRequest {
     },
     /// Create a symbolic link at `path` pointing to `target`. Answered by `FsReply::Done`.
     Symlink { path: String, target: String },
+    /// Like `Write`, with the content taken from the file `name` (a plain file
+    /// name) of the transfer share instead of `Input` messages. Answered by
+    /// `FsReply::Written`.
+    WriteFromTransfer {
+        name: String,
+        path: String,
+        mode: Option<u32>,
+        append: bool,
+        create_parents: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,9 @@ use std::process::Stdio;
 
 use command_fds::{CommandFdExt, FdMapping};
 
-use crate::{Accel, Backend, GuestLinks, LaunchError, VmProcess, VmSpec, ROOT_SHARE_TAG};
+use crate::{
+    Accel, Backend, GuestLinks, LaunchError, VmProcess, VmSpec, ROOT_SHARE_TAG, TRANSFER_SHARE_TAG,
+};
 
 /// Fd numbers the links get inside QEMU.
 const AGENT_FD: i32 = 3;
@@ -160,7 +162,23 @@ fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(transfer_args(spec))
     .collect()
+}
+
+fn transfer_args(spec: &VmSpec) -> Vec<String> {
+    let Some(dir) = &spec.transfer_share else {
+        return vec![];
+    };
+    vec![
+        "-fsdev".into(),
+        format!(
+            "local,id=transfer,path={},security_model=none,readonly=on",
+            escape_option(&dir.display().to_string())
+        ),
+        "-device".into(),
+        format!("virtio-9p-device,fsdev=transfer,mount_tag={TRANSFER_SHARE_TAG}"),
+    ]
 }
 
 /// QEMU option values separate keys with commas; a literal comma is doubled.
@@ -180,6 +198,7 @@ mod tests {
             cpus: 2,
             memory_mib: 512,
             root_share: "/images/a,b".into(),
+            transfer_share: Some("/sandboxes/x/transfer".into()),
             accel: AccelChoice::Tcg,
             kernel_args: vec!["msb.extra=1".into()],
         }
@@ -213,6 +232,11 @@ mod tests {
         let fsdev = value_after(&args, "-fsdev")[0];
         assert!(fsdev.contains("path=/images/a,,b,"));
         assert!(fsdev.contains("readonly=on"));
+        let transfer = value_after(&args, "-fsdev")[1];
+        assert!(transfer.contains("path=/sandboxes/x/transfer,"));
+        assert!(transfer.contains("readonly=on"));
+        assert!(value_after(&args, "-device")
+            .contains(&"virtio-9p-device,fsdev=transfer,mount_tag=msbxfer"));
     }
 
     #[test]

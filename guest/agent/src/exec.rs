@@ -233,13 +233,13 @@ pub fn spawn(
             let stdout = child
                 .stdout
                 .take()
-                .map(|fd| pipe::Receiver::from_owned_fd(OwnedFd::from(fd)))
+                .map(|fd| output_pipe(OwnedFd::from(fd)))
                 .transpose()
                 .map_err(|e| io_failure("stdout pipe", e))?;
             let stderr = child
                 .stderr
                 .take()
-                .map(|fd| pipe::Receiver::from_owned_fd(OwnedFd::from(fd)))
+                .map(|fd| output_pipe(OwnedFd::from(fd)))
                 .transpose()
                 .map_err(|e| io_failure("stderr pipe", e))?;
             (stdout, stderr, stdin, None)
@@ -269,7 +269,7 @@ pub fn spawn(
                 message,
                 window: task_window.clone(),
                 outbox: outbox.clone(),
-                exited: Some(exited_rx.clone()),
+                exited: exited_rx.clone(),
             };
             tokio::spawn(async move {
                 if let Some(source) = source {
@@ -326,6 +326,16 @@ fn environment(
         set(key, value.clone());
     }
     env
+}
+
+/// Capacity of a process's output pipes: a bulk writer then fills whole
+/// messages between context switches instead of 64 KiB (the default) at a time.
+const OUTPUT_PIPE_SIZE: i32 = 1 << 20;
+
+fn output_pipe(fd: OwnedFd) -> io::Result<pipe::Receiver> {
+    // Best effort: the default size works too, only slower.
+    let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_SIZE));
+    pipe::Receiver::from_owned_fd(fd)
 }
 
 fn dup_fd(fd: &OwnedFd) -> io::Result<OwnedFd> {

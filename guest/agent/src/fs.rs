@@ -2,11 +2,14 @@
 //! guest process: the agent runs chrooted in the sandbox root, so `..` and
 //! symlinks cannot lead outside it, and they mean what they mean in the guest.
 //!
-//! Blocking calls run on tokio's blocking pool; file content streams through
-//! the same credit windows as process output and input.
+//! Metadata calls and opens run on tokio's blocking pool. File content streams
+//! through the same credit windows as process output and input, read and
+//! written inline: for files in guest memory that is a copy, cheaper than a
+//! hop to the pool and back.
 
 use std::fs::{self, DirBuilder, Metadata, OpenOptions};
-use std::io;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::exec::io_failure;
 use crate::input::{self, InputReceiver, InputSender};
-use crate::pump::{Pump, Window};
+use crate::pump::{self, Window};
 use crate::server::Outbox;
 
 /// Directory entries per `Entries` message: well under the frame limit even
@@ -36,36 +39,53 @@ pub enum Transfer {
 pub fn start(
     id: u64,
     request: FsRequest,
+    transfer_dir: Option<Arc<OwnedFd>>,
     outbox: Outbox,
     on_end: impl FnOnce() + Send + 'static,
 ) -> Option<Transfer> {
     match request {
+        FsRequest::WriteFromTransfer {
+            name,
+            path,
+            mode,
+            append,
+            create_parents,
+        } => {
+            tokio::spawn(async move {
+                let destination = Destination {
+                    path: path.clone(),
+                    mode,
+                    append,
+                    create_parents,
+                };
+                let copied = tokio::task::spawn_blocking(move || {
+                    copy_from_transfer(transfer_dir.as_deref(), &name, &destination)
+                })
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
+                let reply = match copied {
+                    Ok(bytes) => GuestMessage::Fs(FsReply::Written { bytes }),
+                    Err(err) => failed(&format!("write {path}"), err),
+                };
+                on_end();
+                let _ = outbox.send(Envelope::new(id, reply)).await;
+            });
+            None
+        }
         FsRequest::Read {
             path,
             output_window,
         } => {
             let window = Window::new(output_window);
-            let pump_window = window.clone();
+            let send_window = window.clone();
             tokio::spawn(async move {
-                let reply = match tokio::fs::File::open(&path).await {
-                    Ok(file) => {
-                        let pump = Pump {
-                            id,
-                            message: GuestMessage::Data,
-                            window: pump_window,
-                            outbox: outbox.clone(),
-                            exited: None,
-                        };
-                        // A directory opens but fails to read: report that as the error.
-                        match probe_readable(&path) {
-                            Ok(()) => {
-                                pump.run(file).await;
-                                GuestMessage::Fs(FsReply::Done)
-                            }
-                            Err(err) => failed(&format!("read {path}"), err),
-                        }
-                    }
-                    Err(err) => failed(&format!("open {path}"), err),
+                let result = match open_for_reading(&path) {
+                    Ok(file) => pump::send_file(id, file, send_window, &outbox).await,
+                    Err(err) => Err(err),
+                };
+                let reply = match result {
+                    Ok(()) => GuestMessage::Fs(FsReply::Done),
+                    Err(err) => failed(&format!("read {path}"), err),
                 };
                 on_end();
                 let _ = outbox.send(Envelope::new(id, reply)).await;
@@ -80,11 +100,16 @@ pub fn start(
         } => {
             let (tx, mut rx) = mpsc::unbounded_channel();
             tokio::spawn(async move {
-                let reply =
-                    match write(id, &path, mode, append, create_parents, &mut rx, &outbox).await {
-                        Ok(bytes) => GuestMessage::Fs(FsReply::Written { bytes }),
-                        Err(err) => failed(&format!("write {path}"), err),
-                    };
+                let destination = Destination {
+                    path: path.clone(),
+                    mode,
+                    append,
+                    create_parents,
+                };
+                let reply = match write(id, destination, &mut rx, &outbox).await {
+                    Ok(bytes) => GuestMessage::Fs(FsReply::Written { bytes }),
+                    Err(err) => failed(&format!("write {path}"), err),
+                };
                 on_end();
                 let _ = outbox.send(Envelope::new(id, reply)).await;
                 // Input that was already in flight gets its credit back.
@@ -121,26 +146,27 @@ fn failed(what: &str, err: io::Error) -> GuestMessage {
     GuestMessage::Failed(io_failure(what, err))
 }
 
-fn probe_readable(path: &str) -> io::Result<()> {
-    if fs::metadata(path)?.is_dir() {
+/// Opens a file to read; a directory opens fine but cannot be read, so say so.
+fn open_for_reading(path: &str) -> io::Result<fs::File> {
+    let file = fs::File::open(path)?;
+    if file.metadata()?.is_dir() {
         return Err(io::Error::from_raw_os_error(libc::EISDIR));
     }
-    Ok(())
+    Ok(file)
 }
 
-async fn write(
-    id: u64,
-    path: &str,
+/// Where and how a file is written.
+struct Destination {
+    path: String,
     mode: Option<u32>,
     append: bool,
     create_parents: bool,
-    events: &mut InputReceiver,
-    outbox: &Outbox,
-) -> io::Result<u64> {
-    let owned = path.to_string();
-    let file = tokio::task::spawn_blocking(move || {
-        let path = Path::new(&owned);
-        if create_parents {
+}
+
+impl Destination {
+    fn open(&self) -> io::Result<fs::File> {
+        let path = Path::new(&self.path);
+        if self.create_parents {
             if let Some(parent) = path.parent() {
                 DirBuilder::new()
                     .recursive(true)
@@ -151,22 +177,67 @@ async fn write(
         let file = OpenOptions::new()
             .write(true)
             .create(true)
-            .append(append)
-            .truncate(!append)
+            .append(self.append)
+            .truncate(!self.append)
             .mode(0o644)
             .open(path)?;
-        if let Some(mode) = mode {
+        if let Some(mode) = self.mode {
             // Exact bits, whatever the umask.
             file.set_permissions(fs::Permissions::from_mode(mode))?;
         }
-        Ok::<_, io::Error>(file)
-    })
-    .await
-    .map_err(io::Error::other)??;
-    let mut file = tokio::fs::File::from_std(file);
-    let written = input::feed(id, &mut file, events, outbox).await?;
-    file.sync_data().await?;
-    Ok(written)
+        Ok(file)
+    }
+}
+
+async fn write(
+    id: u64,
+    destination: Destination,
+    events: &mut InputReceiver,
+    outbox: &Outbox,
+) -> io::Result<u64> {
+    let file = tokio::task::spawn_blocking(move || destination.open())
+        .await
+        .map_err(io::Error::other)??;
+    let mut sink = input::Inline(file);
+    input::feed(id, &mut sink, events, outbox).await
+}
+
+/// Bytes per read from the transfer share: large reads make few 9p round trips.
+const TRANSFER_CHUNK: usize = 1 << 20;
+
+fn copy_from_transfer(
+    dir: Option<&OwnedFd>,
+    name: &str,
+    destination: &Destination,
+) -> io::Result<u64> {
+    let Some(dir) = dir else {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no transfer share",
+        ));
+    };
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let source = nix::fcntl::openat(
+        dir,
+        name,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NOFOLLOW,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let mut source = fs::File::from(source);
+    let mut target = destination.open()?;
+    let mut buf = vec![0u8; TRANSFER_CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = source.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        target.write_all(&buf[..n])?;
+        total += n as u64;
+    }
 }
 
 type OneShotResult = Result<Vec<FsReply>, (String, io::Error)>;
@@ -219,7 +290,7 @@ fn run_one_shot(request: FsRequest) -> OneShotResult {
                 .map_err(ctx(format!("symlink {path} -> {target}")))?;
             Ok(vec![FsReply::Done])
         }
-        FsRequest::Read { .. } | FsRequest::Write { .. } => {
+        FsRequest::Read { .. } | FsRequest::Write { .. } | FsRequest::WriteFromTransfer { .. } => {
             unreachable!("streaming requests are started by `start`")
         }
     }

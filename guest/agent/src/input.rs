@@ -2,7 +2,9 @@
 //! written): written in order, with credit granted back for every byte taken,
 //! so the host never has more than `INPUT_WINDOW` bytes in flight.
 
-use std::io;
+use std::io::{self, Write};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use msb_protocol::{Envelope, GuestMessage};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -48,4 +50,26 @@ async fn grant(id: u64, bytes: usize, outbox: &Outbox) {
     let _ = outbox
         .send(Envelope::new(id, GuestMessage::InputCredit(bytes as u32)))
         .await;
+}
+
+/// A blocking writer driven inline on the agent thread. For a file in guest
+/// memory a write is a copy: cheaper than a hop to the blocking pool and back.
+pub struct Inline<W>(pub W);
+
+impl<W: Write + Unpin> AsyncWrite for Inline<W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(self.get_mut().0.write(data))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.get_mut().0.flush())
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }

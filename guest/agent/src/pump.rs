@@ -1,5 +1,6 @@
 //! Moves bytes from a guest source (a pipe, a pty master, a file) to the host,
-//! never sending more than the host's credit allows.
+//! never sending more than the host's credit allows, reading each chunk
+//! straight into the buffer the message carries.
 //!
 //! Exit rule for process output: when the process has exited, its output is
 //! drained until end-of-file, or until nothing arrived for [`DRAIN_IDLE`] (a
@@ -10,6 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::fs::File;
+use std::io::{self, Read};
+
+use bytes::BufMut;
 use msb_protocol::{Envelope, GuestMessage, MAX_DATA_CHUNK};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{watch, Semaphore};
@@ -54,13 +59,13 @@ impl Window {
         self.credit.close();
     }
 
-    /// Waits for at least one byte of credit and takes as much as one chunk allows.
-    async fn take(&self) -> usize {
+    /// Waits for at least one byte of credit and takes up to `chunk` bytes.
+    async fn take(&self, chunk: usize) -> usize {
         let Ok(first) = self.credit.acquire().await else {
             return 0;
         };
         first.forget();
-        let more = self.credit.available_permits().min(MAX_DATA_CHUNK - 1);
+        let more = self.credit.available_permits().min(chunk - 1);
         match self.credit.try_acquire_many(more as u32) {
             Ok(permits) => {
                 permits.forget();
@@ -75,41 +80,39 @@ impl Window {
     }
 }
 
+/// Forwards a process's output stream (pipe or pty master).
 pub struct Pump {
     pub id: u64,
     pub message: fn(Vec<u8>) -> GuestMessage,
     pub window: Arc<Window>,
     pub outbox: Outbox,
-    /// Set when the producing process exited; `None` for sources that end by
-    /// themselves (files).
-    pub exited: Option<watch::Receiver<bool>>,
+    /// Set when the producing process exited.
+    pub exited: watch::Receiver<bool>,
 }
 
 impl Pump {
-    /// Forwards until end-of-file, a read error, or (after exit) idleness.
-    /// Returns the number of bytes read.
-    pub async fn run<R: AsyncRead + Unpin>(mut self, mut source: R) -> u64 {
-        let mut buf = vec![0u8; MAX_DATA_CHUNK];
-        let mut total = 0u64;
+    /// Forwards until end-of-file, a read error, or idleness after exit.
+    pub async fn run<R: AsyncRead + Unpin>(mut self, mut source: R) {
         loop {
-            let allowed = self.window.take().await;
-            let n = match self.read(&mut source, &mut buf[..allowed]).await {
+            let allowed = self.window.take(MAX_DATA_CHUNK).await;
+            // Read straight into the message's own buffer: no copy per chunk.
+            let mut data = Vec::with_capacity(allowed);
+            let n = match self.read(&mut source, &mut data, allowed).await {
                 Some(Ok(n)) if n > 0 => n,
                 // End of file, a read error (a pty master reads EIO once the
                 // terminal is gone) or idleness after exit: the stream is over.
                 _ => {
                     self.window.give_back(allowed);
-                    return total;
+                    return;
                 }
             };
             self.window.give_back(allowed - n);
-            total += n as u64;
-            if self.window.detached.load(Ordering::Relaxed) {
-                continue;
-            }
-            let msg = (self.message)(buf[..n].to_vec());
-            if self.outbox.send(Envelope::new(self.id, msg)).await.is_err() {
-                return total;
+            if !self
+                .window
+                .forward(self.id, (self.message)(data), &self.outbox)
+                .await
+            {
+                return;
             }
         }
     }
@@ -117,25 +120,66 @@ impl Pump {
     async fn read<R: AsyncRead + Unpin>(
         &mut self,
         source: &mut R,
-        buf: &mut [u8],
+        data: &mut Vec<u8>,
+        allowed: usize,
     ) -> Option<std::io::Result<usize>> {
-        let Some(exited) = &mut self.exited else {
-            return Some(source.read(buf).await);
-        };
         loop {
-            if *exited.borrow() {
-                return tokio::time::timeout(DRAIN_IDLE, source.read(buf))
+            let mut limited = (&mut *data).limit(allowed);
+            if *self.exited.borrow() {
+                return tokio::time::timeout(DRAIN_IDLE, source.read_buf(&mut limited))
                     .await
                     .ok();
             }
             tokio::select! {
-                read = source.read(buf) => return Some(read),
-                changed = exited.changed() => {
+                read = source.read_buf(&mut limited) => return Some(read),
+                changed = self.exited.changed() => {
                     if changed.is_err() {
-                        return tokio::time::timeout(DRAIN_IDLE, source.read(buf)).await.ok();
+                        let read = source.read_buf(&mut limited);
+                        return tokio::time::timeout(DRAIN_IDLE, read).await.ok();
                     }
                 }
             }
+        }
+    }
+}
+
+impl Window {
+    /// Sends `msg` unless output is discarded; false when the host is gone.
+    async fn forward(&self, id: u64, msg: GuestMessage, outbox: &Outbox) -> bool {
+        if self.detached.load(Ordering::Relaxed) {
+            return true;
+        }
+        outbox.send(Envelope::new(id, msg)).await.is_ok()
+    }
+}
+
+/// Bytes per file read. Measured: 64 KiB moves a guest file to the host
+/// about twice as fast as 256 KiB chunks under emulation.
+const FILE_CHUNK: usize = 64 << 10;
+
+/// Sends a regular file's content as `Data` chunks under the window. Reads
+/// happen inline on the agent thread: a chunk of a file in guest memory is a
+/// copy, cheaper than a hop to the blocking pool.
+pub async fn send_file(
+    id: u64,
+    mut file: File,
+    window: Arc<Window>,
+    outbox: &Outbox,
+) -> io::Result<()> {
+    loop {
+        let allowed = window.take(FILE_CHUNK).await;
+        if allowed == 0 {
+            // The window was closed: the host abandoned the read.
+            return Ok(());
+        }
+        let mut data = Vec::with_capacity(allowed);
+        let n = (&mut file).take(allowed as u64).read_to_end(&mut data)?;
+        window.give_back(allowed - n);
+        if n == 0 {
+            return Ok(());
+        }
+        if !window.forward(id, GuestMessage::Data(data), outbox).await {
+            return Ok(());
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use msb_protocol::RootSpec;
@@ -16,6 +17,31 @@ const NEW_ROOT: &str = "/msb/root";
 /// 9p options: the image is immutable while the sandbox runs, so the guest may
 /// cache it aggressively; a large msize cuts round trips under emulation.
 const NINEP_OPTIONS: &str = "trans=virtio,version=9p2000.L,cache=loose,msize=524288";
+
+/// Where the transfer share is mounted, outside the sandbox root: after the
+/// switch into the root only the agent's descriptor reaches it.
+const TRANSFER: &str = "/msb/transfer";
+
+/// Mounts the host's transfer share and returns a descriptor of its directory.
+/// Call before [`assemble`], which leaves this root behind.
+pub fn mount_transfer(tag: &str) -> io::Result<OwnedFd> {
+    mkdir(TRANSFER)?;
+    // cache=none: every transfer file is new, and nothing of it should linger
+    // in guest memory after the copy.
+    mount_fs(
+        tag,
+        TRANSFER,
+        "9p",
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("trans=virtio,version=9p2000.L,cache=none,msize=524288"),
+    )?;
+    nix::fcntl::open(
+        TRANSFER,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(io::Error::from)
+}
 
 pub fn assemble(spec: &RootSpec) -> io::Result<()> {
     match spec {

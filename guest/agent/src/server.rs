@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,6 +62,7 @@ pub async fn serve() -> io::Result<()> {
         jobs: Arc::default(),
         reaper,
         outbox,
+        transfer: None,
     };
     while let Some(frame) = frames_in.next().await {
         let Envelope { id, msg } = frame.map_err(io::Error::other)?;
@@ -85,6 +87,8 @@ struct State {
     jobs: Arc<Mutex<HashMap<u64, Job>>>,
     reaper: Reaper,
     outbox: Outbox,
+    /// The transfer share's directory, when the host provides one.
+    transfer: Option<Arc<OwnedFd>>,
 }
 
 enum Job {
@@ -141,6 +145,11 @@ impl State {
             ));
         }
         system::phase("init received");
+        if let Some(tag) = &init.transfer_tag {
+            let dir = rootfs::mount_transfer(tag)
+                .map_err(|err| io_failure("mount the transfer share", err))?;
+            self.transfer = Some(Arc::new(dir));
+        }
         rootfs::assemble(&init.root).map_err(|err| io_failure("assemble the root", err))?;
         system::phase("root assembled");
         nix::unistd::sethostname(&init.hostname)
@@ -195,7 +204,14 @@ impl State {
 
     fn fs(&mut self, id: u64, request: FsRequest) -> Result<(), Failure> {
         self.check_new(id)?;
-        if let Some(transfer) = fs::start(id, request, self.outbox.clone(), self.on_end(id)) {
+        let transfer_dir = self.transfer.clone();
+        if let Some(transfer) = fs::start(
+            id,
+            request,
+            transfer_dir,
+            self.outbox.clone(),
+            self.on_end(id),
+        ) {
             self.lock_jobs().insert(id, Job::Transfer(transfer));
         }
         Ok(())
