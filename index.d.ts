@@ -60,18 +60,28 @@ export declare class NativeSandbox {
   kill(): Promise<NativeFailure | null>
 }
 
-export declare function createSandbox(options: SandboxOptions, engine: EngineConfig): Promise<NativeSandbox | NativeFailure>
+export declare function createSandbox(options: SandboxOptions, engine: EngineConfig, onProgress?: (((arg: NativePullEvent) => void)) | undefined | null): Promise<NativeSandbox | NativeFailure>
 
 export interface EngineConfig {
   /** Directory holding vmlinux, msb-agent and msb-runtime. */
   assetsDir: string
 }
 
+export declare function inspectImage(reference: string, registry: NativeRegistryOptions | undefined | null, engine: EngineConfig): Promise<NativeImageInfo | NativeFailure>
+
+export declare function listImages(engine: EngineConfig): Promise<Array<NativeImageInfo> | NativeFailure>
+
 export interface NativeBootInfo {
   accel: string
   vmPid: number
   bootMs: number
   agentVersion: string
+}
+
+export interface NativeCredentials {
+  username?: string
+  password?: string
+  token?: string
 }
 
 export interface NativeDirEntry {
@@ -138,6 +148,30 @@ export interface NativeFileStat {
   mtimeMs: number
 }
 
+export interface NativeImageConfig {
+  env: Array<string>
+  cmd?: Array<string>
+  entrypoint?: Array<string>
+  workingDir?: string
+  user?: string
+}
+
+export interface NativeImageInfo {
+  reference: string
+  manifestDigest: string
+  configDigest: string
+  config: NativeImageConfig
+  layers: Array<string>
+  size: number
+  /** Seconds since the Unix epoch. */
+  pulledAt: number
+}
+
+export interface NativeLayer {
+  digest: string
+  size: number
+}
+
 export interface NativePatch {
   /** "text", "mkdir", "append" or "copy". */
   kind: string
@@ -145,6 +179,30 @@ export interface NativePatch {
   content?: Buffer
   mode?: number
   hostPath?: string
+}
+
+export interface NativePruneReport {
+  images: number
+  layers: number
+}
+
+/** One progress event of an image pull. */
+export interface NativePullEvent {
+  /** "resolved", "layer-cached", "layer-progress", "layer-done" or "done". */
+  kind: string
+  digest?: string
+  downloaded?: number
+  size?: number
+  totalBytes?: number
+  layers?: Array<NativeLayer>
+}
+
+export interface NativeRegistryOptions {
+  mirror?: string
+  insecure?: Array<string>
+  caCertificates?: Array<string>
+  auth?: Record<string, NativeCredentials>
+  dockerConfig?: string
 }
 
 export interface NativeTtySize {
@@ -158,6 +216,12 @@ export interface NativeWriteOptions {
   createParents?: boolean
 }
 
+export declare function pruneImages(engine: EngineConfig): Promise<NativePruneReport | NativeFailure>
+
+export declare function pullImage(reference: string, registry: NativeRegistryOptions | undefined | null, engine: EngineConfig, onProgress?: (((arg: NativePullEvent) => void)) | undefined | null): Promise<NativeImageInfo | NativeFailure>
+
+export declare function removeImage(reference: string, registry: NativeRegistryOptions | undefined | null, engine: EngineConfig): Promise<NativeFailure | null>
+
 export interface SandboxOptions {
   name?: string
   image: string
@@ -167,4 +231,7 @@ export interface SandboxOptions {
   workdir?: string
   scripts?: Record<string, string>
   patches?: Array<NativePatch>
+  /** "always", "if-missing" or "never". */
+  pullPolicy?: string
+  registry?: NativeRegistryOptions
 }

@@ -5,12 +5,16 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use msb_engine::{
-    DirEntry, EngineSettings, ExecControl, ExecEvent, ExecEvents, ExecOptions, FileKind,
-    FileReader, FileStat, FileWriter, HasCode, Patch, Sandbox, SandboxFs,
-    SandboxOptions as EngineOptions, StdinSource, TtySize, User, WriteOptions,
+    Credentials, DirEntry, EngineSettings, ExecControl, ExecEvent, ExecEvents, ExecOptions,
+    FileKind, FileReader, FileStat, FileWriter, HasCode, ImageInfo, Images, Patch, Progress,
+    PullEvent, RegistryOptions, Sandbox, SandboxFs, SandboxOptions as EngineOptions, StdinSource,
+    TtySize, User, WriteOptions,
 };
 use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use tokio::sync::Mutex;
 
@@ -100,6 +104,246 @@ pub struct SandboxOptions {
     pub workdir: Option<String>,
     pub scripts: Option<HashMap<String, String>>,
     pub patches: Option<Vec<NativePatch>>,
+    /// "always", "if-missing" or "never".
+    pub pull_policy: Option<String>,
+    pub registry: Option<NativeRegistryOptions>,
+}
+
+#[napi(object)]
+pub struct NativeCredentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+}
+
+#[napi(object)]
+pub struct NativeRegistryOptions {
+    pub mirror: Option<String>,
+    pub insecure: Option<Vec<String>>,
+    pub ca_certificates: Option<Vec<String>>,
+    pub auth: Option<HashMap<String, NativeCredentials>>,
+    pub docker_config: Option<String>,
+}
+
+/// One progress event of an image pull.
+#[napi(object)]
+pub struct NativePullEvent {
+    /// "resolved", "layer-cached", "layer-progress", "layer-done" or "done".
+    pub kind: String,
+    pub digest: Option<String>,
+    pub downloaded: Option<f64>,
+    pub size: Option<f64>,
+    pub total_bytes: Option<f64>,
+    pub layers: Option<Vec<NativeLayer>>,
+}
+
+#[napi(object)]
+pub struct NativeLayer {
+    pub digest: String,
+    pub size: f64,
+}
+
+#[napi(object)]
+pub struct NativeImageConfig {
+    pub env: Vec<String>,
+    pub cmd: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+}
+
+#[napi(object)]
+pub struct NativeImageInfo {
+    pub reference: String,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub config: NativeImageConfig,
+    pub layers: Vec<String>,
+    pub size: f64,
+    /// Seconds since the Unix epoch.
+    pub pulled_at: f64,
+}
+
+#[napi(object)]
+pub struct NativePruneReport {
+    pub images: f64,
+    pub layers: f64,
+}
+
+fn registry_options(options: Option<NativeRegistryOptions>) -> RegistryOptions {
+    let Some(o) = options else {
+        return RegistryOptions::default();
+    };
+    let credentials = o
+        .auth
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(registry, c)| {
+            let credentials = match (c.token, c.username, c.password) {
+                (Some(token), _, _) => Credentials::Bearer { token },
+                (None, Some(username), Some(password)) => Credentials::Basic { username, password },
+                // The TypeScript layer rejects incomplete credentials.
+                _ => return None,
+            };
+            Some((registry, credentials))
+        })
+        .collect();
+    RegistryOptions {
+        mirror: o.mirror,
+        insecure: o.insecure.unwrap_or_default(),
+        ca_certificates: o
+            .ca_certificates
+            .unwrap_or_default()
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+        credentials,
+        docker_config: o.docker_config.map(PathBuf::from),
+    }
+}
+
+/// Forwards pull progress to a JavaScript callback without blocking the pull.
+fn progress(
+    callback: Option<ThreadsafeFunction<NativePullEvent, (), NativePullEvent, Status, false>>,
+) -> Option<Progress> {
+    let callback = Arc::new(callback?);
+    Some(Arc::new(move |event: PullEvent| {
+        callback.call(pull_event(event), ThreadsafeFunctionCallMode::NonBlocking);
+    }))
+}
+
+fn pull_event(event: PullEvent) -> NativePullEvent {
+    let empty = |kind: &str| NativePullEvent {
+        kind: kind.into(),
+        digest: None,
+        downloaded: None,
+        size: None,
+        total_bytes: None,
+        layers: None,
+    };
+    match event {
+        PullEvent::Resolved {
+            layers,
+            total_bytes,
+            manifest_digest,
+        } => NativePullEvent {
+            digest: Some(manifest_digest),
+            total_bytes: Some(total_bytes as f64),
+            layers: Some(
+                layers
+                    .into_iter()
+                    .map(|(digest, size)| NativeLayer {
+                        digest,
+                        size: size as f64,
+                    })
+                    .collect(),
+            ),
+            ..empty("resolved")
+        },
+        PullEvent::LayerCached { digest, size } => NativePullEvent {
+            digest: Some(digest),
+            size: Some(size as f64),
+            ..empty("layer-cached")
+        },
+        PullEvent::LayerProgress {
+            digest,
+            downloaded,
+            size,
+        } => NativePullEvent {
+            digest: Some(digest),
+            downloaded: Some(downloaded as f64),
+            size: Some(size as f64),
+            ..empty("layer-progress")
+        },
+        PullEvent::LayerDone { digest, size } => NativePullEvent {
+            digest: Some(digest),
+            size: Some(size as f64),
+            ..empty("layer-done")
+        },
+        PullEvent::Done { manifest_digest } => NativePullEvent {
+            digest: Some(manifest_digest),
+            ..empty("done")
+        },
+    }
+}
+
+fn image_info(info: ImageInfo) -> NativeImageInfo {
+    NativeImageInfo {
+        reference: info.reference,
+        manifest_digest: info.manifest_digest,
+        config_digest: info.config_digest,
+        config: NativeImageConfig {
+            env: info.config.env,
+            cmd: info.config.cmd,
+            entrypoint: info.config.entrypoint,
+            working_dir: info.config.working_dir,
+            user: info.config.user,
+        },
+        layers: info.layers,
+        size: info.size as f64,
+        pulled_at: info.pulled_at as f64,
+    }
+}
+
+fn images(engine: EngineConfig) -> Images {
+    Images::new(&EngineSettings::from_env(&PathBuf::from(engine.assets_dir)))
+}
+
+#[napi]
+pub async fn pull_image(
+    reference: String,
+    registry: Option<NativeRegistryOptions>,
+    engine: EngineConfig,
+    on_progress: Option<ThreadsafeFunction<NativePullEvent, (), NativePullEvent, Status, false>>,
+) -> Either<NativeImageInfo, NativeFailure> {
+    let progress = progress(on_progress).unwrap_or_else(|| Arc::new(|_| {}));
+    let result = images(engine)
+        .pull(&reference, &registry_options(registry), progress)
+        .await;
+    outcome(result.map(image_info))
+}
+
+#[napi]
+pub async fn inspect_image(
+    reference: String,
+    registry: Option<NativeRegistryOptions>,
+    engine: EngineConfig,
+) -> Either<NativeImageInfo, NativeFailure> {
+    let result = images(engine)
+        .inspect(&reference, &registry_options(registry))
+        .await;
+    outcome(result.map(image_info))
+}
+
+#[napi]
+pub async fn list_images(engine: EngineConfig) -> Either<Vec<NativeImageInfo>, NativeFailure> {
+    outcome(
+        images(engine)
+            .list()
+            .await
+            .map(|list| list.into_iter().map(image_info).collect()),
+    )
+}
+
+#[napi]
+pub async fn remove_image(
+    reference: String,
+    registry: Option<NativeRegistryOptions>,
+    engine: EngineConfig,
+) -> Option<NativeFailure> {
+    done(
+        images(engine)
+            .remove(&reference, &registry_options(registry))
+            .await,
+    )
+}
+
+#[napi]
+pub async fn prune_images(engine: EngineConfig) -> Either<NativePruneReport, NativeFailure> {
+    outcome(images(engine).prune().await.map(|r| NativePruneReport {
+        images: r.images as f64,
+        layers: r.layers as f64,
+    }))
 }
 
 #[napi(object)]
@@ -263,6 +507,7 @@ pub struct NativeSandbox {
 pub async fn create_sandbox(
     options: SandboxOptions,
     engine: EngineConfig,
+    on_progress: Option<ThreadsafeFunction<NativePullEvent, (), NativePullEvent, Status, false>>,
 ) -> Either<NativeSandbox, NativeFailure> {
     let settings = EngineSettings::from_env(&PathBuf::from(engine.assets_dir));
     let options = EngineOptions {
@@ -279,9 +524,11 @@ pub async fn create_sandbox(
             .into_iter()
             .map(to_patch)
             .collect(),
+        pull_policy: options.pull_policy,
+        registry: registry_options(options.registry),
     };
     outcome(
-        Sandbox::create(&settings, options)
+        Sandbox::create(&settings, options, progress(on_progress))
             .await
             .map(|inner| NativeSandbox { inner }),
     )

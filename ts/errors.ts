@@ -9,6 +9,12 @@ export type ErrorCode =
   | "MISSING_ASSET"
   | "BOOT_FAILED"
   | "PATCH_FAILED"
+  | "IMAGE_IN_USE"
+  | "REGISTRY_UNREACHABLE"
+  | "REGISTRY_UNAUTHORIZED"
+  | "IMAGE_INTEGRITY"
+  | "LAYER_REJECTED"
+  | "PULL_FAILED"
   | "SANDBOX_NOT_RUNNING"
   | "COMMAND_NOT_FOUND"
   | "USER_NOT_FOUND"
@@ -115,6 +121,48 @@ export class PatchFailedError extends MicrosandboxError {
   }
 }
 
+/** The image is used by a running sandbox and cannot be removed. */
+export class ImageInUseError extends MicrosandboxError {
+  constructor(message: string) {
+    super("IMAGE_IN_USE", message);
+  }
+}
+
+/** The registry could not be reached (after retries). */
+export class RegistryUnreachableError extends MicrosandboxError {
+  constructor(message: string) {
+    super("REGISTRY_UNREACHABLE", message);
+  }
+}
+
+/** The registry refused the credentials, or their absence. */
+export class RegistryUnauthorizedError extends MicrosandboxError {
+  constructor(message: string) {
+    super("REGISTRY_UNAUTHORIZED", message);
+  }
+}
+
+/** Downloaded content did not match its digest or size; nothing was kept. */
+export class ImageIntegrityError extends MicrosandboxError {
+  constructor(message: string) {
+    super("IMAGE_INTEGRITY", message);
+  }
+}
+
+/** A layer was refused by the unpacker (a path escape, a size limit, a malformed archive). */
+export class LayerRejectedError extends MicrosandboxError {
+  constructor(message: string) {
+    super("LAYER_REJECTED", message);
+  }
+}
+
+/** Any other failure of an image pull. */
+export class PullFailedError extends MicrosandboxError {
+  constructor(message: string) {
+    super("PULL_FAILED", message);
+  }
+}
+
 /** The `user` to run as is not in the guest's /etc/passwd. */
 export class UserNotFoundError extends MicrosandboxError {
   constructor(message: string) {
@@ -207,6 +255,18 @@ export function fromNative(error: Native.NativeError): MicrosandboxError {
       return new BootFailedError(message, error.consoleTail ?? "");
     case "PATCH_FAILED":
       return new PatchFailedError(message, error.field, error.errno);
+    case "IMAGE_IN_USE":
+      return new ImageInUseError(message);
+    case "REGISTRY_UNREACHABLE":
+      return new RegistryUnreachableError(message);
+    case "REGISTRY_UNAUTHORIZED":
+      return new RegistryUnauthorizedError(message);
+    case "IMAGE_INTEGRITY":
+      return new ImageIntegrityError(message);
+    case "LAYER_REJECTED":
+      return new LayerRejectedError(message);
+    case "PULL_FAILED":
+      return new PullFailedError(message);
     case "SANDBOX_NOT_RUNNING":
       return new SandboxNotRunningError(message);
     case "COMMAND_NOT_FOUND":

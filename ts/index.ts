@@ -3,6 +3,15 @@ export { Sandbox, type BootInfo } from "./sandbox";
 export { ExecOutput, ExecHandle, ExecStdin, type ExecEvent, type ExitEvent } from "./exec";
 export { SandboxFs, type FsStat, type FsEntry } from "./fs";
 export { Patch } from "./patch";
+export {
+  Image,
+  type ImageInfo,
+  type ImageConfig,
+  type PullEvent,
+  type PullPolicy,
+  type PullOptions,
+  type RegistryOptions,
+} from "./image";
 export type { SandboxOptions, ExecOptions, WriteOptions, TtySize } from "./options";
 export {
   MicrosandboxError,
@@ -12,6 +21,12 @@ export {
   MissingAssetError,
   BootFailedError,
   PatchFailedError,
+  ImageInUseError,
+  RegistryUnreachableError,
+  RegistryUnauthorizedError,
+  ImageIntegrityError,
+  LayerRejectedError,
+  PullFailedError,
   SandboxNotRunningError,
   CommandNotFoundError,
   UserNotFoundError,

@@ -2,13 +2,24 @@
 // names, paths); this layer rejects what cannot even cross into it: unknown
 // keys (a typo would otherwise be ignored silently) and wrong types.
 import { InvalidOptionError } from "./errors";
+import type { PullEvent, PullPolicy, RegistryOptions } from "./image";
 import type { Patch } from "./patch";
 
 export interface SandboxOptions {
   /** Unique among running sandboxes; letters, digits, '-', '_', '.'. Generated when absent. */
   name?: string;
-  /** Root filesystem: a host directory (absolute, or starting with ./). */
+  /**
+   * Root filesystem: an OCI image reference (`python:3.12`,
+   * `127.0.0.1:5000/team/app@sha256:...`), a host directory, or an ext4
+   * filesystem image file (paths are absolute or start with `./`).
+   */
   image: string;
+  /** When to contact the registry for a reference. Default "if-missing". */
+  pullPolicy?: PullPolicy;
+  /** How to reach registries. */
+  registry?: RegistryOptions;
+  /** Image pull progress, for progress bars. */
+  onProgress?: (event: PullEvent) => void;
   /** Virtual CPUs, 1 to 64. Default 1. */
   cpus?: number;
   /** Guest memory in MiB, 128 to 65536. Default 512. */
@@ -70,7 +81,10 @@ type Kind =
   | "stdin"
   | "tty"
   | "abortSignal"
-  | "patches";
+  | "patches"
+  | "pullPolicy"
+  | "object"
+  | "function";
 
 const sandboxShape: Record<keyof SandboxOptions, Kind> = {
   name: "string",
@@ -81,6 +95,9 @@ const sandboxShape: Record<keyof SandboxOptions, Kind> = {
   workdir: "string",
   scripts: "record",
   patches: "patches",
+  pullPolicy: "pullPolicy",
+  registry: "object",
+  onProgress: "function",
 };
 
 const execShape: Record<keyof ExecOptions, Kind> = {
@@ -126,6 +143,12 @@ function matches(kind: Kind, value: unknown): boolean {
       );
     case "abortSignal":
       return value instanceof AbortSignal;
+    case "pullPolicy":
+      return value === "always" || value === "if-missing" || value === "never";
+    case "object":
+      return isRecord(value);
+    case "function":
+      return typeof value === "function";
     case "patches":
       return (
         Array.isArray(value) &&
@@ -145,6 +168,9 @@ const descriptions: Record<Kind, string> = {
   tty: "a boolean or { cols, rows } with integers",
   abortSignal: "an AbortSignal",
   patches: "an array of Patch.text/mkdir/append/copy values",
+  pullPolicy: '"always", "if-missing" or "never"',
+  object: "an object",
+  function: "a function",
 };
 
 function checkShape(what: string, options: unknown, shape: Record<string, Kind>, required: string[]): void {

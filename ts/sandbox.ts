@@ -2,6 +2,7 @@
 import { check, ExecAbortedError, InvalidOptionError, unwrap } from "./errors";
 import { ExecHandle, ExecOutput, toNativeExecOptions } from "./exec";
 import { SandboxFs } from "./fs";
+import { checkRegistryOptions, toNativePullEvent } from "./image";
 import { assetsDir, native, type Native } from "./native";
 import { checkArgs, checkExecOptions, checkSandboxOptions, type ExecOptions, type SandboxOptions } from "./options";
 
@@ -45,7 +46,9 @@ export class Sandbox implements AsyncDisposable {
    */
   static async create(options: SandboxOptions): Promise<Sandbox> {
     checkSandboxOptions(options);
-    const handle = unwrap(await native.createSandbox(options, { assetsDir }));
+    checkRegistryOptions(options.registry);
+    const { onProgress, ...rest } = options;
+    const handle = unwrap(await native.createSandbox(rest, { assetsDir }, toNativePullEvent(onProgress)));
     return new Sandbox(handle);
   }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::InvalidOption;
 use crate::patch::{self, Patch, SCRIPTS_DIR};
+use msb_oci::RegistryOptions;
 
 pub const DEFAULT_CPUS: u8 = 1;
 pub const MAX_CPUS: u8 = 64;
@@ -26,12 +27,46 @@ pub struct SandboxOptions {
     /// Name and content of scripts placed, executable, in `/.msb/scripts` (on `PATH`).
     pub scripts: Vec<(String, String)>,
     pub patches: Vec<Patch>,
+    /// "always", "if-missing" (default) or "never".
+    pub pull_policy: Option<String>,
+    pub registry: RegistryOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSource {
     /// A directory on the host used as the (read-only) root.
     Directory(PathBuf),
+    /// A raw filesystem image (ext4) on the host, attached read-only.
+    Disk(PathBuf),
+    /// An OCI image reference, pulled into the image cache.
+    Reference(String),
+}
+
+/// When to contact the registry for an image reference.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Resolve the reference at the registry every time (layers already
+    /// cached are not downloaded again).
+    Always,
+    /// Use the cached image when the reference is known, else pull.
+    #[default]
+    IfMissing,
+    /// Never contact a registry; a reference not in the cache is an error.
+    Never,
+}
+
+impl PullPolicy {
+    pub fn parse(field: &str, value: Option<&str>) -> Result<PullPolicy, InvalidOption> {
+        match value {
+            None | Some("if-missing") => Ok(PullPolicy::IfMissing),
+            Some("always") => Ok(PullPolicy::Always),
+            Some("never") => Ok(PullPolicy::Never),
+            Some(other) => Err(InvalidOption::new(
+                field,
+                format!("{other:?} is not one of \"always\", \"if-missing\", \"never\""),
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,11 +77,15 @@ pub struct SandboxConfig {
     pub image: ImageSource,
     pub cpus: u8,
     pub memory_mib: u32,
-    /// Complete environment of every process: defaults, then the caller's.
+    /// The caller's environment; [`environment`] adds defaults and the image's.
     pub env: Vec<(String, String)>,
     pub workdir: Option<String>,
-    /// Scripts (as patches) then patches, validated against the image.
+    /// Scripts, as patches; valid by construction.
+    pub scripts: Vec<Patch>,
+    /// The caller's patches, checked against the image once it is resolved.
     pub patches: Vec<Patch>,
+    pub pull_policy: PullPolicy,
+    pub registry: RegistryOptions,
 }
 
 impl SandboxOptions {
@@ -66,36 +105,48 @@ impl SandboxOptions {
             MAX_MEMORY_MIB,
         )?;
         validate_env("env", &self.env)?;
-        let mut env = vec![
-            ("PATH".to_string(), DEFAULT_PATH.to_string()),
-            ("HOME".to_string(), "/root".to_string()),
-        ];
-        merge_env(&mut env, self.env);
-        // Scripts are always reachable by name, whatever PATH the caller set.
-        if let Some((_, path)) = env.iter_mut().find(|(k, _)| k == "PATH") {
-            path.push(':');
-            path.push_str(SCRIPTS_DIR);
-        }
         if let Some(workdir) = &self.workdir {
             validate_guest_path("workdir", workdir)?;
         }
-        let mut patches = patch::scripts_as_patches(&self.scripts)?;
-        let ImageSource::Directory(root) = &image;
-        // Scripts live under /.msb, which images do not have; only patches can
-        // collide with the image, so only they are named in errors.
-        patch::validate(&self.patches, root, "patches")?;
-        patches.extend(self.patches);
+        let scripts = patch::scripts_as_patches(&self.scripts)?;
+        let pull_policy = PullPolicy::parse("pullPolicy", self.pull_policy.as_deref())?;
         Ok(SandboxConfig {
             name,
             named,
             image,
             cpus,
             memory_mib,
-            env,
+            env: self.env,
             workdir: self.workdir,
-            patches,
+            scripts,
+            patches: self.patches,
+            pull_policy,
+            registry: self.registry,
         })
     }
+}
+
+/// Every process's environment: defaults, then the image's (`KEY=VALUE`
+/// strings from its config), then the caller's; the scripts directory is
+/// always on `PATH`, whatever PATH the others set.
+pub fn environment(image_env: &[String], caller: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATH".to_string(), DEFAULT_PATH.to_string()),
+        ("HOME".to_string(), "/root".to_string()),
+    ];
+    let image: Vec<(String, String)> = image_env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, v)| !k.is_empty() && !k.contains('\0') && !v.contains('\0'))
+        .collect();
+    merge_env(&mut env, image);
+    merge_env(&mut env, caller.to_vec());
+    if let Some((_, path)) = env.iter_mut().find(|(k, _)| k == "PATH") {
+        path.push(':');
+        path.push_str(SCRIPTS_DIR);
+    }
+    env
 }
 
 /// Later entries override earlier ones with the same key, keeping first positions.
@@ -142,22 +193,22 @@ fn generated_name() -> String {
     )
 }
 
+/// A path (absolute, or starting with `./` or `../`) is a host directory or a
+/// filesystem image file; anything else is an OCI reference.
 fn parse_image(image: &str) -> Result<ImageSource, InvalidOption> {
     if image.is_empty() {
         return Err(InvalidOption::new("image", "is required"));
     }
     if image.starts_with('/') || image.starts_with("./") || image.starts_with("../") {
-        let path = Path::new(image);
-        let absolute = std::path::absolute(path)
+        let absolute = std::path::absolute(Path::new(image))
             .map_err(|e| InvalidOption::new("image", format!("cannot resolve {image}: {e}")))?;
-        return Ok(ImageSource::Directory(absolute));
+        return Ok(if absolute.is_file() {
+            ImageSource::Disk(absolute)
+        } else {
+            ImageSource::Directory(absolute)
+        });
     }
-    Err(InvalidOption::new(
-        "image",
-        format!(
-            "{image:?}: OCI image references are not supported yet; pass a root filesystem directory (an absolute path or one starting with ./)"
-        ),
-    ))
+    Ok(ImageSource::Reference(image.to_string()))
 }
 
 fn integer_in(
@@ -229,9 +280,9 @@ mod tests {
         assert_eq!(config.memory_mib, DEFAULT_MEMORY_MIB);
         assert_eq!(config.image, ImageSource::Directory("/srv/root".into()));
         assert!(!config.named);
-        assert!(config
-            .env
-            .contains(&("PATH".into(), format!("{DEFAULT_PATH}:{SCRIPTS_DIR}"))));
+        assert_eq!(config.pull_policy, PullPolicy::IfMissing);
+        let env = environment(&[], &config.env);
+        assert!(env.contains(&("PATH".into(), format!("{DEFAULT_PATH}:{SCRIPTS_DIR}"))));
     }
 
     #[test]
@@ -269,13 +320,30 @@ mod tests {
     }
 
     #[test]
-    fn image_must_be_a_path_for_now() {
-        let opts = SandboxOptions {
+    fn images_are_directories_disk_files_or_references() {
+        let reference = SandboxOptions {
             image: "python:3.12".into(),
             ..Default::default()
         };
-        assert_eq!(field_of(opts.validate()), "image");
+        assert_eq!(
+            reference.validate().unwrap().image,
+            ImageSource::Reference("python:3.12".into())
+        );
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let disk = SandboxOptions {
+            image: file.path().display().to_string(),
+            ..Default::default()
+        };
+        assert_eq!(
+            disk.validate().unwrap().image,
+            ImageSource::Disk(file.path().to_path_buf())
+        );
         assert_eq!(field_of(SandboxOptions::default().validate()), "image");
+        let policy = SandboxOptions {
+            pull_policy: Some("sometimes".into()),
+            ..options()
+        };
+        assert_eq!(field_of(policy.validate()), "pullPolicy");
     }
 
     #[test]
@@ -289,9 +357,13 @@ mod tests {
             env: vec![("PATH".into(), "/bin".into()), ("X".into(), "1".into())],
             ..options()
         };
-        let env = opts.validate().unwrap().env;
+        let env = environment(
+            &["X=from-image".into(), "Y=2".into()],
+            &opts.validate().unwrap().env,
+        );
         assert_eq!(env[0], ("PATH".into(), format!("/bin:{SCRIPTS_DIR}")));
         assert!(env.contains(&("X".into(), "1".into())));
+        assert!(env.contains(&("Y".into(), "2".into())));
     }
 
     #[test]

@@ -12,6 +12,12 @@ pub enum ErrorCode {
     MissingAsset,
     BootFailed,
     PatchFailed,
+    ImageInUse,
+    RegistryUnreachable,
+    RegistryUnauthorized,
+    ImageIntegrity,
+    LayerRejected,
+    PullFailed,
     SandboxNotRunning,
     CommandNotFound,
     UserNotFound,
@@ -37,6 +43,12 @@ impl ErrorCode {
             ErrorCode::MissingAsset => "MISSING_ASSET",
             ErrorCode::BootFailed => "BOOT_FAILED",
             ErrorCode::PatchFailed => "PATCH_FAILED",
+            ErrorCode::ImageInUse => "IMAGE_IN_USE",
+            ErrorCode::RegistryUnreachable => "REGISTRY_UNREACHABLE",
+            ErrorCode::RegistryUnauthorized => "REGISTRY_UNAUTHORIZED",
+            ErrorCode::ImageIntegrity => "IMAGE_INTEGRITY",
+            ErrorCode::LayerRejected => "LAYER_REJECTED",
+            ErrorCode::PullFailed => "PULL_FAILED",
             ErrorCode::SandboxNotRunning => "SANDBOX_NOT_RUNNING",
             ErrorCode::CommandNotFound => "COMMAND_NOT_FOUND",
             ErrorCode::UserNotFound => "USER_NOT_FOUND",
@@ -113,6 +125,8 @@ pub enum CreateError {
     InvalidOption(#[from] InvalidOption),
     #[error("image: {path} is not a directory")]
     ImageNotFound { path: PathBuf },
+    #[error(transparent)]
+    Image(#[from] crate::images::ImageError),
     #[error("a sandbox named {name:?} is already running")]
     SandboxExists { name: String },
     #[error("{what} not found at {path}; run the setup script (see README)")]
@@ -154,6 +168,7 @@ impl HasCode for CreateError {
         match self {
             CreateError::InvalidOption(_) => ErrorCode::InvalidOption,
             CreateError::ImageNotFound { .. } => ErrorCode::ImageNotFound,
+            CreateError::Image(err) => err.code(),
             CreateError::SandboxExists { .. } => ErrorCode::SandboxExists,
             CreateError::MissingAsset { .. } => ErrorCode::MissingAsset,
             CreateError::BootFailed { .. } => ErrorCode::BootFailed,
@@ -165,6 +180,7 @@ impl HasCode for CreateError {
     fn details(&self) -> ErrorDetails {
         match self {
             CreateError::InvalidOption(invalid) => invalid.details(),
+            CreateError::Image(err) => err.details(),
             CreateError::ImageNotFound { .. } => ErrorDetails {
                 field: Some("image".into()),
                 ..Default::default()

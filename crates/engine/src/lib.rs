@@ -7,13 +7,14 @@ mod conn;
 mod error;
 mod exec;
 mod fs;
+mod images;
 mod initramfs;
 mod patch;
 mod paths;
 mod request;
 mod sandbox;
 
-pub use config::{SandboxOptions, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, MAX_CPUS};
+pub use config::{PullPolicy, SandboxOptions, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, MAX_CPUS};
 pub use conn::Lifecycle;
 pub use error::{
     CreateError, ErrorCode, ErrorDetails, ExecError, FsError, FsErrorKind, HasCode, InvalidOption,
@@ -23,6 +24,8 @@ pub use exec::{
     ExecControl, ExecEvent, ExecEvents, ExecOptions, ExecOutput, StdinSource, OUTPUT_WINDOW,
 };
 pub use fs::{FileReader, FileWriter, SandboxFs, WriteOptions};
+pub use images::{ImageError, ImageInfo, Images, Progress, PruneReport};
+pub use msb_oci::{Credentials, PullEvent, RegistryOptions, RuntimeConfig};
 pub use msb_protocol::{DirEntry, ExitStatus, FileKind, FileStat, TtySize, User};
 pub use msb_runtime::control::BootInfo;
 pub use msb_vmm::Accel;

@@ -14,19 +14,22 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use command_fds::{CommandFdExt, FdMapping};
+use msb_oci::RuntimeConfig;
+use msb_protocol::User;
 use msb_protocol::{GuestInit, RootSpec};
 use msb_runtime::control::{
     files, BootInfo, BootSpec, FromRuntime, RuntimeFailureKind, ToRuntime, LOCK_FD,
 };
-use msb_vmm::{AccelChoice, VmSpec, ROOT_SHARE_TAG, TRANSFER_SHARE_TAG};
+use msb_vmm::{AccelChoice, RootDevice, VmSpec, ROOT_SHARE_TAG, TRANSFER_SHARE_TAG};
 use tokio::process::Child;
 use tokio::sync::Mutex;
 
-use crate::config::{ImageSource, SandboxConfig, SandboxOptions};
+use crate::config::{self, ImageSource, SandboxConfig, SandboxOptions};
 use crate::conn::{Lifecycle, RuntimeConn};
 use crate::error::{CreateError, ExecError, StopError};
 use crate::exec::{self, ExecControl, ExecEvents, ExecOptions, ExecOutput};
 use crate::fs::SandboxFs;
+use crate::images::{Images, Progress};
 use crate::paths::EngineSettings;
 use crate::{initramfs, patch};
 
@@ -46,6 +49,9 @@ pub struct Sandbox {
 struct Inner {
     name: String,
     workdir: Option<String>,
+    /// The image's `User`, used when an exec names none.
+    default_user: Option<User>,
+    images: Images,
     /// Host side of the read-only share for bulk transfers into the guest.
     transfer: Arc<PathBuf>,
     dir: PathBuf,
@@ -57,16 +63,33 @@ struct Inner {
 }
 
 impl Sandbox {
+    /// Boots a sandbox. `progress` hears about an image pull, if there is one.
     pub async fn create(
         settings: &EngineSettings,
         options: SandboxOptions,
+        progress: Option<Progress>,
     ) -> Result<Sandbox, CreateError> {
         let config = options.validate()?;
-        let ImageSource::Directory(root) = &config.image;
-        if !root.is_dir() {
-            return Err(CreateError::ImageNotFound { path: root.clone() });
-        }
         settings.check_assets()?;
+        let images = Images::new(settings);
+        let image = resolve_image(&images, &config, progress).await?;
+        if let RootDevice::Share(root) = &image.root {
+            // Scripts live under /.msb, which images do not have; only the
+            // caller's patches can collide with the image.
+            patch::validate(&config.patches, root, "patches")?;
+        } else {
+            // A disk image cannot be inspected from the host: syntax only.
+            patch::validate(&config.patches, Path::new("/nonexistent"), "patches")?;
+        }
+        let env = config::environment(&image.config.env, &config.env);
+        let workdir = config.workdir.clone().or_else(|| {
+            image
+                .config
+                .working_dir
+                .clone()
+                .filter(|w| w.starts_with('/'))
+        });
+        let default_user = image.config.user.as_deref().and_then(parse_image_user);
 
         let dir = settings.sandbox_dir(&config.name);
         fs::create_dir_all(&dir).map_err(io_error("create the sandbox directory"))?;
@@ -84,28 +107,55 @@ impl Sandbox {
         let _ = fs::remove_dir_all(&transfer);
         fs::create_dir_all(&transfer).map_err(io_error("create the transfer directory"))?;
         let (mut runtime, conn) = spawn_runtime(settings, &dir, lock)?;
+        images
+            .track_sandbox(&config.name, image.manifest.clone(), &dir)
+            .await?;
 
-        let spec = boot_spec(&config, root, &initramfs, settings, &dir, &transfer);
-        let booted = boot(&conn, spec).await;
-        match booted {
+        let spec = BootSpec {
+            vm: VmSpec {
+                kernel: settings.kernel.clone(),
+                initramfs,
+                cpus: config.cpus,
+                memory_mib: config.memory_mib,
+                root: image.root.clone(),
+                transfer_share: Some(transfer.clone()),
+                accel: accel_choice(),
+                kernel_args: guest_debug_args(),
+            },
+            guest: GuestInit {
+                hostname: config.name.clone(),
+                root: root_spec(&image.root),
+                env,
+                workdir: workdir.clone(),
+                transfer_tag: Some(TRANSFER_SHARE_TAG.to_string()),
+            },
+            sandbox_dir: dir.clone(),
+            boot_timeout_ms: BOOT_TIMEOUT_MS,
+        };
+        match boot(&conn, spec).await {
             Ok(boot) => {
                 let sandbox = Sandbox {
                     inner: Arc::new(Inner {
                         name: config.name,
-                        workdir: config.workdir,
+                        workdir,
+                        default_user,
                         transfer: Arc::new(transfer),
                         dir,
                         keep_dir: config.named,
                         boot,
                         conn,
                         runtime: Mutex::new(Some(runtime)),
+                        images,
                     }),
                 };
-                sandbox.apply_patches(&config.patches).await?;
+                let mut patches = config.scripts;
+                patches.extend(config.patches);
+                sandbox.apply_patches(&patches).await?;
                 Ok(sandbox)
             }
             Err(failure) => {
                 let _ = runtime.wait().await;
+                let _ = images.untrack_sandbox(&config.name).await;
                 let (reason, console_tail) = match failure {
                     BootFailure::Reported {
                         reason,
@@ -147,8 +197,11 @@ impl Sandbox {
         &self,
         program: String,
         args: Vec<String>,
-        options: ExecOptions,
+        mut options: ExecOptions,
     ) -> Result<(ExecEvents, ExecControl), ExecError> {
+        if options.user.is_none() {
+            options.user = self.inner.default_user.clone();
+        }
         exec::start(&self.inner.conn, &self.inner.name, program, args, options).await
     }
 
@@ -219,6 +272,7 @@ impl Sandbox {
         let mut runtime = self.inner.runtime.lock().await;
         if let Some(mut child) = runtime.take() {
             child.wait().await.map_err(StopError::Wait)?;
+            let _ = self.inner.images.untrack_sandbox(&self.inner.name).await;
             if self.inner.keep_dir {
                 let _ = fs::remove_dir_all(&*self.inner.transfer);
             } else {
@@ -298,36 +352,67 @@ fn spawn_runtime(
     Ok((child, RuntimeConn::start(ours)))
 }
 
-fn boot_spec(
+/// The root filesystem of a sandbox, wherever it came from.
+struct ResolvedImage {
+    root: RootDevice,
+    config: RuntimeConfig,
+    /// The OCI manifest digest, for images from a registry.
+    manifest: Option<String>,
+}
+
+async fn resolve_image(
+    images: &Images,
     config: &SandboxConfig,
-    root: &Path,
-    initramfs: &Path,
-    settings: &EngineSettings,
-    dir: &Path,
-    transfer: &Path,
-) -> BootSpec {
-    BootSpec {
-        vm: VmSpec {
-            kernel: settings.kernel.clone(),
-            initramfs: initramfs.to_path_buf(),
-            cpus: config.cpus,
-            memory_mib: config.memory_mib,
-            root_share: root.to_path_buf(),
-            transfer_share: Some(transfer.to_path_buf()),
-            accel: accel_choice(),
-            kernel_args: guest_debug_args(),
+    progress: Option<Progress>,
+) -> Result<ResolvedImage, CreateError> {
+    match &config.image {
+        ImageSource::Directory(dir) if dir.is_dir() => Ok(ResolvedImage {
+            root: RootDevice::Share(dir.clone()),
+            config: RuntimeConfig::default(),
+            manifest: None,
+        }),
+        ImageSource::Directory(dir) => Err(CreateError::ImageNotFound { path: dir.clone() }),
+        ImageSource::Disk(file) => Ok(ResolvedImage {
+            root: RootDevice::Disk(file.clone()),
+            config: RuntimeConfig::default(),
+            manifest: None,
+        }),
+        ImageSource::Reference(reference) => {
+            let progress = progress.unwrap_or_else(|| Arc::new(|_| {}));
+            let image = images
+                .ensure(reference, &config.registry, config.pull_policy, progress)
+                .await?;
+            Ok(ResolvedImage {
+                root: RootDevice::Share(image.rootfs),
+                config: image.config,
+                manifest: Some(image.manifest_digest),
+            })
+        }
+    }
+}
+
+fn root_spec(root: &RootDevice) -> RootSpec {
+    match root {
+        RootDevice::Share(_) => RootSpec::Virtio9p {
+            tag: ROOT_SHARE_TAG.to_string(),
         },
-        guest: GuestInit {
-            hostname: config.name.clone(),
-            root: RootSpec::Virtio9p {
-                tag: ROOT_SHARE_TAG.to_string(),
-            },
-            env: config.env.clone(),
-            workdir: config.workdir.clone(),
-            transfer_tag: Some(TRANSFER_SHARE_TAG.to_string()),
+        RootDevice::Disk(_) => RootSpec::Block {
+            device: "/dev/vda".into(),
+            fstype: "ext4".into(),
         },
-        sandbox_dir: dir.to_path_buf(),
-        boot_timeout_ms: BOOT_TIMEOUT_MS,
+    }
+}
+
+/// The image's `User` (`name`, `uid`, `name:group`, `uid:gid`) as the default
+/// user of execs. The group part is not used: the user's own groups apply.
+fn parse_image_user(user: &str) -> Option<User> {
+    let name = user.split(':').next().unwrap_or("");
+    match name {
+        "" => None,
+        name => Some(match name.parse::<u32>() {
+            Ok(uid) => User::Id(uid),
+            Err(_) => User::Name(name.to_string()),
+        }),
     }
 }
 

@@ -1,1 +1,209 @@
-//! Placeholder: being written.
+//! The host side of a sandbox's network.
+//!
+//! The guest's only network interface is a virtio-net device whose frames the VMM hands to this
+//! stack (QEMU: `-netdev stream,id=net0,addr.type=fd,addr.str=N -device
+//! virtio-net-device,netdev=net0,mac=`[`GUEST_MAC`]). There is no bridge, tap or NAT on the host:
+//! the stack terminates every TCP and UDP flow the guest opens and re-originates it from an
+//! ordinary host socket, after the [`Policy`] has allowed its destination. So the guest reaches
+//! nothing the policy did not allow, whatever it sends.
+//!
+//! # The guest's network
+//! Static configuration (the guest agent sets it; there is no DHCP):
+//!
+//! | | |
+//! |---|---|
+//! | guest address | [`GUEST_IPV4`]/[`PREFIX_LEN`] (`100.96.0.2/30`), MAC [`GUEST_MAC`] |
+//! | gateway, DNS server | [`GATEWAY_IPV4`] (`100.96.0.1`), MAC [`GATEWAY_MAC`] |
+//! | MTU | [`MTU`] |
+//!
+//! The /30 sits in the CGNAT block (`100.64.0.0/10`), which sandboxes never need to reach
+//! (`public-only` denies it) and test networks (10/8, 172.16/12, 192.168/16, documentation
+//! ranges) do not use, so no destination a guest may want is ever "on link". The gateway
+//! answers ARP and ICMP echo for its own address only, and serves DNS on UDP port 53. Nothing
+//! else is reachable on the gateway address, under any policy: it does not lead to the host.
+//! IPv6 is not routed yet (IPv6 frames are dropped; the stack offers the guest no IPv6 address
+//! or route); AAAA queries are answered like any other, and policy classification already
+//! handles IPv6 and IPv4-mapped addresses.
+//!
+//! # Policy
+//! See [`policy`] for the evaluation order. Under `none`, no flow leaves and DNS answers only
+//! from the hosts table; published ports still work (they are connections *into* the guest,
+//! asked for by the sandbox's owner). Every denied flow and blocked query is written to the
+//! network log ([`NetConfig::log_path`], format in `netlog`).
+//!
+//! # Threading model
+//! [`NetStack::run`] is a single future, polled by whichever task awaits it (the sandbox
+//! runtime spawns it on its current-thread tokio runtime, next to its other tasks). That task
+//! owns everything: the smoltcp interface and sockets, every host socket (`TcpStream`,
+//! `UdpSocket`), the published-port listeners and the DNS forwards in flight. There are no other
+//! tasks, no channels and no locks held across awaits; bytes move directly between smoltcp's
+//! buffers and the host sockets, which is what makes backpressure exact (see `tcp`).
+//!
+//! Why not a task per flow: a flow's two halves (smoltcp socket, host socket) would then live
+//! in different tasks, with a queue between them that must be bounded and drained and a second
+//! wake-up path to tell the stack that room freed up; here the host socket is read straight into
+//! the smoltcp send buffer's free space and nothing else exists to bound. Host sockets are still
+//! tokio sockets, driven by the same runtime's reactor.
+//!
+//! What wakes it:
+//! - the link: a frame from the guest arrives, or room frees up to write frames to it;
+//! - a flow: each flow has its own waker, registered with its host socket (readable, writable,
+//!   connected) and with its smoltcp socket (data, window or state changed). Waking it queues
+//!   the flow's id and wakes the task, which then services only the queued flows;
+//! - a published-port listener accepting, a DNS forward finishing;
+//! - a timer: smoltcp's next deadline (retransmission, zero-window probe), and a sweep once a second
+//!   (idle UDP flows, expired names, and a look at every flow).
+//!
+//! One poll processes at most a bounded number of frames and rounds, then yields (waking itself),
+//! so a busy guest cannot starve the runtime's other tasks.
+//!
+//! # Bounds (what a hostile guest can make the host hold)
+//! - Flows: at most `limits.max_flows` TCP and UDP flows in all, each with at most one host
+//!   socket; beyond it a SYN gets a reset and a datagram is dropped (both counted and logged).
+//!   A host connect only starts after the policy and the limit allowed it. DNS forwards: at most
+//!   `limits.max_dns_inflight`, one host socket each.
+//! - Memory: two buffers of `limits.tcp_buffer` bytes per TCP flow, a 256 KiB queue toward the
+//!   link (when it is full the stack stops reading guest frames), one frame of UDP in flight,
+//!   the names map (`limits.max_resolved_addresses`), the log (rotated at `limits.max_log_bytes`).
+//! - Frames: at most [`link::MAX_FRAME_LEN`] bytes; a longer length prefix ends the link.
+
+mod config;
+mod device;
+mod dns;
+mod enforce;
+pub mod link;
+mod names;
+mod netlog;
+mod packet;
+pub mod policy;
+mod ready;
+mod stack;
+mod stats;
+mod tcp;
+mod udp;
+
+use std::future::poll_fn;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use smoltcp::wire::EthernetAddress;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+
+pub use config::{
+    system_nameservers, ConfigError, DnsConfig, Limits, NetConfig, PortMapping, PortProtocol,
+};
+pub use link::RunError;
+pub use policy::{Action, Policy, PolicyKind, PortRange, Protocol, Rule};
+pub use stats::{NetStats, NetStatsSnapshot};
+
+/// The guest's address.
+pub const GUEST_IPV4: Ipv4Addr = Ipv4Addr::new(100, 96, 0, 2);
+/// The gateway's address; also the guest's DNS server.
+pub const GATEWAY_IPV4: Ipv4Addr = Ipv4Addr::new(100, 96, 0, 1);
+/// The guest's prefix length: a /30 holding just the guest and the gateway.
+pub const PREFIX_LEN: u8 = 30;
+/// The guest's MAC (locally administered), to pass to the VMM.
+pub const GUEST_MAC: EthernetAddress = EthernetAddress([0x02, 0x6d, 0x73, 0x62, 0x00, 0x02]);
+/// The gateway's MAC.
+pub const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x02, 0x6d, 0x73, 0x62, 0x00, 0x01]);
+/// The guest interface's MTU.
+pub const MTU: usize = 1500;
+pub(crate) const ETHERNET_HEADER_LEN: usize = 14;
+
+/// Why [`NetStack::new`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A published port's host address is taken.
+    #[error("host address {addr} is already in use")]
+    PortInUse {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot listen on host address {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open the network log {path}")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A sandbox's network stack, ready to serve a link.
+pub struct NetStack {
+    parts: stack::Parts,
+    stats: NetStats,
+}
+
+impl NetStack {
+    /// Validates `config`, binds every published port and opens the network log, so that a taken
+    /// port ([`NetError::PortInUse`]) is reported when the sandbox is created, not when the
+    /// guest first uses it.
+    pub async fn new(config: NetConfig) -> Result<NetStack, NetError> {
+        config.validate()?;
+        let mut listeners = Vec::with_capacity(config.ports.len());
+        for &mapping in &config.ports {
+            let addr = mapping.host;
+            let listener = TcpListener::bind(addr).await.map_err(|source| {
+                if source.kind() == io::ErrorKind::AddrInUse {
+                    NetError::PortInUse { addr, source }
+                } else {
+                    NetError::Bind { addr, source }
+                }
+            })?;
+            listeners.push(stack::Published { mapping, listener });
+        }
+        let log = netlog::NetLog::open(config.log_path.as_deref(), config.limits.max_log_bytes)
+            .map_err(|source| NetError::Log {
+                path: config.log_path.clone().unwrap_or_default(),
+                source,
+            })?;
+        let stats = NetStats::default();
+        let limits = config.limits;
+        let parts = stack::Parts {
+            enforcer: enforce::Enforcer {
+                policy: config.policy,
+                names: names::ResolvedNames::new(limits.max_resolved_addresses),
+                log,
+                stats: Arc::clone(&stats.0),
+            },
+            dns: dns::DnsServer::new(&config.dns, limits.dns_timeout, limits.max_dns_inflight),
+            listeners,
+            limits,
+        };
+        Ok(NetStack { parts, stats })
+    }
+
+    /// The stack's counters; the handle stays valid while and after it runs.
+    pub fn stats(&self) -> NetStats {
+        self.stats.clone()
+    }
+
+    /// Each published port with the host address it is bound to (the actual port when the
+    /// mapping asked for port 0).
+    pub fn published(&self) -> Vec<(PortMapping, SocketAddr)> {
+        self.parts
+            .listeners
+            .iter()
+            .filter_map(|p| Some((p.mapping, p.listener.local_addr().ok()?)))
+            .collect()
+    }
+
+    /// Serves the guest on `link` (length-prefixed Ethernet frames, see [`link`]) until the VMM
+    /// closes it: `Ok(())`. Dropping the future stops the stack and closes every host socket.
+    pub async fn run<L: AsyncRead + AsyncWrite + Unpin>(self, link: L) -> Result<(), RunError> {
+        let mut link = link::StreamLink::new(link);
+        let mut engine = stack::Engine::new(self.parts);
+        poll_fn(|cx| engine.poll_run(cx, &mut link)).await
+    }
+}

@@ -120,6 +120,9 @@ pub struct GuestInit {
 pub enum RootSpec {
     /// A read-only 9p share with this mount tag, overlaid by a writable tmpfs.
     Virtio9p { tag: String },
+    /// A filesystem on a block device (e.g. `/dev/vda`, ext4), mounted
+    /// read-only and overlaid by a writable tmpfs.
+    Block { device: String, fstype: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

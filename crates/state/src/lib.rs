@@ -1,1 +1,360 @@
-//! Placeholder.
+//! The state database: one SQLite file under the state home, shared by every
+//! process that uses that home (WAL mode, a busy timeout: concurrent writers
+//! wait for each other instead of failing).
+//!
+//! It records which images are known by which references, their layers, and
+//! which sandboxes use which image. Files in the caches are the source of
+//! truth for content; the database says what they belong to.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// How long a write waits for another process's transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+#[error("state database {path}")]
+pub struct StateError {
+    path: String,
+    #[source]
+    source: rusqlite::Error,
+}
+
+pub type Result<T> = std::result::Result<T, StateError>;
+
+/// An image known by a reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRecord {
+    /// The reference as normalized by the puller (registry/repository:tag or @digest).
+    pub reference: String,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    /// The OCI image configuration, as JSON.
+    pub config_json: String,
+    /// Layer digests, bottom first.
+    pub layers: Vec<String>,
+    /// Compressed size of the layers, in bytes.
+    pub size: u64,
+    /// Seconds since the Unix epoch.
+    pub pulled_at: i64,
+}
+
+/// A sandbox and the image it was created from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxRecord {
+    pub name: String,
+    pub manifest_digest: Option<String>,
+    pub dir: String,
+}
+
+pub struct State {
+    conn: Connection,
+    path: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS images (
+    reference TEXT PRIMARY KEY,
+    manifest_digest TEXT NOT NULL,
+    config_digest TEXT NOT NULL,
+    config_json TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    pulled_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS image_layers (
+    manifest_digest TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    layer_digest TEXT NOT NULL,
+    PRIMARY KEY (manifest_digest, position)
+);
+CREATE TABLE IF NOT EXISTS sandboxes (
+    name TEXT PRIMARY KEY,
+    manifest_digest TEXT,
+    dir TEXT NOT NULL
+);
+";
+
+impl State {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<State> {
+        let display = path.display().to_string();
+        let wrap = |source| StateError {
+            path: display.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(wrap)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(wrap)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(wrap)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(wrap)?;
+        conn.execute_batch(SCHEMA).map_err(wrap)?;
+        Ok(State {
+            conn,
+            path: display,
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StateError {
+        StateError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Records (or re-points) `image.reference`.
+    pub fn put_image(&mut self, image: &ImageRecord) -> Result<()> {
+        let tx = self.conn.transaction().map_err(|e| StateError {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let result = (|| {
+            tx.execute(
+                "INSERT INTO images (reference, manifest_digest, config_digest, config_json, size, pulled_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(reference) DO UPDATE SET manifest_digest = ?2, config_digest = ?3,
+                   config_json = ?4, size = ?5, pulled_at = ?6",
+                params![
+                    image.reference,
+                    image.manifest_digest,
+                    image.config_digest,
+                    image.config_json,
+                    image.size as i64,
+                    image.pulled_at
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM image_layers WHERE manifest_digest = ?1",
+                params![image.manifest_digest],
+            )?;
+            for (position, layer) in image.layers.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO image_layers (manifest_digest, position, layer_digest) VALUES (?1, ?2, ?3)",
+                    params![image.manifest_digest, position as i64, layer],
+                )?;
+            }
+            tx.commit()
+        })();
+        result.map_err(|e| self.err(e))
+    }
+
+    pub fn image(&self, reference: &str) -> Result<Option<ImageRecord>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT reference, manifest_digest, config_digest, config_json, size, pulled_at
+                 FROM images WHERE reference = ?1",
+                params![reference],
+                |row| {
+                    Ok(ImageRecord {
+                        reference: row.get(0)?,
+                        manifest_digest: row.get(1)?,
+                        config_digest: row.get(2)?,
+                        config_json: row.get(3)?,
+                        layers: vec![],
+                        size: row.get::<_, i64>(4)? as u64,
+                        pulled_at: row.get(5)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(|mut image| {
+            image.layers = self.layers_of(&image.manifest_digest)?;
+            Ok(image)
+        })
+        .transpose()
+    }
+
+    /// Every reference, sorted.
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        let references: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT reference FROM images ORDER BY reference")
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |row| row.get(0))
+                .map_err(|e| self.err(e))?;
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(|e| self.err(e))?
+        };
+        let mut images = Vec::new();
+        for reference in references {
+            if let Some(image) = self.image(&reference)? {
+                images.push(image);
+            }
+        }
+        Ok(images)
+    }
+
+    fn layers_of(&self, manifest_digest: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT layer_digest FROM image_layers WHERE manifest_digest = ?1 ORDER BY position",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![manifest_digest], |row| row.get(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets a reference. Returns whether it existed.
+    pub fn remove_image(&mut self, reference: &str) -> Result<bool> {
+        let removed = self
+            .conn
+            .execute(
+                "DELETE FROM images WHERE reference = ?1",
+                params![reference],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(removed > 0)
+    }
+
+    /// Manifests no reference points to any more; their layer lists are dropped.
+    pub fn take_unreferenced_manifests(&mut self) -> Result<Vec<String>> {
+        let manifests: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT DISTINCT manifest_digest FROM image_layers
+                     WHERE manifest_digest NOT IN (SELECT manifest_digest FROM images)",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |row| row.get(0))
+                .map_err(|e| self.err(e))?;
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(|e| self.err(e))?
+        };
+        for manifest in &manifests {
+            self.conn
+                .execute(
+                    "DELETE FROM image_layers WHERE manifest_digest = ?1",
+                    params![manifest],
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(manifests)
+    }
+
+    /// Every layer digest some known image uses.
+    pub fn referenced_layers(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT layer_digest FROM image_layers")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |row| row.get(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn put_sandbox(&mut self, sandbox: &SandboxRecord) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO sandboxes (name, manifest_digest, dir) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET manifest_digest = ?2, dir = ?3",
+                params![sandbox.name, sandbox.manifest_digest, sandbox.dir],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn remove_sandbox(&mut self, name: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM sandboxes WHERE name = ?1", params![name])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Sandboxes recorded as created from `manifest_digest` (running or not:
+    /// the caller checks their locks).
+    pub fn sandboxes_using(&self, manifest_digest: &str) -> Result<Vec<SandboxRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, manifest_digest, dir FROM sandboxes WHERE manifest_digest = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![manifest_digest], |row| {
+                Ok(SandboxRecord {
+                    name: row.get(0)?,
+                    manifest_digest: row.get(1)?,
+                    dir: row.get(2)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(reference: &str, manifest: &str, layers: &[&str]) -> ImageRecord {
+        ImageRecord {
+            reference: reference.into(),
+            manifest_digest: manifest.into(),
+            config_digest: format!("{manifest}-config"),
+            config_json: "{}".into(),
+            layers: layers.iter().map(|l| l.to_string()).collect(),
+            size: 10,
+            pulled_at: 1,
+        }
+    }
+
+    #[test]
+    fn images_round_trip_and_references_share_manifests() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("state.db")).unwrap();
+        state
+            .put_image(&image("r/a:1", "m1", &["l1", "l2"]))
+            .unwrap();
+        state
+            .put_image(&image("r/a:latest", "m1", &["l1", "l2"]))
+            .unwrap();
+        state
+            .put_image(&image("r/b:1", "m2", &["l1", "l3"]))
+            .unwrap();
+        assert_eq!(
+            state.image("r/a:1").unwrap().unwrap().layers,
+            vec!["l1", "l2"]
+        );
+        assert_eq!(state.images().unwrap().len(), 3);
+
+        assert!(state.remove_image("r/a:1").unwrap());
+        assert!(state.take_unreferenced_manifests().unwrap().is_empty());
+        assert!(state.remove_image("r/a:latest").unwrap());
+        assert_eq!(state.take_unreferenced_manifests().unwrap(), vec!["m1"]);
+        let mut layers = state.referenced_layers().unwrap();
+        layers.sort();
+        assert_eq!(layers, vec!["l1", "l3"]);
+        assert!(!state.remove_image("r/a:1").unwrap());
+    }
+
+    #[test]
+    fn a_second_connection_sees_the_first_ones_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut first = State::open(&path).unwrap();
+        let second = State::open(&path).unwrap();
+        first
+            .put_sandbox(&SandboxRecord {
+                name: "s".into(),
+                manifest_digest: Some("m".into()),
+                dir: "/x".into(),
+            })
+            .unwrap();
+        assert_eq!(second.sandboxes_using("m").unwrap().len(), 1);
+        first.remove_sandbox("s").unwrap();
+        assert!(second.sandboxes_using("m").unwrap().is_empty());
+    }
+}

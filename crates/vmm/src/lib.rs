@@ -27,8 +27,8 @@ pub struct VmSpec {
     pub initramfs: PathBuf,
     pub cpus: u8,
     pub memory_mib: u32,
-    /// Host directory the guest mounts read-only as the lower layer of its root.
-    pub root_share: PathBuf,
+    /// What the guest mounts read-only as the lower layer of its root.
+    pub root: RootDevice,
     /// Host directory shared read-only for bulk transfers into the guest: the
     /// host drops a file there and the agent copies it in over 9p, far faster
     /// than the agent channel (QEMU moves at most 4 KiB per main-loop turn
@@ -37,6 +37,14 @@ pub struct VmSpec {
     pub accel: AccelChoice,
     /// Appended to the kernel command line.
     pub kernel_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RootDevice {
+    /// A host directory, shared over 9p (mount tag [`ROOT_SHARE_TAG`]).
+    Share(PathBuf),
+    /// A filesystem image file, attached as the first virtio block device.
+    Disk(PathBuf),
 }
 
 /// Mount tag of the root share, known to the guest through `RootSpec`.

@@ -9,7 +9,8 @@ use std::process::Stdio;
 use command_fds::{CommandFdExt, FdMapping};
 
 use crate::{
-    Accel, Backend, GuestLinks, LaunchError, VmProcess, VmSpec, ROOT_SHARE_TAG, TRANSFER_SHARE_TAG,
+    Accel, Backend, GuestLinks, LaunchError, RootDevice, VmProcess, VmSpec, ROOT_SHARE_TAG,
+    TRANSFER_SHARE_TAG,
 };
 
 /// Fd numbers the links get inside QEMU.
@@ -48,7 +49,10 @@ impl Backend for Qemu {
     ) -> Result<VmProcess, LaunchError> {
         require(&spec.kernel, "guest kernel")?;
         require(&spec.initramfs, "guest initramfs")?;
-        require(&spec.root_share, "root directory")?;
+        match &spec.root {
+            RootDevice::Share(dir) => require(dir, "root directory")?,
+            RootDevice::Disk(file) => require(file, "root disk image")?,
+        }
         let accel = Accel::resolve(spec.accel)?;
 
         let mut command = tokio::process::Command::new(&self.binary);
@@ -114,7 +118,6 @@ fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
         Accel::Kvm => "kvm",
         Accel::Tcg => "tcg",
     };
-    let root = spec.root_share.display().to_string();
     [
         // No ACPI, PCI or firmware tables: virtio-mmio devices announced on the
         // kernel command line, which QEMU appends itself when ACPI is off.
@@ -148,22 +151,39 @@ fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
         &format!("socket,id=agent,fd={AGENT_FD}"),
         "-device",
         "virtserialport,chardev=agent,name=agent",
-        "-fsdev",
-        // security_model=none: the guest sees the files' real owners and modes;
-        // readonly: the image is never written, writes go to the guest's overlay.
-        &format!(
-            "local,id=root,path={},security_model=none,readonly=on",
-            escape_option(&root)
-        ),
-        "-device",
-        &format!("virtio-9p-device,fsdev=root,mount_tag={ROOT_SHARE_TAG}"),
         "-device",
         "virtio-rng-device",
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(root_args(&spec.root))
     .chain(transfer_args(spec))
     .collect()
+}
+
+fn root_args(root: &RootDevice) -> Vec<String> {
+    match root {
+        // security_model=none: the guest sees the files' real owners and modes;
+        // readonly: the image is never written, writes go to the guest's overlay.
+        RootDevice::Share(dir) => vec![
+            "-fsdev".into(),
+            format!(
+                "local,id=root,path={},security_model=none,readonly=on",
+                escape_option(&dir.display().to_string())
+            ),
+            "-device".into(),
+            format!("virtio-9p-device,fsdev=root,mount_tag={ROOT_SHARE_TAG}"),
+        ],
+        RootDevice::Disk(file) => vec![
+            "-drive".into(),
+            format!(
+                "file={},if=none,id=root,format=raw,readonly=on",
+                escape_option(&file.display().to_string())
+            ),
+            "-device".into(),
+            "virtio-blk-device,drive=root".into(),
+        ],
+    }
 }
 
 fn transfer_args(spec: &VmSpec) -> Vec<String> {
@@ -197,7 +217,7 @@ mod tests {
             initramfs: "/k/initramfs".into(),
             cpus: 2,
             memory_mib: 512,
-            root_share: "/images/a,b".into(),
+            root: RootDevice::Share("/images/a,b".into()),
             transfer_share: Some("/sandboxes/x/transfer".into()),
             accel: AccelChoice::Tcg,
             kernel_args: vec!["msb.extra=1".into()],
@@ -237,6 +257,20 @@ mod tests {
         assert!(transfer.contains("readonly=on"));
         assert!(value_after(&args, "-device")
             .contains(&"virtio-9p-device,fsdev=transfer,mount_tag=msbxfer"));
+    }
+
+    #[test]
+    fn a_disk_root_is_a_read_only_block_device() {
+        let disk = VmSpec {
+            root: RootDevice::Disk("/images/root.ext4".into()),
+            ..spec()
+        };
+        let args = qemu_args(&disk, Accel::Tcg);
+        assert_eq!(
+            value_after(&args, "-drive"),
+            ["file=/images/root.ext4,if=none,id=root,format=raw,readonly=on"]
+        );
+        assert!(value_after(&args, "-device").contains(&"virtio-blk-device,drive=root"));
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub fn assemble(spec: &RootSpec) -> io::Result<()> {
             mkdir(LOWER)?;
             mount_fs(tag, LOWER, "9p", MsFlags::MS_RDONLY, Some(NINEP_OPTIONS))?;
         }
+        RootSpec::Block { device, fstype } => {
+            mkdir(LOWER)?;
+            mount_fs(device, LOWER, fstype, MsFlags::MS_RDONLY, None)?;
+        }
     }
     mkdir(WRITABLE)?;
     mount_fs(

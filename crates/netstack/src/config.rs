@@ -1,0 +1,281 @@
+//! Configuration of a sandbox's network: plain data, validated by [`NetConfig::validate`] before
+//! anything is bound or started.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Policy;
+
+/// Everything [`crate::NetStack::new`] needs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NetConfig {
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub dns: DnsConfig,
+    /// Host ports published to guest ports.
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// The network log (denied flows, blocked queries). `None` keeps only counters and tracing.
+    #[serde(default)]
+    pub log_path: Option<PathBuf>,
+}
+
+/// The stack's DNS server (it listens on UDP port 53 of the gateway address).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DnsConfig {
+    /// Names answered locally, never forwarded. Matched exactly (case-insensitive, trailing dot
+    /// ignored). An A query gets the IPv4 addresses, an AAAA query the IPv6 ones.
+    #[serde(default)]
+    pub hosts: Vec<(String, Vec<IpAddr>)>,
+    /// Servers other queries are forwarded to, in order of preference. [`Default`] reads them
+    /// from the host's `/etc/resolv.conf`; an empty list answers SERVFAIL to every query that is
+    /// not in `hosts`.
+    #[serde(default = "system_nameservers")]
+    pub upstream: Vec<SocketAddr>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> DnsConfig {
+        DnsConfig {
+            hosts: Vec::new(),
+            upstream: system_nameservers(),
+        }
+    }
+}
+
+/// The `nameserver` entries of the host's `/etc/resolv.conf`, on port 53; empty when the file is
+/// missing or names none.
+pub fn system_nameservers() -> Vec<SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .map(|text| parse_resolv_conf(&text))
+        .unwrap_or_default()
+}
+
+fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some("nameserver"), Some(addr)) => {
+                    // Scoped IPv6 addresses (`fe80::1%eth0`) cannot be expressed as IpAddr.
+                    addr.parse::<IpAddr>()
+                        .ok()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// A host address whose connections are relayed to a guest port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// Where the host listens, e.g. `127.0.0.1:8080`. Port 0 picks a free port
+    /// (see [`crate::NetStack::published`]).
+    pub host: SocketAddr,
+    pub guest_port: u16,
+    #[serde(default)]
+    pub protocol: PortProtocol,
+}
+
+/// Published ports are TCP only for now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortProtocol {
+    #[default]
+    Tcp,
+}
+
+/// Bounds on what one guest can make the host hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Concurrent TCP and UDP flows (each holds one host socket). Flows beyond it are refused:
+    /// TCP with a reset, UDP by dropping the datagram. Each refusal is counted and logged.
+    pub max_flows: usize,
+    /// Bytes of each TCP flow's receive and of its send buffer inside the stack. The host side
+    /// is read only while the send buffer toward the guest has room (backpressure), and the
+    /// guest's window closes while the host does not take the bytes.
+    pub tcp_buffer: usize,
+    /// How long a host `connect` may take before the guest gets a reset.
+    pub tcp_connect_timeout: Duration,
+    /// A UDP flow with no datagram in either direction for this long is closed.
+    pub udp_idle_timeout: Duration,
+    /// Per upstream server; the next server is tried after it.
+    pub dns_timeout: Duration,
+    /// Forwarded DNS queries in flight (each holds one host socket). Beyond it: SERVFAIL.
+    pub max_dns_inflight: usize,
+    /// Addresses remembered with the names they were resolved from (for domain rules).
+    pub max_resolved_addresses: usize,
+    /// The network log is rotated to `<log>.1` past this size, so it takes at most twice this.
+    pub max_log_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_flows: 256,
+            tcp_buffer: 64 * 1024,
+            tcp_connect_timeout: Duration::from_secs(10),
+            udp_idle_timeout: Duration::from_secs(60),
+            dns_timeout: Duration::from_secs(3),
+            max_dns_inflight: 64,
+            max_resolved_addresses: 4096,
+            max_log_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A configuration value that cannot be used. `field` names it the way the config spells it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid network config `{field}`: {problem}")]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: &'static str,
+}
+
+fn invalid(field: impl Into<String>, problem: &'static str) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        problem,
+    }
+}
+
+fn check_name(field: String, name: &str) -> Result<(), ConfigError> {
+    let bare = name.strip_prefix('.').unwrap_or(name);
+    let bare = bare.strip_suffix('.').unwrap_or(bare);
+    if bare.is_empty() {
+        return Err(invalid(field, "empty domain name"));
+    }
+    if bare.len() > 253 || !bare.is_ascii() || bare.split('.').any(str::is_empty) {
+        return Err(invalid(field, "not a domain name"));
+    }
+    Ok(())
+}
+
+impl NetConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let policy = &self.policy;
+        for (i, rule) in policy.rules.iter().enumerate() {
+            if let Some(ports) = rule.ports {
+                if ports.start > ports.end {
+                    return Err(invalid(format!("policy.rules[{i}].ports"), "start > end"));
+                }
+            }
+            if let Some(name) = &rule.domain {
+                check_name(format!("policy.rules[{i}].domain"), name)?;
+            }
+            if let Some(name) = &rule.domain_suffix {
+                check_name(format!("policy.rules[{i}].domain_suffix"), name)?;
+            }
+        }
+        for (list, field) in [
+            (&policy.block_domains, "policy.block_domains"),
+            (
+                &policy.block_domain_suffixes,
+                "policy.block_domain_suffixes",
+            ),
+            (&policy.allow_domains, "policy.allow_domains"),
+        ] {
+            for (i, name) in list.iter().enumerate() {
+                check_name(format!("{field}[{i}]"), name)?;
+            }
+        }
+        for (i, (name, _)) in self.dns.hosts.iter().enumerate() {
+            check_name(format!("dns.hosts[{i}]"), name)?;
+        }
+        for (i, mapping) in self.ports.iter().enumerate() {
+            if mapping.guest_port == 0 {
+                return Err(invalid(format!("ports[{i}].guest_port"), "must not be 0"));
+            }
+            let duplicate = self.ports[..i]
+                .iter()
+                .any(|other| other.host == mapping.host && mapping.host.port() != 0);
+            if duplicate {
+                return Err(invalid(format!("ports[{i}].host"), "published twice"));
+            }
+        }
+        let limits = &self.limits;
+        if limits.max_flows == 0 {
+            return Err(invalid("limits.max_flows", "must be at least 1"));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&limits.tcp_buffer) {
+            return Err(invalid(
+                "limits.tcp_buffer",
+                "must be between 1 KiB and 16 MiB",
+            ));
+        }
+        if limits.max_dns_inflight == 0 {
+            return Err(invalid("limits.max_dns_inflight", "must be at least 1"));
+        }
+        for (value, field) in [
+            (limits.tcp_connect_timeout, "limits.tcp_connect_timeout"),
+            (limits.udp_idle_timeout, "limits.udp_idle_timeout"),
+            (limits.dns_timeout, "limits.dns_timeout"),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(field, "must not be zero"));
+            }
+        }
+        if limits.max_log_bytes < 4096 {
+            return Err(invalid("limits.max_log_bytes", "must be at least 4096"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Rule;
+
+    #[test]
+    fn resolv_conf() {
+        let text = "# comment\nnameserver 192.0.2.1\nnameserver  2001:db8::1\nnameserver fe80::1%eth0\nsearch x\n";
+        assert_eq!(
+            parse_resolv_conf(text),
+            vec![
+                "192.0.2.1:53".parse::<SocketAddr>().unwrap(),
+                "[2001:db8::1]:53".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn validation() {
+        let ok = NetConfig {
+            dns: DnsConfig {
+                hosts: vec![],
+                upstream: vec![],
+            },
+            ..NetConfig::default()
+        };
+        ok.validate().unwrap();
+        let mut bad = ok.clone();
+        bad.policy.rules.push(Rule::allow().ports(9, 1));
+        assert_eq!(bad.validate().unwrap_err().field, "policy.rules[0].ports");
+        let mut bad = ok.clone();
+        bad.policy.block_domain_suffixes.push(".".into());
+        assert_eq!(
+            bad.validate().unwrap_err().field,
+            "policy.block_domain_suffixes[0]"
+        );
+        let mut bad = ok.clone();
+        bad.ports.push(PortMapping {
+            host: "127.0.0.1:1".parse().unwrap(),
+            guest_port: 0,
+            protocol: PortProtocol::Tcp,
+        });
+        assert_eq!(bad.validate().unwrap_err().field, "ports[0].guest_port");
+        let mut bad = ok;
+        bad.limits.max_flows = 0;
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,923 @@
+//! Network policy: which destinations a guest may reach.
+//!
+//! Decisions are pure functions of the policy, the destination and the names this sandbox resolved
+//! for the destination address through the stack's DNS. Nothing here touches a socket, so every
+//! rule is unit-tested without packets.
+//!
+//! # Evaluation order
+//! 1. [`PolicyKind::None`]: every destination is denied; rules are not consulted ("nothing leaves
+//!    the VM" is absolute).
+//! 2. [`Policy::rules`], in order: the first rule whose matchers all match decides.
+//! 3. [`Policy::allow_domains`]: a destination whose address was resolved from one of these names
+//!    is allowed.
+//! 4. The default: [`PolicyKind::AllowAll`] allows; [`PolicyKind::PublicOnly`] allows an address
+//!    only if [`classify`] says it is [`AddressClass::Public`].
+//!
+//! IPv4-mapped IPv6 destinations (`::ffff:a.b.c.d`) are evaluated as the IPv4 address they carry,
+//! for rules and for the default alike.
+//!
+//! # Domain names
+//! A domain matcher never looks at a name the guest *claims*; it matches only names that this
+//! sandbox resolved to the destination address through the stack (the stack's `names` map). A guest
+//! that hard-codes an address therefore never matches a domain rule. Names compare
+//! case-insensitively and without a trailing dot. A suffix `evil.test` (a leading dot is accepted
+//! and ignored: `.evil.test` is the same suffix) matches `evil.test` itself and every name that
+//! ends in `.evil.test`, but not `notevil.test`.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// What happens to destinations no rule matched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyKind {
+    /// Allow only publicly routable addresses (see [`classify`]). The default.
+    #[default]
+    PublicOnly,
+    /// Allow every destination.
+    AllowAll,
+    /// Allow nothing; rules are ignored. DNS answers only from the hosts table.
+    None,
+}
+
+impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PolicyKind::PublicOnly => "public-only",
+            PolicyKind::AllowAll => "allow-all",
+            PolicyKind::None => "none",
+        })
+    }
+}
+
+/// Allow or deny.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+/// The transport protocol a rule applies to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    #[default]
+    Any,
+    Tcp,
+    Udp,
+}
+
+/// The transport protocol of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        })
+    }
+}
+
+/// An inclusive range of ports; a single port is `start == end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
+}
+
+/// One allow or deny rule. Every matcher that is set must match (they combine with AND); a rule
+/// with no matcher matches every destination.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub action: Action,
+    /// Destination address range. IPv4 ranges also match IPv4-mapped IPv6 destinations.
+    #[serde(default)]
+    pub cidr: Option<IpNet>,
+    /// Destination port(s).
+    #[serde(default)]
+    pub ports: Option<PortRange>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// A name this sandbox resolved to the destination address, exactly.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// A name this sandbox resolved to the destination address, by suffix (see module docs).
+    #[serde(default)]
+    pub domain_suffix: Option<String>,
+}
+
+impl Rule {
+    /// A rule that allows everything until matchers are added.
+    pub fn allow() -> Rule {
+        Rule::new(Action::Allow)
+    }
+
+    /// A rule that denies everything until matchers are added.
+    pub fn deny() -> Rule {
+        Rule::new(Action::Deny)
+    }
+
+    fn new(action: Action) -> Rule {
+        Rule {
+            action,
+            cidr: None,
+            ports: None,
+            protocol: Protocol::Any,
+            domain: None,
+            domain_suffix: None,
+        }
+    }
+
+    pub fn cidr(mut self, cidr: IpNet) -> Rule {
+        self.cidr = Some(cidr);
+        self
+    }
+
+    pub fn port(self, port: u16) -> Rule {
+        self.ports(port, port)
+    }
+
+    pub fn ports(mut self, start: u16, end: u16) -> Rule {
+        self.ports = Some(PortRange { start, end });
+        self
+    }
+
+    pub fn protocol(mut self, protocol: Protocol) -> Rule {
+        self.protocol = protocol;
+        self
+    }
+
+    pub fn domain(mut self, name: &str) -> Rule {
+        self.domain = Some(name.to_owned());
+        self
+    }
+
+    pub fn domain_suffix(mut self, suffix: &str) -> Rule {
+        self.domain_suffix = Some(suffix.to_owned());
+        self
+    }
+
+    /// Whether the address-level matchers (CIDR, domain, suffix) match.
+    fn matches_address(&self, ip: IpAddr, names: &[String]) -> bool {
+        if let Some(cidr) = &self.cidr {
+            if !cidr.contains(&ip) {
+                return false;
+            }
+        }
+        if let Some(domain) = &self.domain {
+            let domain = normalize_name(domain);
+            if !names.iter().any(|n| normalize_name(n) == domain) {
+                return false;
+            }
+        }
+        if let Some(suffix) = &self.domain_suffix {
+            if !names.iter().any(|n| name_has_suffix(n, suffix)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether the rule is restricted by port or protocol.
+    fn is_conditional(&self) -> bool {
+        self.ports.is_some() || self.protocol != Protocol::Any
+    }
+
+    fn matches(&self, dst: &Destination, names: &[String]) -> bool {
+        if let Some(ports) = &self.ports {
+            if !ports.contains(dst.port) {
+                return false;
+            }
+        }
+        let protocol_ok = match self.protocol {
+            Protocol::Any => true,
+            Protocol::Tcp => dst.transport == Transport::Tcp,
+            Protocol::Udp => dst.transport == Transport::Udp,
+        };
+        protocol_ok && self.matches_address(dst.ip, names)
+    }
+}
+
+/// A sandbox's network policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    #[serde(default)]
+    pub default: PolicyKind,
+    /// Evaluated in order; the first match decides.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Names answered NXDOMAIN by the stack's DNS, exactly (case-insensitive).
+    #[serde(default)]
+    pub block_domains: Vec<String>,
+    /// Names answered NXDOMAIN by suffix (see module docs for the matching rule).
+    #[serde(default)]
+    pub block_domain_suffixes: Vec<String>,
+    /// Destinations resolved from these exact names are allowed (after the rules, before the
+    /// default). They also vouch for the addresses those names resolve to (no rebinding refusal).
+    #[serde(default)]
+    pub allow_domains: Vec<String>,
+}
+
+/// Where a guest wants to go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub transport: Transport,
+}
+
+/// Why a decision was made; written to the network log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// `rules[index]` matched.
+    Rule { index: usize },
+    /// The address was resolved from a name in `allow_domains`.
+    AllowDomain,
+    /// No rule matched; the policy's default decided, given the address's class.
+    Default {
+        kind: PolicyKind,
+        class: AddressClass,
+    },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Rule { index } => write!(f, "rule[{index}]"),
+            Reason::AllowDomain => f.write_str("allow_domains"),
+            Reason::Default { kind, class } => write!(f, "default {kind} ({class})"),
+        }
+    }
+}
+
+/// A policy decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub reason: Reason,
+}
+
+impl Decision {
+    pub fn is_allowed(&self) -> bool {
+        self.action == Action::Allow
+    }
+}
+
+impl Policy {
+    /// Decides whether the guest may open a flow to `dst`. `names` are the names this sandbox
+    /// resolved to `dst.ip` through the stack (empty when it resolved none).
+    pub fn decide(&self, dst: &Destination, names: &[String]) -> Decision {
+        let dst = Destination {
+            ip: canonical(dst.ip),
+            ..*dst
+        };
+        let class = classify(dst.ip);
+        if self.default == PolicyKind::None {
+            return Decision {
+                action: Action::Deny,
+                reason: Reason::Default {
+                    kind: PolicyKind::None,
+                    class,
+                },
+            };
+        }
+        if let Some((index, rule)) = self
+            .rules
+            .iter()
+            .enumerate()
+            .find(|(_, rule)| rule.matches(&dst, names))
+        {
+            return Decision {
+                action: rule.action,
+                reason: Reason::Rule { index },
+            };
+        }
+        if self.resolved_from_allowed_domain(names) {
+            return Decision {
+                action: Action::Allow,
+                reason: Reason::AllowDomain,
+            };
+        }
+        self.default_decision(class)
+    }
+
+    /// Decides whether a DNS answer may carry `ip` for a query whose CNAME chain is `names`
+    /// (DNS rebinding protection). An address is admitted when *some* flow to it could be
+    /// allowed: rules are walked in order; an allow rule whose address matchers match admits it
+    /// (its port or protocol restrictions are enforced later, per flow); a deny rule whose
+    /// address matchers match refuses it only if it has no port or protocol restriction; then
+    /// `allow_domains`, then the default.
+    pub fn admits_answer(&self, ip: IpAddr, names: &[String]) -> Decision {
+        let ip = canonical(ip);
+        let class = classify(ip);
+        if self.default == PolicyKind::None {
+            return self.default_decision(class);
+        }
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !rule.matches_address(ip, names) {
+                continue;
+            }
+            match rule.action {
+                Action::Allow => {
+                    return Decision {
+                        action: Action::Allow,
+                        reason: Reason::Rule { index },
+                    }
+                }
+                Action::Deny if !rule.is_conditional() => {
+                    return Decision {
+                        action: Action::Deny,
+                        reason: Reason::Rule { index },
+                    }
+                }
+                Action::Deny => {}
+            }
+        }
+        if self.resolved_from_allowed_domain(names) {
+            return Decision {
+                action: Action::Allow,
+                reason: Reason::AllowDomain,
+            };
+        }
+        self.default_decision(class)
+    }
+
+    /// Whether the stack's DNS answers `name` with NXDOMAIN.
+    pub fn blocks_name(&self, name: &str) -> bool {
+        let name = normalize_name(name);
+        self.block_domains
+            .iter()
+            .any(|blocked| normalize_name(blocked) == name)
+            || self
+                .block_domain_suffixes
+                .iter()
+                .any(|suffix| name_has_suffix(&name, suffix))
+    }
+
+    fn resolved_from_allowed_domain(&self, names: &[String]) -> bool {
+        !names.is_empty()
+            && self.allow_domains.iter().any(|allowed| {
+                let allowed = normalize_name(allowed);
+                names.iter().any(|n| normalize_name(n) == allowed)
+            })
+    }
+
+    fn default_decision(&self, class: AddressClass) -> Decision {
+        let allowed = match self.default {
+            PolicyKind::AllowAll => true,
+            PolicyKind::PublicOnly => class == AddressClass::Public,
+            PolicyKind::None => false,
+        };
+        Decision {
+            action: if allowed { Action::Allow } else { Action::Deny },
+            reason: Reason::Default {
+                kind: self.default,
+                class,
+            },
+        }
+    }
+}
+
+/// Lower-case ASCII view of a DNS name without its trailing dot. Names come from DNS packets and
+/// user config; non-ASCII bytes are compared as they are.
+pub(crate) fn normalize_name(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+/// `name` equals `suffix` or ends with `.suffix`, on label boundaries, ignoring case, a trailing
+/// dot on either and a leading dot on `suffix`.
+pub(crate) fn name_has_suffix(name: &str, suffix: &str) -> bool {
+    let name = normalize_name(name);
+    let suffix = normalize_name(suffix.strip_prefix('.').unwrap_or(suffix));
+    if suffix.is_empty() {
+        return false;
+    }
+    name == suffix
+        || (name.len() > suffix.len()
+            && name.ends_with(&suffix)
+            && name.as_bytes()[name.len() - suffix.len() - 1] == b'.')
+}
+
+/// What kind of address this is, as far as `public-only` is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressClass {
+    Public,
+    /// `0.0.0.0/8`, `::`.
+    Unspecified,
+    /// `127.0.0.0/8`, `::1`.
+    Loopback,
+    /// RFC 1918 (`10/8`, `172.16/12`, `192.168/16`), IPv6 unique-local `fc00::/7` and the
+    /// deprecated site-local `fec0::/10`.
+    Private,
+    /// `169.254.0.0/16` (including the `169.254.169.254` metadata address), `fe80::/10`.
+    LinkLocal,
+    /// Carrier-grade NAT shared space `100.64.0.0/10`.
+    Cgnat,
+    /// `224.0.0.0/4`, `ff00::/8`.
+    Multicast,
+    /// `255.255.255.255`.
+    Broadcast,
+    /// Other special-purpose space no sandbox has a reason to reach: `240.0.0.0/4`,
+    /// `192.0.0.0/24`, `198.18.0.0/15`, IPv4-compatible `::a.b.c.d`, discard-only `100::/64`.
+    Reserved,
+}
+
+impl fmt::Display for AddressClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AddressClass::Public => "public",
+            AddressClass::Unspecified => "unspecified",
+            AddressClass::Loopback => "loopback",
+            AddressClass::Private => "private",
+            AddressClass::LinkLocal => "link-local",
+            AddressClass::Cgnat => "cgnat",
+            AddressClass::Multicast => "multicast",
+            AddressClass::Broadcast => "broadcast",
+            AddressClass::Reserved => "reserved",
+        })
+    }
+}
+
+/// IPv4-mapped IPv6 addresses become the IPv4 address they carry; everything else is unchanged.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// Classifies an address. IPv6 forms that embed an IPv4 address (mapped `::ffff:0:0/96`, NAT64
+/// `64:ff9b::/96`, 6to4 `2002::/16`) take the class of the embedded address, since a host with
+/// such translation routes them to it.
+pub fn classify(ip: IpAddr) -> AddressClass {
+    match ip {
+        IpAddr::V4(v4) => classify_v4(v4),
+        IpAddr::V6(v6) => classify_v6(v6),
+    }
+}
+
+fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
+    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(Ipv4Addr::from(net)) & mask
+}
+
+fn classify_v4(ip: Ipv4Addr) -> AddressClass {
+    if in_v4(ip, [0, 0, 0, 0], 8) {
+        AddressClass::Unspecified
+    } else if ip.is_loopback() {
+        AddressClass::Loopback
+    } else if ip.is_private() {
+        AddressClass::Private
+    } else if ip.is_link_local() {
+        AddressClass::LinkLocal
+    } else if in_v4(ip, [100, 64, 0, 0], 10) {
+        AddressClass::Cgnat
+    } else if ip.is_multicast() {
+        AddressClass::Multicast
+    } else if ip.is_broadcast() {
+        AddressClass::Broadcast
+    } else if in_v4(ip, [240, 0, 0, 0], 4)
+        || in_v4(ip, [192, 0, 0, 0], 24)
+        || in_v4(ip, [198, 18, 0, 0], 15)
+    {
+        AddressClass::Reserved
+    } else {
+        AddressClass::Public
+    }
+}
+
+fn classify_v6(ip: Ipv6Addr) -> AddressClass {
+    let seg = ip.segments();
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return classify_v4(v4);
+    }
+    if ip.is_unspecified() {
+        return AddressClass::Unspecified;
+    }
+    if ip.is_loopback() {
+        return AddressClass::Loopback;
+    }
+    let embedded = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    };
+    // NAT64 well-known prefix.
+    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return classify_v4(embedded(seg[6], seg[7]));
+    }
+    // 6to4: the IPv4 address follows the 16-bit prefix.
+    if seg[0] == 0x2002 {
+        return classify_v4(embedded(seg[1], seg[2]));
+    }
+    // Deprecated IPv4-compatible addresses (`::a.b.c.d`).
+    if seg[..6] == [0; 6] {
+        return AddressClass::Reserved;
+    }
+    if seg[..4] == [0x100, 0, 0, 0] {
+        return AddressClass::Reserved;
+    }
+    match seg[0] {
+        s if s & 0xfe00 == 0xfc00 => AddressClass::Private,
+        s if s & 0xffc0 == 0xfe80 => AddressClass::LinkLocal,
+        s if s & 0xffc0 == 0xfec0 => AddressClass::Private,
+        s if s & 0xff00 == 0xff00 => AddressClass::Multicast,
+        _ => AddressClass::Public,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(ip: &str, port: u16) -> Destination {
+        Destination {
+            ip: ip.parse().unwrap(),
+            port,
+            transport: Transport::Tcp,
+        }
+    }
+
+    fn udp(ip: &str, port: u16) -> Destination {
+        Destination {
+            transport: Transport::Udp,
+            ..tcp(ip, port)
+        }
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    const DENIED_BY_PUBLIC_ONLY: &[(&str, AddressClass)] = &[
+        ("127.0.0.1", AddressClass::Loopback),
+        ("127.255.255.254", AddressClass::Loopback),
+        ("10.0.0.1", AddressClass::Private),
+        ("10.255.255.255", AddressClass::Private),
+        ("172.16.0.1", AddressClass::Private),
+        ("172.31.255.254", AddressClass::Private),
+        ("192.168.1.1", AddressClass::Private),
+        ("169.254.169.254", AddressClass::LinkLocal),
+        ("169.254.0.1", AddressClass::LinkLocal),
+        ("100.64.0.1", AddressClass::Cgnat),
+        ("100.127.255.254", AddressClass::Cgnat),
+        ("224.0.0.1", AddressClass::Multicast),
+        ("239.255.255.250", AddressClass::Multicast),
+        ("255.255.255.255", AddressClass::Broadcast),
+        ("0.0.0.0", AddressClass::Unspecified),
+        ("0.1.2.3", AddressClass::Unspecified),
+        ("240.0.0.1", AddressClass::Reserved),
+        ("::1", AddressClass::Loopback),
+        ("::", AddressClass::Unspecified),
+        ("fc00::1", AddressClass::Private),
+        ("fd12:3456::1", AddressClass::Private),
+        ("fe80::1", AddressClass::LinkLocal),
+        ("febf::1", AddressClass::LinkLocal),
+        ("fec0::1", AddressClass::Private),
+        ("ff02::1", AddressClass::Multicast),
+        ("ff0e::1", AddressClass::Multicast),
+        ("::ffff:127.0.0.1", AddressClass::Loopback),
+        ("::ffff:10.1.2.3", AddressClass::Private),
+        ("::ffff:172.16.0.1", AddressClass::Private),
+        ("::ffff:192.168.0.1", AddressClass::Private),
+        ("::ffff:169.254.169.254", AddressClass::LinkLocal),
+        ("::ffff:100.64.0.1", AddressClass::Cgnat),
+        ("::ffff:224.0.0.1", AddressClass::Multicast),
+        ("::ffff:255.255.255.255", AddressClass::Broadcast),
+        ("::ffff:0.0.0.0", AddressClass::Unspecified),
+        ("64:ff9b::a9fe:a9fe", AddressClass::LinkLocal),
+        ("64:ff9b::7f00:1", AddressClass::Loopback),
+        ("2002:c0a8:0101::1", AddressClass::Private),
+        ("::127.0.0.1", AddressClass::Reserved),
+    ];
+
+    const PUBLIC: &[&str] = &[
+        "1.1.1.1",
+        "8.8.8.8",
+        "198.51.100.7",
+        "203.0.113.9",
+        "100.128.0.1",
+        "100.63.255.255",
+        "172.32.0.1",
+        "172.15.255.255",
+        "169.253.0.1",
+        "11.0.0.1",
+        "2606:4700:4700::1111",
+        "2001:db8::1",
+        "::ffff:8.8.8.8",
+        "64:ff9b::808:808",
+        "2002:0808:0808::1",
+    ];
+
+    #[test]
+    fn public_only_denies_every_special_range() {
+        let policy = Policy::default();
+        for (ip, class) in DENIED_BY_PUBLIC_ONLY {
+            let decision = policy.decide(&tcp(ip, 443), &[]);
+            assert_eq!(classify(ip.parse().unwrap()), *class, "{ip}");
+            assert_eq!(decision.action, Action::Deny, "{ip}");
+            assert_eq!(
+                decision.reason,
+                Reason::Default {
+                    kind: PolicyKind::PublicOnly,
+                    class: *class
+                },
+                "{ip}"
+            );
+        }
+    }
+
+    #[test]
+    fn public_only_allows_public_addresses() {
+        let policy = Policy::default();
+        for ip in PUBLIC {
+            assert_eq!(classify(ip.parse().unwrap()), AddressClass::Public, "{ip}");
+            assert!(policy.decide(&tcp(ip, 443), &[]).is_allowed(), "{ip}");
+            assert!(policy.decide(&udp(ip, 53), &[]).is_allowed(), "{ip}");
+        }
+    }
+
+    #[test]
+    fn allow_all_allows_everything() {
+        let policy = Policy {
+            default: PolicyKind::AllowAll,
+            ..Policy::default()
+        };
+        for (ip, _) in DENIED_BY_PUBLIC_ONLY {
+            assert!(policy.decide(&tcp(ip, 1), &[]).is_allowed(), "{ip}");
+        }
+        for ip in PUBLIC {
+            assert!(policy.decide(&udp(ip, 1), &[]).is_allowed(), "{ip}");
+        }
+    }
+
+    #[test]
+    fn none_denies_everything_even_with_allow_rules() {
+        let policy = Policy {
+            default: PolicyKind::None,
+            rules: vec![Rule::allow()],
+            allow_domains: names(&["example.com"]),
+            ..Policy::default()
+        };
+        for ip in PUBLIC {
+            let d = policy.decide(&tcp(ip, 443), &names(&["example.com"]));
+            assert_eq!(d.action, Action::Deny, "{ip}");
+            assert!(matches!(
+                d.reason,
+                Reason::Default {
+                    kind: PolicyKind::None,
+                    ..
+                }
+            ));
+            assert!(!policy.admits_answer(ip.parse().unwrap(), &[]).is_allowed());
+        }
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let policy = Policy {
+            rules: vec![
+                Rule::deny().cidr("8.8.8.0/24".parse().unwrap()).port(53),
+                Rule::allow().cidr("8.8.0.0/16".parse().unwrap()),
+                Rule::deny().cidr("8.0.0.0/8".parse().unwrap()),
+            ],
+            ..Policy::default()
+        };
+        let d = policy.decide(&udp("8.8.8.8", 53), &[]);
+        assert_eq!(
+            (d.action, d.reason),
+            (Action::Deny, Reason::Rule { index: 0 })
+        );
+        let d = policy.decide(&udp("8.8.8.8", 54), &[]);
+        assert_eq!(
+            (d.action, d.reason),
+            (Action::Allow, Reason::Rule { index: 1 })
+        );
+        let d = policy.decide(&tcp("8.9.0.1", 80), &[]);
+        assert_eq!(
+            (d.action, d.reason),
+            (Action::Deny, Reason::Rule { index: 2 })
+        );
+        // No rule matches: the default decides.
+        let d = policy.decide(&tcp("9.9.9.9", 80), &[]);
+        assert!(d.is_allowed());
+        assert!(matches!(d.reason, Reason::Default { .. }));
+    }
+
+    #[test]
+    fn cidr_port_and_protocol_matchers_combine() {
+        let policy = Policy {
+            rules: vec![Rule::allow()
+                .cidr("127.0.0.1/32".parse().unwrap())
+                .ports(8000, 8080)
+                .protocol(Protocol::Tcp)],
+            ..Policy::default()
+        };
+        assert!(policy.decide(&tcp("127.0.0.1", 8000), &[]).is_allowed());
+        assert!(policy.decide(&tcp("127.0.0.1", 8080), &[]).is_allowed());
+        assert!(!policy.decide(&tcp("127.0.0.1", 8081), &[]).is_allowed());
+        assert!(!policy.decide(&tcp("127.0.0.1", 7999), &[]).is_allowed());
+        assert!(!policy.decide(&udp("127.0.0.1", 8000), &[]).is_allowed());
+        assert!(!policy.decide(&tcp("127.0.0.2", 8000), &[]).is_allowed());
+        // An IPv4 rule also matches the IPv4-mapped form.
+        assert!(policy
+            .decide(&tcp("::ffff:127.0.0.1", 8000), &[])
+            .is_allowed());
+    }
+
+    #[test]
+    fn udp_protocol_rule() {
+        let policy = Policy {
+            default: PolicyKind::AllowAll,
+            rules: vec![Rule::deny().protocol(Protocol::Udp)],
+            ..Policy::default()
+        };
+        assert!(!policy.decide(&udp("1.1.1.1", 53), &[]).is_allowed());
+        assert!(policy.decide(&tcp("1.1.1.1", 53), &[]).is_allowed());
+    }
+
+    #[test]
+    fn deny_rules_override_allow_all_and_public() {
+        let policy = Policy {
+            default: PolicyKind::AllowAll,
+            rules: vec![Rule::deny().cidr("203.0.113.0/24".parse().unwrap())],
+            ..Policy::default()
+        };
+        assert!(!policy.decide(&tcp("203.0.113.5", 443), &[]).is_allowed());
+        assert!(policy.decide(&tcp("203.0.114.5", 443), &[]).is_allowed());
+    }
+
+    #[test]
+    fn domain_rules_need_a_resolution() {
+        let policy = Policy {
+            rules: vec![Rule::allow().domain("internal.example")],
+            ..Policy::default()
+        };
+        // The same private address: denied when not resolved, allowed when resolved from the name.
+        assert!(!policy.decide(&tcp("10.1.2.3", 443), &[]).is_allowed());
+        assert!(!policy
+            .decide(&tcp("10.1.2.3", 443), &names(&["other.example"]))
+            .is_allowed());
+        let d = policy.decide(&tcp("10.1.2.3", 443), &names(&["Internal.Example."]));
+        assert_eq!(
+            (d.action, d.reason),
+            (Action::Allow, Reason::Rule { index: 0 })
+        );
+    }
+
+    #[test]
+    fn domain_suffix_rules_match_on_label_boundaries() {
+        let policy = Policy {
+            default: PolicyKind::AllowAll,
+            rules: vec![Rule::deny().domain_suffix(".evil.test")],
+            ..Policy::default()
+        };
+        let ip = "198.51.100.1";
+        assert!(!policy
+            .decide(&tcp(ip, 80), &names(&["evil.test"]))
+            .is_allowed());
+        assert!(!policy
+            .decide(&tcp(ip, 80), &names(&["a.b.EVIL.test"]))
+            .is_allowed());
+        assert!(policy
+            .decide(&tcp(ip, 80), &names(&["notevil.test"]))
+            .is_allowed());
+        assert!(policy.decide(&tcp(ip, 80), &[]).is_allowed());
+    }
+
+    #[test]
+    fn domain_and_cidr_combine() {
+        let policy = Policy {
+            rules: vec![Rule::allow()
+                .domain_suffix("corp.example")
+                .cidr("10.0.0.0/8".parse().unwrap())],
+            ..Policy::default()
+        };
+        assert!(policy
+            .decide(&tcp("10.0.0.5", 22), &names(&["git.corp.example"]))
+            .is_allowed());
+        assert!(!policy
+            .decide(&tcp("192.168.0.5", 22), &names(&["git.corp.example"]))
+            .is_allowed());
+    }
+
+    #[test]
+    fn allow_domains_apply_after_rules() {
+        let policy = Policy {
+            rules: vec![Rule::deny().port(25)],
+            allow_domains: names(&["db.internal"]),
+            ..Policy::default()
+        };
+        let resolved = names(&["db.internal"]);
+        let d = policy.decide(&tcp("10.9.9.9", 5432), &resolved);
+        assert_eq!((d.action, d.reason), (Action::Allow, Reason::AllowDomain));
+        assert!(!policy.decide(&tcp("10.9.9.9", 25), &resolved).is_allowed());
+        assert!(!policy.decide(&tcp("10.9.9.9", 5432), &[]).is_allowed());
+    }
+
+    #[test]
+    fn block_lists() {
+        let policy = Policy {
+            block_domains: names(&["exact.test"]),
+            block_domain_suffixes: names(&[".evil.test", "bad.example."]),
+            ..Policy::default()
+        };
+        assert!(policy.blocks_name("exact.test"));
+        assert!(policy.blocks_name("EXACT.test."));
+        assert!(!policy.blocks_name("sub.exact.test"));
+        assert!(policy.blocks_name("evil.test"));
+        assert!(policy.blocks_name("a.evil.test"));
+        assert!(policy.blocks_name("x.y.bad.example"));
+        assert!(!policy.blocks_name("notevil.test"));
+        assert!(!policy.blocks_name("evil.test.com"));
+        assert!(!policy.blocks_name("good.test"));
+    }
+
+    #[test]
+    fn rebinding_answers() {
+        let public_only = Policy::default();
+        assert!(!public_only
+            .admits_answer("127.0.0.1".parse().unwrap(), &[])
+            .is_allowed());
+        assert!(!public_only
+            .admits_answer("::ffff:10.0.0.1".parse().unwrap(), &[])
+            .is_allowed());
+        assert!(public_only
+            .admits_answer("93.184.216.34".parse().unwrap(), &[])
+            .is_allowed());
+        let allow_all = Policy {
+            default: PolicyKind::AllowAll,
+            ..Policy::default()
+        };
+        assert!(allow_all
+            .admits_answer("127.0.0.1".parse().unwrap(), &[])
+            .is_allowed());
+        // A port-restricted allow rule admits the address (the port is checked per flow);
+        // a port-restricted deny rule does not refuse it.
+        let rules = Policy {
+            default: PolicyKind::AllowAll,
+            rules: vec![
+                Rule::allow().cidr("10.0.0.0/8".parse().unwrap()).port(443),
+                Rule::deny()
+                    .cidr("203.0.113.0/24".parse().unwrap())
+                    .port(25),
+                Rule::deny().cidr("198.51.100.0/24".parse().unwrap()),
+            ],
+            ..Policy::default()
+        };
+        assert!(rules
+            .admits_answer("10.0.0.1".parse().unwrap(), &[])
+            .is_allowed());
+        assert!(rules
+            .admits_answer("203.0.113.1".parse().unwrap(), &[])
+            .is_allowed());
+        assert!(!rules
+            .admits_answer("198.51.100.1".parse().unwrap(), &[])
+            .is_allowed());
+        // A domain allow rule vouches for the addresses its names resolve to.
+        let domain = Policy {
+            rules: vec![Rule::allow().domain("intranet.example")],
+            ..Policy::default()
+        };
+        assert!(domain
+            .admits_answer("10.0.0.1".parse().unwrap(), &names(&["intranet.example"]))
+            .is_allowed());
+        assert!(!domain
+            .admits_answer("10.0.0.1".parse().unwrap(), &names(&["other.example"]))
+            .is_allowed());
+    }
+
+    #[test]
+    fn serde_shape() {
+        let policy: Policy = serde_json::from_str(
+            r#"{"default":"allow-all","rules":[{"action":"deny","cidr":"10.0.0.0/8","ports":{"start":1,"end":1024},"protocol":"tcp"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(policy.default, PolicyKind::AllowAll);
+        assert_eq!(
+            policy.rules[0],
+            Rule::deny()
+                .cidr("10.0.0.0/8".parse().unwrap())
+                .ports(1, 1024)
+                .protocol(Protocol::Tcp)
+        );
+    }
+}
