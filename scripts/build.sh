@@ -23,6 +23,10 @@ step "runtime"
 cargo build --quiet -p msb-runtime --release
 install -m 0755 target/release/msb-runtime assets/msb-runtime
 
+step "test tools"
+# The push tool of the image tests; release: it compresses hundreds of MB.
+cargo build --quiet -p msb-oci-testkit --release
+
 step "napi addon"
 npx napi build --platform --release --js index.js --dts index.d.ts >&2
 

@@ -12,7 +12,9 @@ packages=(
     # The VMM and the guest kernel's source and build tools.
     qemu-system-x86 linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev xz-utils
     # Root filesystems for the demo and the tests.
-    busybox-static debootstrap
+    busybox-static debootstrap e2fsprogs
+    # Image tests and benchmarks: loopback registries, credentials, certificates, skopeo.
+    docker-registry apache2-utils openssl skopeo
 )
 msb_ensure_packages "${packages[@]}"
 

@@ -32,8 +32,13 @@ fi
 step "Rust tests"
 cargo test --quiet --workspace
 
-step "fuzz: frame decoder (30 s)"
-cargo fuzz run --sanitizer none frame_decoder -- -max_total_time=30 -print_final_stats=1 2>&1 | tail -n 3
+step "fuzz: frame decoder and layer unpacker (30 s each)"
+for target in frame_decoder layer_unpack; do
+    cargo fuzz run --sanitizer none "$target" -- -max_total_time=30 -print_final_stats=1 2>&1 | tail -n 3
+done
+
+step "loopback registries for the image tests"
+scripts/registry.sh start
 
 step "TypeScript unit and end-to-end tests (real VMs)"
 node --test --test-concurrency=1 --test-timeout=600000 dist/__test__/

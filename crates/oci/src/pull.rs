@@ -1,8 +1,9 @@
 //! Pulling an image: resolve the manifest (an index resolves to linux/amd64),
 //! fetch the config, then for each layer not yet in the cache download it,
 //! verify its digest and size, and unpack it; finally build the image's root
-//! filesystem view. Layers are processed concurrently, so one layer unpacks
-//! while the next downloads.
+//! filesystem view. The missing layers are claimed (locked, in digest order),
+//! downloaded all at once, then unpacked two at a time: downloads run at
+//! network speed instead of competing with unpacking for the CPU and disk.
 //!
 //! Failure handling: registry 5xx answers, 429, timeouts and broken
 //! connections are retried with exponential backoff, and an interrupted
@@ -29,8 +30,8 @@ use crate::store::{self, Store};
 use crate::unpack::{self, Compression, UnpackError, UnpackLimits};
 use crate::view::{self, ViewError};
 
-/// Layers downloaded and unpacked at the same time.
-const PARALLEL_LAYERS: usize = 3;
+/// Layers unpacked at the same time (downloads all run at once).
+const PARALLEL_UNPACKS: usize = 2;
 /// Attempts per registry operation before giving up.
 const ATTEMPTS: u32 = 5;
 /// First retry delay; doubles per attempt.
@@ -176,6 +177,28 @@ fn cache_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> PullError {
     move |source| PullError::Cache { what, source }
 }
 
+/// A layer this pull produces: its lock is held until it is in the cache.
+struct Claim {
+    layer: OciDescriptor,
+    compression: Compression,
+    blob: TempFile,
+    _lock: store::Lock,
+}
+
+struct Fetched {
+    claim: Claim,
+    file: File,
+}
+
+/// A path removed when dropped (a download's blob, whatever happens to it).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Context for one pull: the client, credentials and where to report.
 struct Pull<'a> {
     client: Client,
@@ -219,15 +242,19 @@ pub async fn pull(
         total_bytes: size,
     });
 
-    // Futures collected first: a closure inside the stream combinator would
-    // make the future's Send-ness depend on higher-ranked lifetimes.
-    let layer_pulls: Vec<_> = manifest
-        .layers
-        .iter()
-        .map(|layer| pull.layer(layer))
+    // Claim the missing layers (their locks, in digest order so that two
+    // pulls of overlapping images cannot deadlock), download them all, then
+    // unpack them: downloads are not slowed by unpacking competing for the
+    // CPU and the disk.
+    let claimed = pull.claim_layers(&manifest.layers).await?;
+    let downloads: Vec<_> = claimed.into_iter().map(|claim| pull.fetch(claim)).collect();
+    let fetched = futures::future::try_join_all(downloads).await?;
+    let unpacks: Vec<_> = fetched
+        .into_iter()
+        .map(|layer| pull.unpack(layer))
         .collect();
-    futures::stream::iter(layer_pulls)
-        .buffer_unordered(PARALLEL_LAYERS)
+    futures::stream::iter(unpacks)
+        .buffer_unordered(PARALLEL_UNPACKS)
         .try_collect::<Vec<()>>()
         .await?;
     let rootfs = pull.view(&manifest_digest, &layers).await?;
@@ -386,54 +413,64 @@ impl Pull<'_> {
         }
     }
 
-    /// Makes sure the layer is unpacked in the cache.
-    async fn layer(&self, layer: &OciDescriptor) -> Result<(), PullError> {
-        let digest = layer.digest.clone();
-        let size = layer.size.max(0) as u64;
-        let target = self.store.layer_dir(&digest);
-        if target.is_dir() {
-            (self.progress)(PullEvent::LayerCached { digest, size });
-            return Ok(());
+    /// Locks every layer not yet in the cache, in digest order, and returns
+    /// the claims; reports the others as cached.
+    async fn claim_layers(&self, layers: &[OciDescriptor]) -> Result<Vec<Claim>, PullError> {
+        let mut ordered: Vec<&OciDescriptor> = layers.iter().collect();
+        ordered.sort_by(|a, b| a.digest.cmp(&b.digest));
+        ordered.dedup_by(|a, b| a.digest == b.digest);
+        let mut claims = Vec::new();
+        for layer in ordered {
+            let digest = layer.digest.clone();
+            let size = layer.size.max(0) as u64;
+            let target = self.store.layer_dir(&digest);
+            if target.is_dir() {
+                (self.progress)(PullEvent::LayerCached { digest, size });
+                continue;
+            }
+            let compression =
+                compression_of(&layer.media_type).ok_or_else(|| PullError::UnsupportedLayer {
+                    digest: digest.clone(),
+                    media_type: layer.media_type.clone(),
+                })?;
+            let lock = self
+                .store
+                .lock(&digest)
+                .await
+                .map_err(cache_error(format!("lock layer {digest}")))?;
+            // Another pull (perhaps in another process) may have finished it while we waited.
+            if target.is_dir() {
+                (self.progress)(PullEvent::LayerCached { digest, size });
+                continue;
+            }
+            claims.push(Claim {
+                layer: layer.clone(),
+                compression,
+                blob: TempFile(self.store.temp_path("blob")),
+                _lock: lock,
+            });
         }
-        let compression =
-            compression_of(&layer.media_type).ok_or_else(|| PullError::UnsupportedLayer {
-                digest: digest.clone(),
-                media_type: layer.media_type.clone(),
-            })?;
-        let _lock = self
-            .store
-            .lock(&digest)
-            .await
-            .map_err(cache_error(format!("lock layer {digest}")))?;
-        // Another pull (perhaps in another process) may have finished it while we waited.
-        if target.is_dir() {
-            (self.progress)(PullEvent::LayerCached { digest, size });
-            return Ok(());
-        }
-        let blob_path = self.store.temp_path("blob");
-        let result = self
-            .download_and_unpack(layer, compression, &blob_path)
-            .await;
-        let _ = std::fs::remove_file(&blob_path);
-        result?;
-        (self.progress)(PullEvent::LayerDone { digest, size });
-        Ok(())
+        Ok(claims)
     }
 
-    async fn download_and_unpack(
-        &self,
-        layer: &OciDescriptor,
-        compression: Compression,
-        blob_path: &std::path::Path,
-    ) -> Result<(), PullError> {
-        let digest = layer.digest.clone();
-        let blob = self.download(layer, blob_path).await?;
+    /// Downloads a claimed layer and verifies it.
+    async fn fetch(&self, claim: Claim) -> Result<Fetched, PullError> {
+        let file = self.download(&claim.layer, &claim.blob.0).await?;
+        Ok(Fetched { claim, file })
+    }
+
+    /// Unpacks a downloaded layer into the cache; the claim (lock, blob) ends here.
+    async fn unpack(&self, fetched: Fetched) -> Result<(), PullError> {
+        let Fetched { claim, file } = fetched;
+        let digest = claim.layer.digest.clone();
+        let size = claim.layer.size.max(0) as u64;
         let unpack_dir = self.store.temp_path("layer");
         std::fs::create_dir(&unpack_dir).map_err(cache_error("create an unpack directory"))?;
         let limits = self.options.limits.clone();
         let dir = unpack_dir.clone();
+        let compression = claim.compression;
         let unpacked = tokio::task::spawn_blocking(move || {
-            unpack::unpack_layer(io::BufReader::new(blob), compression, &dir, &limits)
+            unpack::unpack_layer(io::BufReader::new(file), compression, &dir, &limits)
         })
         .await
         .map_err(|e| cache_error("unpack task")(io::Error::other(e)))?;
@@ -442,12 +479,15 @@ impl Pull<'_> {
                 .map_err(cache_error(format!("store layer {digest}")))
                 .inspect_err(|_| {
                     let _ = store::remove_any(&unpack_dir);
-                }),
+                })?,
             Err(source) => {
                 let _ = store::remove_any(&unpack_dir);
-                Err(PullError::Unpack { digest, source })
+                return Err(PullError::Unpack { digest, source });
             }
         }
+        drop(claim);
+        (self.progress)(PullEvent::LayerDone { digest, size });
+        Ok(())
     }
 
     /// Downloads a blob into `path`, resuming after failures, and verifies it.
@@ -523,6 +563,22 @@ impl Pull<'_> {
                                 }
                             }
                             Err(error) => {
+                                let mismatch = error.get_ref().is_some_and(|inner| {
+                                    inner
+                                        .downcast_ref::<oci_client::errors::DigestError>()
+                                        .is_some()
+                                });
+                                if mismatch {
+                                    // The client checked the digest at the end of the body: every
+                                    // byte went through our hasher too.
+                                    let actual = hasher.clone().finalize();
+                                    return Err(verify(&digest, &actual).err().unwrap_or(
+                                        PullError::DigestMismatch {
+                                            digest: digest.clone(),
+                                            actual: "unknown".into(),
+                                        },
+                                    ));
+                                }
                                 failure = Some(self.classify(OciDistributionError::IoError(error)));
                                 break;
                             }

@@ -76,6 +76,37 @@ CREATE TABLE IF NOT EXISTS sandboxes (
 );
 ";
 
+/// Switches the database to WAL once. Changing the journal mode needs an
+/// exclusive lock and SQLite answers "busy" at once instead of waiting, so a
+/// second process opening the database at the same moment retries briefly.
+fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let mut attempt = 0;
+    loop {
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Ok(());
+        }
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+            row.get::<_, String>(0)
+        }) {
+            Ok(_) => return Ok(()),
+            Err(err) if attempt < 50 && is_busy(&err) => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.code == rusqlite::ErrorCode::DatabaseBusy || e.code == rusqlite::ErrorCode::DatabaseLocked
+    )
+}
+
 impl State {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<State> {
@@ -86,11 +117,11 @@ impl State {
         };
         let conn = Connection::open(path).map_err(wrap)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(wrap)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(wrap)?;
+        enable_wal(&conn).map_err(wrap)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(wrap)?;
-        conn.execute_batch(SCHEMA).map_err(wrap)?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+            .map_err(wrap)?;
         Ok(State {
             conn,
             path: display,
@@ -106,10 +137,15 @@ impl State {
 
     /// Records (or re-points) `image.reference`.
     pub fn put_image(&mut self, image: &ImageRecord) -> Result<()> {
-        let tx = self.conn.transaction().map_err(|e| StateError {
-            path: self.path.clone(),
-            source: e,
-        })?;
+        // IMMEDIATE: take the write lock up front, so two writers wait for each
+        // other (busy timeout) instead of failing on a read-to-write upgrade.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| StateError {
+                path: self.path.clone(),
+                source: e,
+            })?;
         let result = (|| {
             tx.execute(
                 "INSERT INTO images (reference, manifest_digest, config_digest, config_json, size, pulled_at)
@@ -338,6 +374,27 @@ mod tests {
         layers.sort();
         assert_eq!(layers, vec!["l1", "l3"]);
         assert!(!state.remove_image("r/a:1").unwrap());
+    }
+
+    #[test]
+    fn many_processes_worth_of_connections_open_and_write_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut state = State::open(&path).unwrap();
+                    state
+                        .put_image(&image(&format!("r/{i}:1"), &format!("m{i}"), &["l"]))
+                        .unwrap();
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(State::open(&path).unwrap().images().unwrap().len(), 8);
     }
 
     #[test]

@@ -154,6 +154,11 @@ impl State {
         system::phase("root assembled");
         nix::unistd::sethostname(&init.hostname)
             .map_err(|err| io_failure("set the hostname", err.into()))?;
+        if let Some(workdir) = &init.workdir {
+            // Like Docker: an image's working directory exists even if no layer made it.
+            std::fs::create_dir_all(workdir)
+                .map_err(|err| io_failure("create the working directory", err))?;
+        }
         self.defaults = Some(Defaults {
             env: init.env,
             workdir: init.workdir,
