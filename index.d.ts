@@ -76,6 +76,7 @@ export interface NativeBootInfo {
   vmPid: number
   bootMs: number
   agentVersion: string
+  publishedPorts: Array<NativePublishedPort>
 }
 
 export interface NativeCredentials {
@@ -172,6 +173,17 @@ export interface NativeLayer {
   size: number
 }
 
+export interface NativeNetworkOptions {
+  policy?: string
+  rules?: Array<NativeRule>
+  blockDomains?: Array<string>
+  blockDomainSuffixes?: Array<string>
+  allowDomains?: Array<string>
+  hosts?: Record<string, Array<string>>
+  dnsServers?: Array<string>
+  maxFlows?: number
+}
+
 export interface NativePatch {
   /** "text", "mkdir", "append" or "copy". */
   kind: string
@@ -184,6 +196,13 @@ export interface NativePatch {
 export interface NativePruneReport {
   images: number
   layers: number
+}
+
+export interface NativePublishedPort {
+  /** Where the host listens, e.g. `127.0.0.1:8080`. */
+  host: string
+  hostPort: number
+  guestPort: number
 }
 
 /** One progress event of an image pull. */
@@ -203,6 +222,15 @@ export interface NativeRegistryOptions {
   caCertificates?: Array<string>
   auth?: Record<string, NativeCredentials>
   dockerConfig?: string
+}
+
+export interface NativeRule {
+  action: string
+  cidr?: string
+  ports?: string
+  protocol?: string
+  domain?: string
+  domainSuffix?: string
 }
 
 export interface NativeTtySize {
@@ -234,4 +262,7 @@ export interface SandboxOptions {
   /** "always", "if-missing" or "never". */
   pullPolicy?: string
   registry?: NativeRegistryOptions
+  network?: NativeNetworkOptions
+  /** Host port (as an object key) to guest port. */
+  ports?: Record<string, number>
 }

@@ -25,6 +25,9 @@ source "$here/lib.sh"
 readonly user=msb password=msb-secret
 readonly token_addr=127.0.0.1:5446
 readonly token_service=msb-test-registry token_issuer=msb-test-token-issuer
+# Identifies the token server in its command line whichever checkout started it: a server left by
+# another clone of this repository (same generation, see `start`) is ours to reuse or stop.
+readonly token_needle="token-server.js --addr $token_addr"
 # name -> port; the names are the runtime subdirectories and the keys of `probe`.
 readonly -A ports=([http]=5000 [tls]=5443 [basic]=5444 [token]=5445)
 readonly names=(http tls basic token)
@@ -246,6 +249,22 @@ probe() {
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# stop_stray PORT NEEDLE
+# Stops the listener on PORT when it is one of ours that lost its pid file (a run of another clone
+# that was killed half-way, say): its command line contains NEEDLE.
+stop_stray() {
+	local port=$1 needle=$2 pid tmp
+	pid=$(ss -Hltnp "sport = :$port" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n1)
+	[[ -n $pid ]] || return 0
+	tmp=$run/stray.pid
+	echo "$pid" >"$tmp"
+	if pid_running "$tmp" "$needle"; then
+		msb_log "stopping pid $pid, an earlier instance on port $port without a pid file"
+		stop_pidfile "$tmp" "$needle"
+	fi
+	rm -f -- "$tmp"
+}
+
 # ensure_running NAME PORT NEEDLE CMD...: leaves NAME running and healthy. NEEDLE identifies our
 # process in its command line (see pid_running). A process of ours that is alive but does not
 # pass its probe within a few seconds is restarted; a port held by anything else is an error.
@@ -258,6 +277,7 @@ ensure_running() {
 		msb_log "$name is running but unhealthy; restarting it"
 	fi
 	stop_pidfile "$pidfile" "$needle"
+	stop_stray "$port" "$needle"
 	if port_in_use "$port"; then
 		msb_die "port $port is taken by a process this script did not start (stop it, or run '${0##*/} stop' if it is an older instance)"
 	fi
@@ -273,7 +293,7 @@ ensure_running() {
 }
 
 start() {
-	msb_ensure_packages docker-registry apache2-utils openssl skopeo curl
+	msb_ensure_packages docker-registry apache2-utils openssl skopeo curl iproute2
 	command -v node >/dev/null || msb_die "node is missing (the token server is a Node.js script)"
 	ensure_pki
 	mkdir -p -- "$run"
@@ -294,7 +314,7 @@ start() {
 	registry=$(dpkg -L docker-registry | grep -m1 -E '^/usr/s?bin/(docker-)?registry$') ||
 		msb_die "docker-registry is installed but dpkg lists no registry binary"
 
-	ensure_running token-server "${token_addr##*:}" "$here/token-server.js" \
+	ensure_running token-server "${token_addr##*:}" "$token_needle" \
 		node "$here/token-server.js" --addr "$token_addr" --key "$pki/token.key" \
 		--cert "$pki/token.pem" --issuer "$token_issuer" --service "$token_service" \
 		--user "$user" --password "$password"
@@ -319,7 +339,7 @@ stop_all() {
 	for name in "${names[@]}"; do
 		stop_pidfile "$run/$name/$name.pid" "$run/$name/config.yml"
 	done
-	stop_pidfile "$run/token-server/token-server.pid" "$here/token-server.js"
+	stop_pidfile "$run/token-server/token-server.pid" "$token_needle"
 	rm -f -- "$run/generation"
 }
 

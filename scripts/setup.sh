@@ -14,7 +14,9 @@ packages=(
     # Root filesystems for the demo and the tests.
     busybox-static debootstrap e2fsprogs
     # Image tests and benchmarks: loopback registries, credentials, certificates, skopeo.
-    docker-registry apache2-utils openssl skopeo
+    docker-registry apache2-utils openssl skopeo curl
+    # Network tests run in network namespaces (scripts/netns-run.sh).
+    iproute2
 )
 msb_ensure_packages "${packages[@]}"
 

@@ -41,6 +41,9 @@ step "loopback registries for the image tests"
 scripts/registry.sh start
 
 step "TypeScript unit and end-to-end tests (real VMs)"
-node --test --test-concurrency=1 --test-timeout=600000 dist/__test__/
+node --test --test-concurrency=1 --test-timeout=600000 dist/__test__/*.test.js
+
+step "network end-to-end tests (real VMs, inside test network namespaces)"
+scripts/netns-run.sh node --test --test-concurrency=1 --test-timeout=600000 dist/__test__/netns/
 
 step "all passed in $((SECONDS - started)) s"

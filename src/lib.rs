@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use msb_engine::{
     Credentials, DirEntry, EngineSettings, ExecControl, ExecEvent, ExecEvents, ExecOptions,
-    FileKind, FileReader, FileStat, FileWriter, HasCode, ImageInfo, Images, Patch, Progress,
-    PullEvent, RegistryOptions, Sandbox, SandboxFs, SandboxOptions as EngineOptions, StdinSource,
-    TtySize, User, WriteOptions,
+    FileKind, FileReader, FileStat, FileWriter, HasCode, ImageInfo, Images, NetworkOptions, Patch,
+    PortOption, Progress, PullEvent, RegistryOptions, RuleOptions, Sandbox, SandboxFs,
+    SandboxOptions as EngineOptions, StdinSource, TtySize, User, WriteOptions,
 };
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -107,6 +107,80 @@ pub struct SandboxOptions {
     /// "always", "if-missing" or "never".
     pub pull_policy: Option<String>,
     pub registry: Option<NativeRegistryOptions>,
+    pub network: Option<NativeNetworkOptions>,
+    /// Host port (as an object key) to guest port.
+    pub ports: Option<HashMap<String, f64>>,
+}
+
+#[napi(object)]
+pub struct NativeRule {
+    pub action: String,
+    pub cidr: Option<String>,
+    pub ports: Option<String>,
+    pub protocol: Option<String>,
+    pub domain: Option<String>,
+    pub domain_suffix: Option<String>,
+}
+
+#[napi(object)]
+pub struct NativeNetworkOptions {
+    pub policy: Option<String>,
+    pub rules: Option<Vec<NativeRule>>,
+    pub block_domains: Option<Vec<String>>,
+    pub block_domain_suffixes: Option<Vec<String>>,
+    pub allow_domains: Option<Vec<String>>,
+    pub hosts: Option<HashMap<String, Vec<String>>>,
+    pub dns_servers: Option<Vec<String>>,
+    pub max_flows: Option<f64>,
+}
+
+#[napi(object)]
+pub struct NativePublishedPort {
+    /// Where the host listens, e.g. `127.0.0.1:8080`.
+    pub host: String,
+    pub host_port: u32,
+    pub guest_port: u32,
+}
+
+fn network_options(options: Option<NativeNetworkOptions>) -> NetworkOptions {
+    let Some(o) = options else {
+        return NetworkOptions::default();
+    };
+    let mut hosts: Vec<(String, Vec<String>)> = o.hosts.unwrap_or_default().into_iter().collect();
+    hosts.sort();
+    NetworkOptions {
+        policy: o.policy,
+        rules: o
+            .rules
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| RuleOptions {
+                action: r.action,
+                cidr: r.cidr,
+                ports: r.ports,
+                protocol: r.protocol,
+                domain: r.domain,
+                domain_suffix: r.domain_suffix,
+            })
+            .collect(),
+        block_domains: o.block_domains.unwrap_or_default(),
+        block_domain_suffixes: o.block_domain_suffixes.unwrap_or_default(),
+        allow_domains: o.allow_domains.unwrap_or_default(),
+        hosts,
+        dns_servers: o.dns_servers,
+        max_flows: o.max_flows,
+    }
+}
+
+fn port_options(ports: Option<HashMap<String, f64>>) -> Vec<PortOption> {
+    let mut pairs: Vec<PortOption> = ports
+        .unwrap_or_default()
+        .into_iter()
+        // A key that is not a number fails the engine's port check, naming it.
+        .map(|(host, guest)| (host.trim().parse::<f64>().unwrap_or(f64::NAN), guest))
+        .collect();
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    pairs
 }
 
 #[napi(object)]
@@ -391,6 +465,7 @@ pub struct NativeBootInfo {
     pub vm_pid: u32,
     pub boot_ms: f64,
     pub agent_version: String,
+    pub published_ports: Vec<NativePublishedPort>,
 }
 
 #[napi(object)]
@@ -526,6 +601,8 @@ pub async fn create_sandbox(
             .collect(),
         pull_policy: options.pull_policy,
         registry: registry_options(options.registry),
+        network: network_options(options.network),
+        ports: port_options(options.ports),
     };
     outcome(
         Sandbox::create(&settings, options, progress(on_progress))
@@ -554,6 +631,15 @@ impl NativeSandbox {
             vm_pid: info.vm_pid,
             boot_ms: info.boot_ms as f64,
             agent_version: info.agent_version.clone(),
+            published_ports: info
+                .published
+                .iter()
+                .map(|(host, guest)| NativePublishedPort {
+                    host: host.to_string(),
+                    host_port: host.port() as u32,
+                    guest_port: *guest as u32,
+                })
+                .collect(),
         }
     }
 

@@ -6,6 +6,7 @@ export type ErrorCode =
   | "INVALID_OPTION"
   | "IMAGE_NOT_FOUND"
   | "SANDBOX_EXISTS"
+  | "PORT_IN_USE"
   | "MISSING_ASSET"
   | "BOOT_FAILED"
   | "PATCH_FAILED"
@@ -65,6 +66,13 @@ export class ImageNotFoundError extends MicrosandboxError {
 export class SandboxExistsError extends MicrosandboxError {
   constructor(message: string) {
     super("SANDBOX_EXISTS", message);
+  }
+}
+
+/** A published port's host address is taken by another process. */
+export class PortInUseError extends MicrosandboxError {
+  constructor(message: string) {
+    super("PORT_IN_USE", message);
   }
 }
 
@@ -249,6 +257,8 @@ export function fromNative(error: Native.NativeError): MicrosandboxError {
       return new ImageNotFoundError(message);
     case "SANDBOX_EXISTS":
       return new SandboxExistsError(message);
+    case "PORT_IN_USE":
+      return new PortInUseError(message);
     case "MISSING_ASSET":
       return new MissingAssetError(message);
     case "BOOT_FAILED":

@@ -12,12 +12,13 @@ export {
   type PullOptions,
   type RegistryOptions,
 } from "./image";
-export type { SandboxOptions, ExecOptions, WriteOptions, TtySize } from "./options";
+export type { SandboxOptions, ExecOptions, WriteOptions, TtySize, NetworkOptions, NetworkRule } from "./options";
 export {
   MicrosandboxError,
   InvalidOptionError,
   ImageNotFoundError,
   SandboxExistsError,
+  PortInUseError,
   MissingAssetError,
   BootFailedError,
   PatchFailedError,

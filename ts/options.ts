@@ -32,6 +32,51 @@ export interface SandboxOptions {
   scripts?: Record<string, string>;
   /** Changes to the sandbox's root made before `create` returns; see `Patch`. */
   patches?: Patch[];
+  /** What the guest may reach. Default: public destinations only. */
+  network?: NetworkOptions;
+  /** Host port (on 127.0.0.1; 0 picks a free one) to guest port, e.g. `{ 8080: 80 }`. */
+  ports?: Record<number, number>;
+}
+
+/**
+ * The guest's network goes through a stack on the host that enforces this.
+ * `public-only` denies loopback, private, link-local (the 169.254.169.254
+ * metadata address included), CGNAT, multicast and their IPv6 and IPv4-mapped
+ * forms; `none` lets nothing out. Rules are tried in order, the first match
+ * decides, then the policy. Denied flows and blocked names are logged to the
+ * sandbox's network.log.
+ */
+export interface NetworkOptions {
+  policy?: "public-only" | "allow-all" | "none";
+  rules?: NetworkRule[];
+  /** Names answered NXDOMAIN, exactly. */
+  blockDomains?: string[];
+  /** Names answered NXDOMAIN by suffix: ".evil.test" blocks evil.test and any name under it. */
+  blockDomainSuffixes?: string[];
+  /** Destinations resolved (through the sandbox's DNS) from these names are allowed. */
+  allowDomains?: string[];
+  /** Names the sandbox's DNS answers itself, e.g. `{ "api.internal": "198.51.100.7" }`. */
+  hosts?: Record<string, string | string[]>;
+  /** Upstream DNS servers (`ip` or `ip:port`). Default: the host's resolv.conf. */
+  dnsServers?: string[];
+  /** Concurrent flows (connections, UDP peers) the guest may hold. Default 256. */
+  maxFlows?: number;
+}
+
+/**
+ * Matchers combine with AND; a rule with none matches everything. A `domain`
+ * or `domainSuffix` matches only addresses this sandbox resolved from such a
+ * name through its own DNS: hard-coding the IP does not match.
+ */
+export interface NetworkRule {
+  action: "allow" | "deny";
+  /** An address or a CIDR range. */
+  cidr?: string;
+  /** A port, or an inclusive range "8000-8100". */
+  ports?: number | string;
+  protocol?: "tcp" | "udp" | "any";
+  domain?: string;
+  domainSuffix?: string;
 }
 
 export interface TtySize {
@@ -84,7 +129,8 @@ type Kind =
   | "patches"
   | "pullPolicy"
   | "object"
-  | "function";
+  | "function"
+  | "ports";
 
 const sandboxShape: Record<keyof SandboxOptions, Kind> = {
   name: "string",
@@ -98,6 +144,8 @@ const sandboxShape: Record<keyof SandboxOptions, Kind> = {
   pullPolicy: "pullPolicy",
   registry: "object",
   onProgress: "function",
+  network: "object",
+  ports: "ports",
 };
 
 const execShape: Record<keyof ExecOptions, Kind> = {
@@ -149,6 +197,8 @@ function matches(kind: Kind, value: unknown): boolean {
       return isRecord(value);
     case "function":
       return typeof value === "function";
+    case "ports":
+      return isRecord(value) && Object.values(value).every((v) => typeof v === "number");
     case "patches":
       return (
         Array.isArray(value) &&
@@ -171,6 +221,7 @@ const descriptions: Record<Kind, string> = {
   pullPolicy: '"always", "if-missing" or "never"',
   object: "an object",
   function: "a function",
+  ports: "an object of host port to guest port numbers",
 };
 
 function checkShape(what: string, options: unknown, shape: Record<string, Kind>, required: string[]): void {
@@ -193,8 +244,47 @@ function checkShape(what: string, options: unknown, shape: Record<string, Kind>,
   }
 }
 
+const networkShape: Record<keyof NetworkOptions, Kind> = {
+  policy: "string",
+  rules: "object",
+  blockDomains: "string[]",
+  blockDomainSuffixes: "string[]",
+  allowDomains: "string[]",
+  hosts: "object",
+  dnsServers: "string[]",
+  maxFlows: "number",
+};
+
 export function checkSandboxOptions(options: unknown): asserts options is SandboxOptions {
   checkShape("options", options, sandboxShape, ["image"]);
+  const { network } = options as SandboxOptions;
+  if (network === undefined) return;
+  for (const [key, value] of Object.entries(network)) {
+    const kind = networkShape[key as keyof NetworkOptions];
+    if (kind === undefined) {
+      throw new InvalidOptionError(
+        `network.${key}: unknown option (known: ${Object.keys(networkShape).join(", ")})`,
+        `network.${key}`,
+      );
+    }
+    const ok = key === "rules" ? Array.isArray(value) && value.every(isRecord) : matches(kind, value);
+    if (value !== undefined && !ok) {
+      const what = key === "rules" ? "an array of rules" : descriptions[kind];
+      throw new InvalidOptionError(`network.${key}: must be ${what}`, `network.${key}`);
+    }
+  }
+}
+
+/** Network options in the addon's shape: rule ports as strings, hosts as lists. */
+export function toNativeNetwork(network: NetworkOptions | undefined) {
+  if (network === undefined) return undefined;
+  return {
+    ...network,
+    rules: network.rules?.map((rule) => ({ ...rule, ports: rule.ports === undefined ? undefined : String(rule.ports) })),
+    hosts:
+      network.hosts &&
+      Object.fromEntries(Object.entries(network.hosts).map(([name, a]) => [name, Array.isArray(a) ? a : [a]])),
+  };
 }
 
 export function checkExecOptions(options: unknown): asserts options is ExecOptions {

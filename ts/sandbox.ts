@@ -4,7 +4,14 @@ import { ExecHandle, ExecOutput, toNativeExecOptions } from "./exec";
 import { SandboxFs } from "./fs";
 import { checkRegistryOptions, toNativePullEvent } from "./image";
 import { assetsDir, native, type Native } from "./native";
-import { checkArgs, checkExecOptions, checkSandboxOptions, type ExecOptions, type SandboxOptions } from "./options";
+import {
+  checkArgs,
+  checkExecOptions,
+  checkSandboxOptions,
+  toNativeNetwork,
+  type ExecOptions,
+  type SandboxOptions,
+} from "./options";
 
 export interface BootInfo {
   /** "kvm" or "tcg". */
@@ -14,6 +21,8 @@ export interface BootInfo {
   /** Milliseconds from VM launch to the guest agent being ready. */
   bootMs: number;
   agentVersion: string;
+  /** Published ports as bound: `host` is `127.0.0.1:<port>` (the real port when 0 was asked). */
+  publishedPorts: { host: string; hostPort: number; guestPort: number }[];
 }
 
 function abortedBeforeStart(signal: AbortSignal | undefined): void {
@@ -47,8 +56,9 @@ export class Sandbox implements AsyncDisposable {
   static async create(options: SandboxOptions): Promise<Sandbox> {
     checkSandboxOptions(options);
     checkRegistryOptions(options.registry);
-    const { onProgress, ...rest } = options;
-    const handle = unwrap(await native.createSandbox(rest, { assetsDir }, toNativePullEvent(onProgress)));
+    const { onProgress, network, ...rest } = options;
+    const nativeOptions = { ...rest, network: toNativeNetwork(network) };
+    const handle = unwrap(await native.createSandbox(nativeOptions, { assetsDir }, toNativePullEvent(onProgress)));
     return new Sandbox(handle);
   }
 

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::InvalidOption;
+use crate::network::{NetworkOptions, PortOption};
 use crate::patch::{self, Patch, SCRIPTS_DIR};
 use msb_oci::RegistryOptions;
 
@@ -30,6 +31,9 @@ pub struct SandboxOptions {
     /// "always", "if-missing" (default) or "never".
     pub pull_policy: Option<String>,
     pub registry: RegistryOptions,
+    pub network: NetworkOptions,
+    /// Host port (0: any free one) to guest port.
+    pub ports: Vec<PortOption>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +73,7 @@ impl PullPolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SandboxConfig {
     pub name: String,
     /// Whether the caller chose the name (a generated one is not worth keeping logs under).
@@ -86,6 +90,8 @@ pub struct SandboxConfig {
     pub patches: Vec<Patch>,
     pub pull_policy: PullPolicy,
     pub registry: RegistryOptions,
+    pub network: NetworkOptions,
+    pub ports: Vec<PortOption>,
 }
 
 impl SandboxOptions {
@@ -122,6 +128,8 @@ impl SandboxOptions {
             patches: self.patches,
             pull_policy,
             registry: self.registry,
+            network: self.network,
+            ports: self.ports,
         })
     }
 }

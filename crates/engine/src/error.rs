@@ -9,6 +9,7 @@ pub enum ErrorCode {
     InvalidOption,
     ImageNotFound,
     SandboxExists,
+    PortInUse,
     MissingAsset,
     BootFailed,
     PatchFailed,
@@ -40,6 +41,7 @@ impl ErrorCode {
             ErrorCode::InvalidOption => "INVALID_OPTION",
             ErrorCode::ImageNotFound => "IMAGE_NOT_FOUND",
             ErrorCode::SandboxExists => "SANDBOX_EXISTS",
+            ErrorCode::PortInUse => "PORT_IN_USE",
             ErrorCode::MissingAsset => "MISSING_ASSET",
             ErrorCode::BootFailed => "BOOT_FAILED",
             ErrorCode::PatchFailed => "PATCH_FAILED",
@@ -129,6 +131,8 @@ pub enum CreateError {
     Image(#[from] crate::images::ImageError),
     #[error("a sandbox named {name:?} is already running")]
     SandboxExists { name: String },
+    #[error("ports: {message}")]
+    PortInUse { message: String },
     #[error("{what} not found at {path}; run the setup script (see README)")]
     MissingAsset { what: &'static str, path: PathBuf },
     #[error(
@@ -170,6 +174,7 @@ impl HasCode for CreateError {
             CreateError::ImageNotFound { .. } => ErrorCode::ImageNotFound,
             CreateError::Image(err) => err.code(),
             CreateError::SandboxExists { .. } => ErrorCode::SandboxExists,
+            CreateError::PortInUse { .. } => ErrorCode::PortInUse,
             CreateError::MissingAsset { .. } => ErrorCode::MissingAsset,
             CreateError::BootFailed { .. } => ErrorCode::BootFailed,
             CreateError::PatchFailed { .. } => ErrorCode::PatchFailed,
@@ -187,6 +192,10 @@ impl HasCode for CreateError {
             },
             CreateError::SandboxExists { .. } => ErrorDetails {
                 field: Some("name".into()),
+                ..Default::default()
+            },
+            CreateError::PortInUse { .. } => ErrorDetails {
+                field: Some("ports".into()),
                 ..Default::default()
             },
             CreateError::BootFailed { console_tail, .. } => ErrorDetails {

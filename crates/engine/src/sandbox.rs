@@ -15,12 +15,13 @@ use std::sync::Arc;
 
 use command_fds::{CommandFdExt, FdMapping};
 use msb_oci::RuntimeConfig;
+use msb_protocol::GuestNetwork;
 use msb_protocol::User;
 use msb_protocol::{GuestInit, RootSpec};
 use msb_runtime::control::{
     files, BootInfo, BootSpec, FromRuntime, RuntimeFailureKind, ToRuntime, LOCK_FD,
 };
-use msb_vmm::{AccelChoice, RootDevice, VmSpec, ROOT_SHARE_TAG, TRANSFER_SHARE_TAG};
+use msb_vmm::{AccelChoice, NetDevice, RootDevice, VmSpec, ROOT_SHARE_TAG, TRANSFER_SHARE_TAG};
 use tokio::process::Child;
 use tokio::sync::Mutex;
 
@@ -31,7 +32,7 @@ use crate::exec::{self, ExecControl, ExecEvents, ExecOptions, ExecOutput};
 use crate::fs::SandboxFs;
 use crate::images::{Images, Progress};
 use crate::paths::EngineSettings;
-use crate::{initramfs, patch};
+use crate::{initramfs, network, patch};
 
 /// The transfer share's directory inside the sandbox directory.
 const TRANSFER_DIR: &str = "transfer";
@@ -92,6 +93,7 @@ impl Sandbox {
         let default_user = image.config.user.as_deref().and_then(parse_image_user);
 
         let dir = settings.sandbox_dir(&config.name);
+        let (net_device, network_config, guest_network) = network_setup(&config, &dir)?;
         fs::create_dir_all(&dir).map_err(io_error("create the sandbox directory"))?;
         let lock = lock_name(&dir, &config.name)?;
         let initramfs = {
@@ -121,6 +123,7 @@ impl Sandbox {
                 transfer_share: Some(transfer.clone()),
                 accel: accel_choice(),
                 kernel_args: guest_debug_args(),
+                net: net_device,
             },
             guest: GuestInit {
                 hostname: config.name.clone(),
@@ -128,9 +131,11 @@ impl Sandbox {
                 env,
                 workdir: workdir.clone(),
                 transfer_tag: Some(TRANSFER_SHARE_TAG.to_string()),
+                network: guest_network,
             },
             sandbox_dir: dir.clone(),
             boot_timeout_ms: BOOT_TIMEOUT_MS,
+            network: network_config,
         };
         match boot(&conn, spec).await {
             Ok(boot) => {
@@ -157,6 +162,10 @@ impl Sandbox {
                 let _ = runtime.wait().await;
                 let _ = images.untrack_sandbox(&config.name).await;
                 let (reason, console_tail) = match failure {
+                    BootFailure::PortInUse(message) => {
+                        let _ = fs::remove_dir_all(if config.named { &transfer } else { &dir });
+                        return Err(CreateError::PortInUse { message });
+                    }
                     BootFailure::Reported {
                         reason,
                         console_tail,
@@ -352,6 +361,32 @@ fn spawn_runtime(
     Ok((child, RuntimeConn::start(ours)))
 }
 
+/// The VM's network device, the host stack's config and the guest's settings.
+/// `MSB_NET_BASELINE=qemu-user` swaps the stack for QEMU's own user network:
+/// the network benchmark's baseline, with no policy at all.
+fn network_setup(config: &SandboxConfig, dir: &Path) -> Result<NetworkSetup, CreateError> {
+    let mac = network::guest_mac();
+    if std::env::var("MSB_NET_BASELINE").as_deref() == Ok("qemu-user") {
+        return Ok((
+            Some(NetDevice::QemuUser { mac }),
+            None,
+            Some(network::qemu_user_guest_network()),
+        ));
+    }
+    let built = config.network.build(&config.ports, dir)?;
+    Ok((
+        Some(NetDevice::Stream { mac }),
+        Some(built.stack),
+        Some(built.guest),
+    ))
+}
+
+type NetworkSetup = (
+    Option<NetDevice>,
+    Option<msb_netstack::NetConfig>,
+    Option<GuestNetwork>,
+);
+
 /// The root filesystem of a sandbox, wherever it came from.
 struct ResolvedImage {
     root: RootDevice,
@@ -434,6 +469,7 @@ fn guest_debug_args() -> Vec<String> {
 }
 
 enum BootFailure {
+    PortInUse(String),
     Reported {
         reason: String,
         console_tail: String,
@@ -450,6 +486,9 @@ async fn boot(conn: &RuntimeConn, spec: BootSpec) -> Result<BootInfo, BootFailur
     conn.close_request(route.id);
     match reply {
         Some(FromRuntime::Booted(info)) => Ok(info),
+        Some(FromRuntime::Failed(failure)) if failure.kind == RuntimeFailureKind::PortInUse => {
+            Err(BootFailure::PortInUse(failure.message))
+        }
         Some(FromRuntime::Failed(failure)) => {
             let reason = match failure.kind {
                 RuntimeFailureKind::Launch => format!("cannot launch the VM: {}", failure.message),

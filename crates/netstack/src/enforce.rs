@@ -3,7 +3,7 @@
 //! handling all go through it so that every denial is logged and counted the same way.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,14 +20,18 @@ pub(crate) struct Enforcer {
 }
 
 impl Enforcer {
-    /// Whether the guest may open a flow to `dst`; a denial is logged and counted.
+    /// Whether the guest may open a flow to `dst` (the host-side destination);
+    /// a denial is logged and counted. `addressed` is the address the guest
+    /// used: domain rules match the names it was resolved from (they differ
+    /// for the gateway, which stands for the host's loopback).
     pub(crate) fn allow_flow(
         &mut self,
         dst: SocketAddr,
+        addressed: IpAddr,
         transport: Transport,
         now: Instant,
     ) -> bool {
-        let names = self.names.lookup(dst.ip(), now);
+        let names = self.names.lookup(addressed, now);
         let decision = self.policy.decide(
             &Destination {
                 ip: dst.ip(),

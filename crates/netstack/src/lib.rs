@@ -19,8 +19,10 @@
 //! The /30 sits in the CGNAT block (`100.64.0.0/10`), which sandboxes never need to reach
 //! (`public-only` denies it) and test networks (10/8, 172.16/12, 192.168/16, documentation
 //! ranges) do not use, so no destination a guest may want is ever "on link". The gateway
-//! answers ARP and ICMP echo for its own address only, and serves DNS on UDP port 53. Nothing
-//! else is reachable on the gateway address, under any policy: it does not lead to the host.
+//! answers ARP and ICMP echo for its own address only, and serves DNS on UDP port 53. Any other
+//! TCP or UDP port of the gateway address stands for the host itself: the flow goes to the
+//! host's `127.0.0.1` on that port, and the policy judges it as a loopback destination
+//! (`public-only` denies it; a rule allowing `127.0.0.1` and a port opens exactly that port).
 //! IPv6 is not routed yet (IPv6 frames are dropped; the stack offers the guest no IPv6 address
 //! or route); AAAA queries are answered like any other, and policy classification already
 //! handles IPv6 and IPv4-mapped addresses.

@@ -382,9 +382,11 @@ impl Engine {
 
     /// A guest SYN for a new flow: policy, limit, then a host connect with the SYN held.
     fn open_tcp(&mut self, key: FlowKey, syn: &[u8], now: Instant) {
-        let dst = SocketAddr::V4(key.remote);
-        let refuse = packet::is_sandbox_link(*key.remote.ip())
-            || !self.enforcer.allow_flow(dst, Transport::Tcp, now)
+        let dst = host_destination(key.remote);
+        let refuse = is_unroutable(key.remote)
+            || !self
+                .enforcer
+                .allow_flow(dst, (*key.remote.ip()).into(), Transport::Tcp, now)
             || self.refuse_for_limit(dst, Transport::Tcp);
         if refuse {
             // No socket listens, so smoltcp answers the SYN with a reset.
@@ -440,7 +442,7 @@ impl Engine {
             }
             return;
         }
-        if packet::is_sandbox_link(*dst.ip()) {
+        if is_unroutable(dst) {
             return;
         }
         let key = FlowKey {
@@ -450,13 +452,15 @@ impl Engine {
         let id = match self.udp_keys.get(&key) {
             Some(&id) => id,
             None => {
-                let remote = SocketAddr::V4(dst);
-                if !self.enforcer.allow_flow(remote, Transport::Udp, now)
+                let remote = host_destination(dst);
+                if !self
+                    .enforcer
+                    .allow_flow(remote, (*dst.ip()).into(), Transport::Udp, now)
                     || self.refuse_for_limit(remote, Transport::Udp)
                 {
                     return;
                 }
-                let flow = match UdpFlow::open(key, now) {
+                let flow = match UdpFlow::open(key, remote, now) {
                     Ok(flow) => flow,
                     Err(error) => {
                         tracing::debug!(%error, %remote, "udp flow not opened");
@@ -726,4 +730,21 @@ impl Engine {
             flow.wake.waker.wake_by_ref();
         }
     }
+}
+
+/// Where a guest flow goes on the host. The gateway address stands for the
+/// host itself: a connection to it is a connection to the host's loopback, and
+/// the policy judges it as such (public-only denies it; a rule for
+/// `127.0.0.1` and a port opens exactly that port).
+pub(crate) fn host_destination(remote: SocketAddrV4) -> SocketAddr {
+    if *remote.ip() == GATEWAY_IPV4 {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), remote.port())
+    } else {
+        SocketAddr::V4(remote)
+    }
+}
+
+/// Addresses of the sandbox link other than the gateway lead nowhere.
+fn is_unroutable(remote: SocketAddrV4) -> bool {
+    packet::is_sandbox_link(*remote.ip()) && *remote.ip() != GATEWAY_IPV4
 }

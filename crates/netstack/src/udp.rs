@@ -28,9 +28,10 @@ pub(crate) struct UdpFlow {
 
 impl UdpFlow {
     /// Opens the host socket for `key`. Must run inside the tokio runtime.
-    pub(crate) fn open(key: FlowKey, now: Instant) -> io::Result<UdpFlow> {
+    /// Opens the host socket to `host` (the guest sees replies come from `key.remote`).
+    pub(crate) fn open(key: FlowKey, host: SocketAddr, now: Instant) -> io::Result<UdpFlow> {
         let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-        socket.connect(SocketAddr::V4(key.remote))?;
+        socket.connect(host)?;
         socket.set_nonblocking(true)?;
         Ok(UdpFlow {
             key,

@@ -491,17 +491,35 @@ async fn a_taken_port_is_a_typed_error() {
 }
 
 #[tokio::test]
-async fn the_gateway_answers_only_dns() {
+async fn the_gateway_stands_for_the_hosts_loopback_and_is_judged_as_such() {
+    let (allowed, allowed_addr) = listener().await;
+    let (other, other_addr) = listener().await;
     let mut config = test_config("gateway");
-    config.policy.default = PolicyKind::AllowAll;
+    config.policy.rules.push(allow_port(allowed_addr.port()));
+    let log = config.clone();
     let mut run = start(config).await;
-    // No TCP service on the gateway, under any policy (it does not lead to the host).
+    let accept = tokio::spawn(async move { allowed.accept().await.is_ok() });
+    // The rule for 127.0.0.1:<port> opens that port through the gateway address...
     let (_, established) = run
         .guest
-        .connect_and_wait(SocketAddrV4::new(GATEWAY_IPV4, 22))
+        .connect_and_wait(SocketAddrV4::new(GATEWAY_IPV4, allowed_addr.port()))
+        .await;
+    assert!(established);
+    assert!(run.guest.run_until(STEP, |_| accept.is_finished()).await);
+    // ...and public-only denies any other loopback port, logged as loopback.
+    let (_, established) = run
+        .guest
+        .connect_and_wait(SocketAddrV4::new(GATEWAY_IPV4, other_addr.port()))
         .await;
     assert!(!established);
-    assert_eq!(run.stats.snapshot().peak_flows, 0);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), other.accept())
+            .await
+            .is_err()
+    );
+    assert!(read_log(&log).contains(&format!(
+        " deny tcp {other_addr} default public-only (loopback)"
+    )));
 }
 
 #[tokio::test]

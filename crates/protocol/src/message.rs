@@ -113,6 +113,19 @@ pub struct GuestInit {
     pub workdir: Option<String>,
     /// Mount tag of the host's read-only transfer share, if there is one.
     pub transfer_tag: Option<String>,
+    /// The network interface's configuration; `None`: loopback only.
+    pub network: Option<GuestNetwork>,
+}
+
+/// Static IPv4 configuration of the guest's one interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestNetwork {
+    pub address: std::net::Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: std::net::Ipv4Addr,
+    /// Written to /etc/resolv.conf.
+    pub nameservers: Vec<std::net::Ipv4Addr>,
+    pub mtu: u32,
 }
 
 /// Where the sandbox's root filesystem comes from.

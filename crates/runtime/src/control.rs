@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use msb_netstack::NetConfig;
 use msb_protocol::{GuestInit, GuestMessage, HostMessage};
 use msb_vmm::{Accel, VmSpec};
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// lock, held for as long as the runtime lives.
 pub const LOCK_FD: i32 = 3;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToRuntime {
     /// First message: start the VM. Answered by `Booted` or `Failed`.
     Boot(Box<BootSpec>),
@@ -34,7 +35,7 @@ pub enum FromRuntime {
     Failed(RuntimeFailure),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BootSpec {
     pub vm: VmSpec,
     pub guest: GuestInit,
@@ -42,6 +43,8 @@ pub struct BootSpec {
     pub sandbox_dir: PathBuf,
     /// From launch to the agent's `Ready`.
     pub boot_timeout_ms: u64,
+    /// The host-side network stack, for a VM whose `net` is a stream.
+    pub network: Option<NetConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +54,8 @@ pub struct BootInfo {
     pub agent_version: String,
     /// From launch to the agent's `Ready`.
     pub boot_ms: u64,
+    /// Published ports: the host address bound (the real port when 0 was asked) and the guest port.
+    pub published: Vec<(std::net::SocketAddr, u16)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +81,8 @@ pub enum RuntimeFailureKind {
     Launch,
     /// The VM started but the agent never became ready.
     Boot,
+    /// A published port's host address is taken.
+    PortInUse,
     /// The client broke the protocol (e.g. a request before `Boot`).
     BadRequest,
 }

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
+use msb_netstack::{NetError, NetStack};
 use msb_protocol::{
     check_version, Envelope, FrameCodec, FsRequest, GuestMessage, HostMessage, NO_REQUEST,
 };
@@ -61,7 +62,30 @@ pub async fn run(client: UnixStream) -> std::io::Result<()> {
         }
     };
 
-    let mut vm = match Vm::launch(&spec) {
+    // The network first: a published port that is taken fails the boot
+    // before any VM starts.
+    let network = match &spec.network {
+        None => None,
+        Some(config) => match NetStack::new(config.clone()).await {
+            Ok(stack) => Some(stack),
+            Err(err) => {
+                let kind = match err {
+                    NetError::PortInUse { .. } => RuntimeFailureKind::PortInUse,
+                    _ => RuntimeFailureKind::Launch,
+                };
+                let failure = failure(kind, error_chain(&err));
+                let _ = client
+                    .send(Envelope::new(boot_id, FromRuntime::Failed(failure)))
+                    .await;
+                return Ok(());
+            }
+        },
+    };
+    let published = network
+        .as_ref()
+        .map(NetStack::published)
+        .unwrap_or_default();
+    let mut vm = match Vm::launch(&spec, network) {
         Ok(vm) => vm,
         Err(failure) => {
             let _ = client
@@ -79,7 +103,11 @@ pub async fn run(client: UnixStream) -> std::io::Result<()> {
         }
     };
     match booted {
-        Ok(info) => {
+        Ok(mut info) => {
+            info.published = published
+                .iter()
+                .map(|(mapping, bound)| (*bound, mapping.guest_port))
+                .collect();
             tracing::info!(accel = ?info.accel, boot_ms = info.boot_ms, "sandbox ready");
             client
                 .send(Envelope::new(boot_id, FromRuntime::Booted(info)))
@@ -117,7 +145,7 @@ struct Vm {
 }
 
 impl Vm {
-    fn launch(spec: &BootSpec) -> Result<Vm, RuntimeFailure> {
+    fn launch(spec: &BootSpec, network: Option<NetStack>) -> Result<Vm, RuntimeFailure> {
         let launch_failure = |what: &str, err: &dyn std::fmt::Display| {
             failure(RuntimeFailureKind::Launch, format!("{what}: {err}"))
         };
@@ -127,15 +155,31 @@ impl Vm {
             socket_pair().map_err(|e| launch_failure("console channel", &e))?;
         let vmm_log = spec.sandbox_dir.join(files::VMM_LOG);
         let vmm_log_file = File::create(&vmm_log).map_err(|e| launch_failure("vmm log", &e))?;
+        let (net_host, net_guest) = match network {
+            Some(_) => {
+                let (host, guest) =
+                    socket_pair().map_err(|e| launch_failure("network link", &e))?;
+                (Some(host), Some(guest.into()))
+            }
+            None => (None, None),
+        };
         let links = GuestLinks {
             agent: agent_guest.into(),
             console: console_guest.into(),
+            net: net_guest,
         };
         let launched = Instant::now();
         let process = Qemu::from_env()
             .launch(&spec.vm, links, vmm_log_file)
             .map_err(|e| launch_failure("cannot start the VM", &error_chain(&e)))?;
 
+        if let (Some(stack), Some(link)) = (network, net_host) {
+            tokio::spawn(async move {
+                if let Err(err) = stack.run(link).await {
+                    tracing::warn!(%err, "network stack stopped");
+                }
+            });
+        }
         let console_tail = ConsoleTail::default();
         let console_path = spec.sandbox_dir.join(files::CONSOLE_LOG);
         let tail = console_tail.clone();
@@ -192,6 +236,7 @@ impl Vm {
             vm_pid: self.process.child.id().unwrap_or(0),
             agent_version: hello.agent_version,
             boot_ms: self.launched.elapsed().as_millis() as u64,
+            published: vec![],
         })
     }
 

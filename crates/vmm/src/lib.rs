@@ -37,6 +37,19 @@ pub struct VmSpec {
     pub accel: AccelChoice,
     /// Appended to the kernel command line.
     pub kernel_args: Vec<String>,
+    /// The guest's network interface, if it has one.
+    pub net: Option<NetDevice>,
+}
+
+/// Where the guest's Ethernet frames go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetDevice {
+    /// To the host-side stack over [`GuestLinks::net`] (frames with a 4-byte
+    /// big-endian length prefix). `mac` is the guest's address, `aa:bb:...`.
+    Stream { mac: String },
+    /// To QEMU's own user-mode network (slirp). Only the network benchmark
+    /// uses it, as the baseline our stack is measured against.
+    QemuUser { mac: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +103,8 @@ pub struct GuestLinks {
     pub agent: OwnedFd,
     /// Stream socket receiving the kernel console.
     pub console: OwnedFd,
+    /// Stream socket carrying Ethernet frames, for [`NetDevice::Stream`].
+    pub net: Option<OwnedFd>,
 }
 
 /// A VM running as a child process. Dropping it kills the process.

@@ -9,13 +9,14 @@ use std::process::Stdio;
 use command_fds::{CommandFdExt, FdMapping};
 
 use crate::{
-    Accel, Backend, GuestLinks, LaunchError, RootDevice, VmProcess, VmSpec, ROOT_SHARE_TAG,
-    TRANSFER_SHARE_TAG,
+    Accel, Backend, GuestLinks, LaunchError, NetDevice, RootDevice, VmProcess, VmSpec,
+    ROOT_SHARE_TAG, TRANSFER_SHARE_TAG,
 };
 
 /// Fd numbers the links get inside QEMU.
 const AGENT_FD: i32 = 3;
 const CONSOLE_FD: i32 = 4;
+const NET_FD: i32 = 5;
 
 /// Kernel arguments every guest gets. `reboot=t`: with no ACPI a triple fault is
 /// the fast way out, and QEMU runs with `-no-reboot`, so the guest's reboot ends
@@ -62,11 +63,12 @@ impl Backend for Qemu {
             .stdout(Stdio::null())
             .stderr(vmm_log)
             .kill_on_drop(true);
+        let mut mappings = vec![map(links.agent, AGENT_FD), map(links.console, CONSOLE_FD)];
+        if let Some(net) = links.net {
+            mappings.push(map(net, NET_FD));
+        }
         command
-            .fd_mappings(vec![
-                map(links.agent, AGENT_FD),
-                map(links.console, CONSOLE_FD),
-            ])
+            .fd_mappings(mappings)
             .expect("the link fd numbers are distinct");
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
@@ -158,7 +160,25 @@ fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
     .map(|s| s.to_string())
     .chain(root_args(&spec.root))
     .chain(transfer_args(spec))
+    .chain(net_args(spec.net.as_ref()))
     .collect()
+}
+
+fn net_args(net: Option<&NetDevice>) -> Vec<String> {
+    let (netdev, mac) = match net {
+        None => return vec![],
+        Some(NetDevice::Stream { mac }) => (
+            format!("stream,id=net0,addr.type=fd,addr.str={NET_FD}"),
+            mac,
+        ),
+        Some(NetDevice::QemuUser { mac }) => ("user,id=net0".to_string(), mac),
+    };
+    vec![
+        "-netdev".into(),
+        netdev,
+        "-device".into(),
+        format!("virtio-net-device,netdev=net0,mac={mac}"),
+    ]
 }
 
 fn root_args(root: &RootDevice) -> Vec<String> {
@@ -221,6 +241,9 @@ mod tests {
             transfer_share: Some("/sandboxes/x/transfer".into()),
             accel: AccelChoice::Tcg,
             kernel_args: vec!["msb.extra=1".into()],
+            net: Some(NetDevice::Stream {
+                mac: "02:00:00:00:00:02".into(),
+            }),
         }
     }
 
@@ -271,6 +294,22 @@ mod tests {
             ["file=/images/root.ext4,if=none,id=root,format=raw,readonly=on"]
         );
         assert!(value_after(&args, "-device").contains(&"virtio-blk-device,drive=root"));
+    }
+
+    #[test]
+    fn the_network_is_a_stream_on_an_inherited_fd() {
+        let args = qemu_args(&spec(), Accel::Tcg);
+        assert_eq!(
+            value_after(&args, "-netdev"),
+            ["stream,id=net0,addr.type=fd,addr.str=5"]
+        );
+        assert!(value_after(&args, "-device")
+            .contains(&"virtio-net-device,netdev=net0,mac=02:00:00:00:00:02"));
+        let offline = VmSpec {
+            net: None,
+            ..spec()
+        };
+        assert!(value_after(&qemu_args(&offline, Accel::Tcg), "-netdev").is_empty());
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod channel;
 mod exec;
 mod fs;
 mod input;
+mod net;
 mod pty;
 mod pump;
 mod reaper;

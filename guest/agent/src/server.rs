@@ -154,6 +154,8 @@ impl State {
         system::phase("root assembled");
         nix::unistd::sethostname(&init.hostname)
             .map_err(|err| io_failure("set the hostname", err.into()))?;
+        crate::net::configure(init.network.as_ref(), &init.hostname)
+            .map_err(|err| io_failure("configure the network", err))?;
         if let Some(workdir) = &init.workdir {
             // Like Docker: an image's working directory exists even if no layer made it.
             std::fs::create_dir_all(workdir)

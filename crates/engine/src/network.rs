@@ -1,0 +1,390 @@
+//! Network options as callers give them, validated into the stack's config
+//! ([`msb_netstack::NetConfig`]) and the guest's interface settings.
+//!
+//! Defaults: policy `public-only`, DNS forwarded to the host's nameservers,
+//! no published ports.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use msb_netstack::{
+    DnsConfig, Limits, NetConfig, Policy, PolicyKind, PortMapping, PortProtocol, Protocol, Rule,
+};
+use msb_protocol::GuestNetwork;
+
+use crate::error::InvalidOption;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleOptions {
+    /// "allow" or "deny".
+    pub action: String,
+    pub cidr: Option<String>,
+    /// A port ("443") or an inclusive range ("8000-8100").
+    pub ports: Option<String>,
+    /// "tcp", "udp" or "any" (default).
+    pub protocol: Option<String>,
+    pub domain: Option<String>,
+    pub domain_suffix: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NetworkOptions {
+    /// "public-only" (default), "allow-all" or "none".
+    pub policy: Option<String>,
+    pub rules: Vec<RuleOptions>,
+    pub block_domains: Vec<String>,
+    pub block_domain_suffixes: Vec<String>,
+    pub allow_domains: Vec<String>,
+    /// Names the stack's DNS answers itself: name, addresses.
+    pub hosts: Vec<(String, Vec<String>)>,
+    /// Upstream DNS servers (`ip` or `ip:port`); `None`: the host's resolv.conf.
+    pub dns_servers: Option<Vec<String>>,
+    /// Concurrent flows a sandbox may hold (default 256).
+    pub max_flows: Option<f64>,
+}
+
+/// Host port (0 picks a free one) published to a guest port.
+pub type PortOption = (f64, f64);
+
+/// What a validated network becomes.
+pub struct Network {
+    pub stack: NetConfig,
+    pub guest: GuestNetwork,
+}
+
+fn port(field: &str, value: f64, allow_zero: bool) -> Result<u16, InvalidOption> {
+    let min = if allow_zero { 0.0 } else { 1.0 };
+    if value.fract() != 0.0 || !(min..=65535.0).contains(&value) {
+        return Err(InvalidOption::new(
+            field,
+            format!("{value} is not a port number"),
+        ));
+    }
+    Ok(value as u16)
+}
+
+fn rule(index: usize, options: &RuleOptions) -> Result<Rule, InvalidOption> {
+    let field = |name: &str| format!("network.rules[{index}].{name}");
+    let mut rule = match options.action.as_str() {
+        "allow" => Rule::allow(),
+        "deny" => Rule::deny(),
+        other => {
+            return Err(InvalidOption::new(
+                field("action"),
+                format!("{other:?} is not \"allow\" or \"deny\""),
+            ))
+        }
+    };
+    if let Some(cidr) = &options.cidr {
+        // A bare address means that address alone.
+        let parsed = cidr
+            .parse()
+            .or_else(|_| cidr.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| InvalidOption::new(field("cidr"), format!("{cidr:?} is not a CIDR")))?;
+        rule = rule.cidr(parsed);
+    }
+    if let Some(ports) = &options.ports {
+        let bad = || {
+            InvalidOption::new(
+                field("ports"),
+                format!("{ports:?} is not a port or a range"),
+            )
+        };
+        let (start, end) = match ports.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<u16>(), b.trim().parse::<u16>()),
+            None => (ports.trim().parse::<u16>(), ports.trim().parse::<u16>()),
+        };
+        let (start, end) = (start.map_err(|_| bad())?, end.map_err(|_| bad())?);
+        if start == 0 || start > end {
+            return Err(bad());
+        }
+        rule = rule.ports(start, end);
+    }
+    rule.protocol = match options.protocol.as_deref() {
+        None | Some("any") => Protocol::Any,
+        Some("tcp") => Protocol::Tcp,
+        Some("udp") => Protocol::Udp,
+        Some(other) => {
+            return Err(InvalidOption::new(
+                field("protocol"),
+                format!("{other:?} is not \"tcp\", \"udp\" or \"any\""),
+            ))
+        }
+    };
+    if let Some(domain) = &options.domain {
+        rule = rule.domain(domain);
+    }
+    if let Some(suffix) = &options.domain_suffix {
+        rule = rule.domain_suffix(suffix);
+    }
+    Ok(rule)
+}
+
+impl NetworkOptions {
+    /// Validates the options; `dir` receives the network log.
+    pub fn build(&self, ports: &[PortOption], dir: &Path) -> Result<Network, InvalidOption> {
+        let default = match self.policy.as_deref() {
+            None | Some("public-only") => PolicyKind::PublicOnly,
+            Some("allow-all") => PolicyKind::AllowAll,
+            Some("none") => PolicyKind::None,
+            Some(other) => {
+                return Err(InvalidOption::new(
+                    "network.policy",
+                    format!("{other:?} is not \"public-only\", \"allow-all\" or \"none\""),
+                ))
+            }
+        };
+        let rules = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| rule(i, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut hosts = Vec::new();
+        for (name, addresses) in &self.hosts {
+            let parsed = addresses
+                .iter()
+                .map(|a| a.parse::<IpAddr>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| {
+                    InvalidOption::new(
+                        format!("network.hosts.{name}"),
+                        format!("{addresses:?} are not IP addresses"),
+                    )
+                })?;
+            hosts.push((name.clone(), parsed));
+        }
+        let upstream = match &self.dns_servers {
+            None => msb_netstack::system_nameservers(),
+            Some(servers) => servers
+                .iter()
+                .map(|s| {
+                    s.parse::<SocketAddr>()
+                        .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                        .map_err(|_| {
+                            InvalidOption::new(
+                                "network.dnsServers",
+                                format!("{s:?} is not an address"),
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let mut limits = Limits::default();
+        if let Some(max) = self.max_flows {
+            if max.fract() != 0.0 || !(1.0..=65536.0).contains(&max) {
+                return Err(InvalidOption::new(
+                    "network.maxFlows",
+                    format!("must be an integer from 1 to 65536, got {max}"),
+                ));
+            }
+            limits.max_flows = max as usize;
+        }
+        let ports = ports
+            .iter()
+            .map(|&(host, guest)| {
+                let host = port("ports", host, true)?;
+                let guest = port(&format!("ports.{host}"), guest, false)?;
+                Ok(PortMapping {
+                    host: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), host),
+                    guest_port: guest,
+                    protocol: PortProtocol::Tcp,
+                })
+            })
+            .collect::<Result<Vec<_>, InvalidOption>>()?;
+        let stack = NetConfig {
+            policy: Policy {
+                default,
+                rules,
+                block_domains: self.block_domains.clone(),
+                block_domain_suffixes: self.block_domain_suffixes.clone(),
+                allow_domains: self.allow_domains.clone(),
+            },
+            dns: DnsConfig { hosts, upstream },
+            ports,
+            limits,
+            log_path: Some(dir.join(NETWORK_LOG)),
+        };
+        stack
+            .validate()
+            .map_err(|e| InvalidOption::new(option_field(&e.field), e.problem))?;
+        Ok(Network {
+            stack,
+            guest: stack_guest_network(),
+        })
+    }
+}
+
+/// The sandbox's network log, in its directory.
+pub const NETWORK_LOG: &str = "network.log";
+
+/// The interface settings matching the host-side stack.
+pub fn stack_guest_network() -> GuestNetwork {
+    GuestNetwork {
+        address: msb_netstack::GUEST_IPV4,
+        prefix_len: msb_netstack::PREFIX_LEN,
+        gateway: msb_netstack::GATEWAY_IPV4,
+        nameservers: vec![msb_netstack::GATEWAY_IPV4],
+        mtu: msb_netstack::MTU as u32,
+    }
+}
+
+/// QEMU user networking's fixed addressing (the network benchmark's baseline).
+pub fn qemu_user_guest_network() -> GuestNetwork {
+    GuestNetwork {
+        address: Ipv4Addr::new(10, 0, 2, 15),
+        prefix_len: 24,
+        gateway: Ipv4Addr::new(10, 0, 2, 2),
+        nameservers: vec![Ipv4Addr::new(10, 0, 2, 3)],
+        mtu: 1500,
+    }
+}
+
+pub fn guest_mac() -> String {
+    msb_netstack::GUEST_MAC.to_string()
+}
+
+/// The stack's name for a config field as the caller spelled the option
+/// (`policy.block_domain_suffixes[0]` → `network.blockDomainSuffixes[0]`).
+fn option_field(stack_field: &str) -> String {
+    let field = stack_field
+        .strip_prefix("policy.")
+        .or_else(|| stack_field.strip_prefix("dns."))
+        .unwrap_or(stack_field);
+    if field.starts_with("ports") {
+        return camel_case(field);
+    }
+    format!("network.{}", camel_case(field))
+}
+
+/// `block_domain_suffixes[0]` → `blockDomainSuffixes[0]`.
+fn camel_case(field: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in field.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(options: NetworkOptions, ports: &[PortOption]) -> Result<Network, InvalidOption> {
+        options.build(ports, Path::new("/tmp/x"))
+    }
+
+    #[test]
+    fn defaults_to_public_only_with_the_log_in_the_sandbox_dir() {
+        let network = build(NetworkOptions::default(), &[]).unwrap();
+        assert_eq!(network.stack.policy.default, PolicyKind::PublicOnly);
+        assert_eq!(
+            network.stack.log_path.as_deref(),
+            Some(Path::new("/tmp/x/network.log"))
+        );
+        assert_eq!(network.guest.address, msb_netstack::GUEST_IPV4);
+    }
+
+    #[test]
+    fn rules_ports_and_hosts_are_parsed_with_field_names_in_errors() {
+        let options = NetworkOptions {
+            policy: Some("allow-all".into()),
+            rules: vec![RuleOptions {
+                action: "allow".into(),
+                cidr: Some("127.0.0.1".into()),
+                ports: Some("8000-8001".into()),
+                protocol: Some("tcp".into()),
+                ..Default::default()
+            }],
+            hosts: vec![("api.test".into(), vec!["198.51.100.1".into()])],
+            dns_servers: Some(vec!["198.51.100.53".into(), "198.51.100.54:5353".into()]),
+            ..Default::default()
+        };
+        let network = build(options, &[(8080.0, 80.0), (0.0, 22.0)]).unwrap();
+        let rule = &network.stack.policy.rules[0];
+        assert_eq!(
+            rule.ports,
+            Some(msb_netstack::PortRange {
+                start: 8000,
+                end: 8001
+            })
+        );
+        assert_eq!(rule.cidr.unwrap().to_string(), "127.0.0.1/32");
+        assert_eq!(network.stack.ports[0].host.port(), 8080);
+        assert_eq!(network.stack.dns.upstream[1].port(), 5353);
+
+        let field = |o: NetworkOptions, p: &[PortOption]| build(o, p).err().unwrap().field;
+        assert_eq!(
+            field(
+                NetworkOptions {
+                    policy: Some("open".into()),
+                    ..Default::default()
+                },
+                &[]
+            ),
+            "network.policy"
+        );
+        let bad_rule = |r: RuleOptions| NetworkOptions {
+            rules: vec![r],
+            ..Default::default()
+        };
+        assert_eq!(
+            field(
+                bad_rule(RuleOptions {
+                    action: "maybe".into(),
+                    ..Default::default()
+                }),
+                &[]
+            ),
+            "network.rules[0].action"
+        );
+        assert_eq!(
+            field(
+                bad_rule(RuleOptions {
+                    action: "deny".into(),
+                    cidr: Some("10.0.0.0/33".into()),
+                    ..Default::default()
+                }),
+                &[]
+            ),
+            "network.rules[0].cidr"
+        );
+        assert_eq!(
+            field(
+                bad_rule(RuleOptions {
+                    action: "deny".into(),
+                    ports: Some("9-1".into()),
+                    ..Default::default()
+                }),
+                &[]
+            ),
+            "network.rules[0].ports"
+        );
+        assert_eq!(
+            field(NetworkOptions::default(), &[(70000.0, 80.0)]),
+            "ports"
+        );
+        assert_eq!(
+            field(NetworkOptions::default(), &[(8080.0, 0.0)]),
+            "ports.8080"
+        );
+        assert_eq!(
+            field(
+                NetworkOptions {
+                    block_domain_suffixes: vec!["bad name!".into()],
+                    ..Default::default()
+                },
+                &[]
+            ),
+            "network.blockDomainSuffixes[0]"
+        );
+    }
+}
