@@ -122,7 +122,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_flows: 256,
-            tcp_buffer: 64 * 1024,
+            tcp_buffer: 256 * 1024,
             tcp_connect_timeout: Duration::from_secs(10),
             udp_idle_timeout: Duration::from_secs(60),
             dns_timeout: Duration::from_secs(3),

@@ -224,7 +224,7 @@ mod tests {
 
     fn udp_frame_from_guest(dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
         // Build with the same writer, then swap the roles of the addresses.
-        let mut device = LinkDevice::new(1 << 16);
+        let mut device = LinkDevice::new(1 << 18);
         assert!(write_udp_frame(&mut device, GUEST_MAC, dst, 5353, payload));
         let mut frame = device.out.pending()[4..].to_vec();
         let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
@@ -274,7 +274,7 @@ mod tests {
 
     #[test]
     fn oversized_datagrams_are_not_queued() {
-        let mut device = LinkDevice::new(1 << 16);
+        let mut device = LinkDevice::new(1 << 18);
         let src = SocketAddrV4::new(Ipv4Addr::new(1, 1, 1, 1), 53);
         assert!(write_udp_frame(
             &mut device,

@@ -104,6 +104,8 @@ pub(crate) struct Engine {
     tcp_keys: HashMap<FlowKey, FlowId>,
     udp: HashMap<FlowId, Flow<UdpFlow>>,
     udp_keys: HashMap<FlowKey, FlowId>,
+    /// Where host datagrams land before they are framed: one frame's worth, allocated once.
+    udp_scratch: Vec<u8>,
     ready: Arc<ReadyQueue>,
     ready_ids: Vec<FlowId>,
     next_id: FlowId,
@@ -148,6 +150,7 @@ impl Engine {
             tcp_keys: HashMap::new(),
             udp: HashMap::new(),
             udp_keys: HashMap::new(),
+            udp_scratch: vec![0; crate::udp::SCRATCH_LEN],
             ready: Arc::new(ReadyQueue::default()),
             ready_ids: Vec::new(),
             next_id: 0,
@@ -593,8 +596,13 @@ impl Engine {
             } else if let Some(flow) = self.udp.get_mut(&id) {
                 flow.wake.flow.clear();
                 let mut cx = Context::from_waker(&flow.wake.waker);
-                flow.inner
-                    .service(&mut cx, &mut self.device, self.guest_mac, now);
+                flow.inner.service(
+                    &mut cx,
+                    &mut self.device,
+                    &mut self.udp_scratch,
+                    self.guest_mac,
+                    now,
+                );
             }
         }
         ids.clear();

@@ -19,6 +19,9 @@ use crate::stack::FlowKey;
 
 /// Datagrams relayed to the guest per service of one flow before others get a turn.
 const BUDGET: usize = 64;
+/// The receive buffer `service` needs: one byte more than fits a frame, to tell "too big" from
+/// "exactly fits".
+pub(crate) const SCRATCH_LEN: usize = MAX_UDP_PAYLOAD + 1;
 
 pub(crate) struct UdpFlow {
     pub(crate) key: FlowKey,
@@ -57,13 +60,12 @@ impl UdpFlow {
         &mut self,
         cx: &mut Context<'_>,
         device: &mut LinkDevice,
+        scratch: &mut [u8],
         guest_mac: EthernetAddress,
         now: Instant,
     ) {
-        // One byte more than fits a frame, to tell "too big" from "exactly fits".
-        let mut buf = [0u8; MAX_UDP_PAYLOAD + 1];
         for _ in 0..BUDGET {
-            let mut read = ReadBuf::new(&mut buf);
+            let mut read = ReadBuf::new(scratch);
             match self.socket.poll_recv(cx, &mut read) {
                 Poll::Ready(Ok(())) => {
                     self.last_active = now;
