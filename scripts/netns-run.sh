@@ -2,26 +2,32 @@
 # Runs a command inside a network namespace built for the network tests, so
 # that no packet can leave this machine whatever a policy says:
 #
-#   msb-sbx   the sandbox side: the test process, its runtimes and VMs run here.
+#   msb-sbx-PID   the sandbox side: the test process, its runtimes and VMs run here.
 #             Only loopback and two veth links; no route to any real network.
-#   msb-pub   a "public" test host, 198.51.100.10 (TEST-NET-2, which the
+#   msb-pub-PID   a "public" test host, 198.51.100.10 (TEST-NET-2, which the
 #             policy treats as public).
-#   msb-priv  a host holding the addresses public-only must refuse:
+#   msb-priv-PID  a host holding the addresses public-only must refuse:
 #             10.0.0.10, 172.16.0.10, 192.168.1.10 and 169.254.169.254.
 #
-# Usage: scripts/netns-run.sh COMMAND [ARG]...   (as root). The namespaces are
-# removed when the command ends; the command sees MSB_NETNS_SANDBOX=msb-sbx and
-# MSB_NETNS_PUBLIC=msb-pub, MSB_NETNS_PRIVATE=msb-priv.
+# Usage: scripts/netns-run.sh COMMAND [ARG]...   (as root). PID is this script's
+# pid, so concurrent runs (two clones testing at once) do not meet. The namespaces
+# are removed when the command ends, and those of runs that died are removed by the
+# next run; the command sees their names in MSB_NETNS_SANDBOX, MSB_NETNS_PUBLIC
+# and MSB_NETNS_PRIVATE.
 set -euo pipefail
 [[ $(id -u) -eq 0 ]] || { echo "netns-run.sh: needs root (ip netns)" >&2; exit 1; }
 command -v ip >/dev/null || { echo "netns-run.sh: iproute2 is missing" >&2; exit 1; }
 
-sbx=msb-sbx pub=msb-pub priv=msb-priv
+sbx=msb-sbx-$$ pub=msb-pub-$$ priv=msb-priv-$$
 cleanup() {
     for ns in "$sbx" "$pub" "$priv"; do ip netns del "$ns" 2>/dev/null || true; done
 }
-cleanup
 trap cleanup EXIT
+# Namespaces left by runs whose script no longer lives.
+for ns in $(ip netns list | awk '{print $1}'); do
+    [[ $ns =~ ^msb-(sbx|pub|priv)-([0-9]+)$ ]] || continue
+    kill -0 "${BASH_REMATCH[2]}" 2>/dev/null || ip netns del "$ns" 2>/dev/null || true
+done
 
 for ns in "$sbx" "$pub" "$priv"; do
     ip netns add "$ns"

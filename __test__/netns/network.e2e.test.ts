@@ -19,6 +19,13 @@ const PRIVATE = ["10.0.0.10", "172.16.0.10", "192.168.1.10"];
 const METADATA = "169.254.169.254";
 /** The guest's gateway: it stands for the host (the sandbox's namespace). */
 const GATEWAY = "100.96.0.1";
+/** What the upstream resolver on the public test host answers. */
+const UPSTREAM_RECORDS: Record<string, string> = {
+  "public.up.test": PUBLIC,
+  "rebind.up.test": PRIVATE[0],
+  "metadata.up.test": METADATA,
+  "loopback.up.test": "127.0.0.1",
+};
 
 const home = isolatedHome("network");
 let busybox: string;
@@ -90,7 +97,9 @@ before(async () => {
   }
   busybox = busyboxRoot();
   python = pythonRoot();
-  publicSeen = await startServers(process.env.MSB_NETNS_PUBLIC!, [PUBLIC]);
+  // The public host is also an upstream resolver whose answers the tests choose.
+  const upstream = Object.entries(UPSTREAM_RECORDS).map(([name, ip]) => `dns:${name}=${ip}`);
+  publicSeen = await startServers(process.env.MSB_NETNS_PUBLIC!, [PUBLIC, ...upstream]);
   privateSeen = await startServers(process.env.MSB_NETNS_PRIVATE!, [...PRIVATE, METADATA]);
 });
 
@@ -243,6 +252,40 @@ print(attempt("host.loop.test"))`,
     } finally {
       loopback.close();
     }
+  });
+});
+
+describe("DNS from an upstream resolver", () => {
+  test("answers pointing at denied ranges are refused inside the guest (rebinding) and logged", async () => {
+    await withSandbox(python, { dnsServers: [PUBLIC] }, async (sb) => {
+      const out = await sb.exec("python3", [
+        "-c",
+        `import socket, urllib.request
+for name in ${JSON.stringify(Object.keys(UPSTREAM_RECORDS))}:
+    try:
+        print(name, socket.gethostbyname(name))
+    except socket.gaierror as e:
+        print(name, "unresolved")
+print(urllib.request.urlopen("http://public.up.test/", timeout=5).read().decode().strip())`,
+      ]);
+      assert.equal(out.stderr(), "");
+      assert.equal(
+        out.stdout(),
+        [
+          `public.up.test ${PUBLIC}`,
+          "rebind.up.test unresolved",
+          "metadata.up.test unresolved",
+          "loopback.up.test unresolved",
+          `hello from ${PUBLIC}`,
+          "",
+        ].join("\n"),
+      );
+      const log = networkLog(sb);
+      for (const name of ["rebind", "metadata", "loopback"]) {
+        assert.match(log, new RegExp(`dns-rebind \\S+ ${name}\\.up\\.test=`), log);
+      }
+    });
+    assert.ok(publicSeen.includes(`dns ${PUBLIC}`), "the upstream resolver was never asked");
   });
 });
 

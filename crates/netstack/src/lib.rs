@@ -114,7 +114,7 @@ pub const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x02, 0x6d, 0x73, 0x62
 /// The guest interface's MTU. The link is a virtual wire to the VMM, never a real network, so
 /// it carries 64 KiB frames (as passt does): a bulk TCP transfer costs the TCG-emulated guest a
 /// fortieth of the segments a 1500-byte MTU would. Host sockets on the far side segment for
-/// their own paths. Measured with benchmark/network.ts (one round each, 2-core TCG host):
+/// their own paths. Measured (benchmark/RESULTS.md, the two development runs of 2026-11-25):
 /// host-to-guest bulk 102 MB/s at 1500, 206 MB/s at 65520.
 pub const MTU: usize = 65520;
 pub(crate) const ETHERNET_HEADER_LEN: usize = 14;
