@@ -154,7 +154,15 @@ fn check_name(field: String, name: &str) -> Result<(), ConfigError> {
     if bare.is_empty() {
         return Err(invalid(field, "empty domain name"));
     }
-    if bare.len() > 253 || !bare.is_ascii() || bare.split('.').any(str::is_empty) {
+    // Letters, digits, '-' and '_' (service labels), 1..=63 per label: what a
+    // resolver can be asked for. Anything else could never match a query.
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if bare.len() > 253 || !bare.split('.').all(label_ok) {
         return Err(invalid(field, "not a domain name"));
     }
     Ok(())
@@ -267,6 +275,18 @@ mod tests {
             bad.validate().unwrap_err().field,
             "policy.block_domain_suffixes[0]"
         );
+        for name in ["bad name!", "a..b", &format!("{}.test", "x".repeat(64))] {
+            let mut bad = ok.clone();
+            bad.policy.block_domains.push(name.to_string());
+            assert_eq!(
+                bad.validate().unwrap_err().field,
+                "policy.block_domains[0]",
+                "{name}"
+            );
+        }
+        let mut fine = ok.clone();
+        fine.policy.block_domains = vec!["_dmarc.example.test".into(), ".Ads-1.example.".into()];
+        fine.validate().unwrap();
         let mut bad = ok.clone();
         bad.ports.push(PortMapping {
             host: "127.0.0.1:1".parse().unwrap(),

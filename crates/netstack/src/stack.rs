@@ -403,24 +403,25 @@ impl Engine {
                 Err(_) => Err(io::ErrorKind::TimedOut.into()),
             }
         });
+        let stage = Stage::Connecting {
+            connect,
+            syn: syn.to_vec(),
+        };
+        self.insert_tcp(key, stage, now);
+    }
+
+    /// Adds a TCP flow and queues it to be serviced at once.
+    fn insert_tcp(&mut self, key: FlowKey, stage: Stage, now: Instant) {
         let id = self.alloc_id();
         let wake = Wake::new(id, &self.ready);
         wake.waker.wake_by_ref();
-        self.tcp.insert(
-            id,
-            Flow {
-                inner: TcpFlow {
-                    key,
-                    stage: Stage::Connecting {
-                        connect,
-                        syn: syn.to_vec(),
-                    },
-                    created: now,
-                    stuck_since: None,
-                },
-                wake,
-            },
-        );
+        let inner = TcpFlow {
+            key,
+            stage,
+            created: now,
+            stuck_since: None,
+        };
+        self.tcp.insert(id, Flow { inner, wake });
         self.tcp_keys.insert(key, id);
     }
 
@@ -547,22 +548,7 @@ impl Engine {
             guest_port,
             remote: SocketAddrV4::new(GATEWAY_IPV4, local_port),
         };
-        let id = self.alloc_id();
-        let wake = Wake::new(id, &self.ready);
-        wake.waker.wake_by_ref();
-        self.tcp.insert(
-            id,
-            Flow {
-                inner: TcpFlow {
-                    key,
-                    stage: Stage::Relaying(Relay::new(handle, stream)),
-                    created: now,
-                    stuck_since: None,
-                },
-                wake,
-            },
-        );
-        self.tcp_keys.insert(key, id);
+        self.insert_tcp(key, Stage::Relaying(Relay::new(handle, stream)), now);
     }
 
     fn alloc_local_port(&mut self, guest_port: u16) -> Option<u16> {

@@ -206,17 +206,7 @@ impl State {
 
     /// Every reference, sorted.
     pub fn images(&self) -> Result<Vec<ImageRecord>> {
-        let references: Vec<String> = {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT reference FROM images ORDER BY reference")
-                .map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map([], |row| row.get(0))
-                .map_err(|e| self.err(e))?;
-            rows.collect::<rusqlite::Result<_>>()
-                .map_err(|e| self.err(e))?
-        };
+        let references = self.strings("SELECT reference FROM images ORDER BY reference", [])?;
         let mut images = Vec::new();
         for reference in references {
             if let Some(image) = self.image(&reference)? {
@@ -227,14 +217,17 @@ impl State {
     }
 
     fn layers_of(&self, manifest_digest: &str) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT layer_digest FROM image_layers WHERE manifest_digest = ?1 ORDER BY position",
-            )
-            .map_err(|e| self.err(e))?;
+        self.strings(
+            "SELECT layer_digest FROM image_layers WHERE manifest_digest = ?1 ORDER BY position",
+            params![manifest_digest],
+        )
+    }
+
+    /// The first column of every row `sql` selects, as text.
+    fn strings(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![manifest_digest], |row| row.get(0))
+            .query_map(params, |row| row.get(0))
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| self.err(e))
@@ -254,20 +247,11 @@ impl State {
 
     /// Manifests no reference points to any more; their layer lists are dropped.
     pub fn take_unreferenced_manifests(&mut self) -> Result<Vec<String>> {
-        let manifests: Vec<String> = {
-            let mut stmt = self
-                .conn
-                .prepare(
-                    "SELECT DISTINCT manifest_digest FROM image_layers
-                     WHERE manifest_digest NOT IN (SELECT manifest_digest FROM images)",
-                )
-                .map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map([], |row| row.get(0))
-                .map_err(|e| self.err(e))?;
-            rows.collect::<rusqlite::Result<_>>()
-                .map_err(|e| self.err(e))?
-        };
+        let manifests = self.strings(
+            "SELECT DISTINCT manifest_digest FROM image_layers
+             WHERE manifest_digest NOT IN (SELECT manifest_digest FROM images)",
+            [],
+        )?;
         for manifest in &manifests {
             self.conn
                 .execute(
@@ -281,15 +265,7 @@ impl State {
 
     /// Every layer digest some known image uses.
     pub fn referenced_layers(&self) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT DISTINCT layer_digest FROM image_layers")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |row| row.get(0))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.err(e))
+        self.strings("SELECT DISTINCT layer_digest FROM image_layers", [])
     }
 
     pub fn put_sandbox(&mut self, sandbox: &SandboxRecord) -> Result<()> {
