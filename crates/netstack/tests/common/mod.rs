@@ -34,7 +34,8 @@ pub const STEP: Duration = Duration::from_secs(10);
 /// A config that can never reach a real network: no upstream DNS unless a test adds its own,
 /// and a network log in a fresh directory.
 pub fn test_config(name: &str) -> NetConfig {
-    let dir = std::env::temp_dir().join(format!("msb-netstack-{name}-{}", std::process::id()));
+    // Cargo's scratch dir for integration tests, under target/: nothing left in /tmp.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("netstack-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     NetConfig {
