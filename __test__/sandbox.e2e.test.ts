@@ -174,6 +174,10 @@ describe("bad options are rejected before any process starts", () => {
     ["a bad name", { name: "no spaces" }, "name"],
     ["a relative workdir", { workdir: "tmp" }, "workdir"],
     ["env with a non-string value", { env: { A: 1 } }, "env"],
+    ["an unknown network policy", { network: { policy: "open" } }, "network.policy"],
+    ["a blocked name that is no DNS name", { network: { blockDomainSuffixes: ["bad name!"] } }, "network.blockDomainSuffixes[0]"],
+    ["a rule CIDR out of range", { network: { rules: [{ action: "deny", cidr: "10.0.0.0/33" }] } }, "network.rules[0].cidr"],
+    ["a published host port out of range", { ports: { 70000: 80 } }, "ports"],
   ];
   for (const [label, extra, field] of cases) {
     test(label, async () => {
