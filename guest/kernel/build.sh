@@ -8,10 +8,16 @@
 set -euo pipefail
 
 out=${1:?usage: build.sh OUTPUT_VMLINUX}
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# Every path is made absolute before the build changes directory: a relative
+# output or cache path would otherwise land under the kernel tree or at /.
+mkdir -p "$(dirname -- "$out")"
+out=$(cd -- "$(dirname -- "$out")" && pwd -P)/$(basename -- "$out")
+here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 fragment=$here/microsandbox.config
 tarball=/usr/src/linux-source-6.1.tar.xz
-cache_root=${MSB_BUILD_CACHE:-$HOME/.cache/microsandbox}/kernel
+cache_base=${MSB_BUILD_CACHE:-$HOME/.cache/microsandbox}
+mkdir -p -- "$cache_base/kernel"
+cache_root=$(cd -- "$cache_base/kernel" && pwd -P)
 
 [ -f "$tarball" ] || { echo "build.sh: $tarball missing: apt-get install linux-source-6.1" >&2; exit 1; }
 src_version=$(dpkg-query -W -f='${Version}' linux-source-6.1)
@@ -43,7 +49,6 @@ if [ ! -f "$cached" ]; then
     rm -rf "$work"
 fi
 
-mkdir -p "$(dirname "$out")"
 cp "$cached" "$out.tmp"
 mv "$out.tmp" "$out"
 echo "guest kernel: $out (config $hash)" >&2
