@@ -9,6 +9,15 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/**
+ * Cancels an operation it is passed to (the TypeScript layer wires an
+ * `AbortSignal` to it).
+ */
+export declare class NativeCancel {
+  constructor()
+  cancel(): void
+}
+
 /** A running process: its events and its controls. */
 export declare class NativeExecHandle {
   get pid(): number
@@ -36,14 +45,14 @@ export declare class NativeFileWriter {
 export declare class NativeFs {
   stat(path: string, followSymlinks: boolean): Promise<NativeFileStat | NativeFailure>
   exists(path: string): Promise<boolean | NativeFailure>
-  list(path: string): Promise<Array<NativeDirEntry> | NativeFailure>
+  list(path: string, maxEntries?: number | undefined | null): Promise<Array<NativeDirEntry> | NativeFailure>
   mkdir(path: string, mode: number, recursive: boolean): Promise<NativeFailure | null>
   remove(path: string, recursive: boolean): Promise<NativeFailure | null>
   rename(from: string, to: string): Promise<NativeFailure | null>
   read(path: string): Promise<Buffer | NativeFailure>
   write(path: string, content: Buffer, options: NativeWriteOptions): Promise<number | NativeFailure>
   copyFromHost(hostPath: string, guestPath: string): Promise<number | NativeFailure>
-  copyToHost(guestPath: string, hostPath: string): Promise<number | NativeFailure>
+  copyToHost(guestPath: string, hostPath: string, options: NativeCopyToHostOptions, cancel: NativeCancel): Promise<number | NativeFailure>
   readStream(path: string): Promise<NativeFileReader | NativeFailure>
   writeStream(path: string, options: NativeWriteOptions): Promise<NativeFileWriter | NativeFailure>
 }
@@ -79,6 +88,15 @@ export interface NativeBootInfo {
   publishedPorts: Array<NativePublishedPort>
 }
 
+export interface NativeCopyToHostOptions {
+  /** Most bytes of file content; default 1 GiB. */
+  maxBytes?: number
+  /** Most directory entries; default 100 000. */
+  maxEntries?: number
+  /** Deepest directory level; default 64. */
+  maxDepth?: number
+}
+
 export interface NativeCredentials {
   username?: string
   password?: string
@@ -103,6 +121,9 @@ export interface NativeError {
   errno?: number
   path?: string
   consoleTail?: string
+  /** Output collected before the call failed (`LIMIT_EXCEEDED` of an exec). */
+  stdout?: Buffer
+  stderr?: Buffer
 }
 
 export interface NativeExecEvent {
@@ -123,6 +144,8 @@ export interface NativeExecOptions {
   /** Stdin written through the handle. */
   stdinPipe?: boolean
   tty?: NativeTtySize
+  /** Cap on collected output (exec/shell, not streams); default 64 MiB. */
+  maxOutputBytes?: number
 }
 
 export interface NativeExecOutput {
@@ -186,7 +209,7 @@ export interface NativeNetworkOptions {
 
 export interface NativePatch {
   /** "text", "mkdir", "append" or "copy". */
-  kind: string
+  kind?: string
   path: string
   content?: Buffer
   mode?: number

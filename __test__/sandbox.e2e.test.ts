@@ -115,6 +115,20 @@ describe("a sandbox runs commands in its own VM", () => {
     assert.equal(r.code, 127);
   });
 
+  test("a NUL byte in a command or argument is refused on the host", async () => {
+    for (const [command, args, field] of [
+      ["ec\0ho", [], "command"],
+      ["echo", ["a\0b"], "args"],
+    ] as const) {
+      await assert.rejects(sb.exec(command, [...args]), (err: unknown) => {
+        assert.ok(err instanceof InvalidOptionError, String(err));
+        assert.equal(err.field, field);
+        return true;
+      });
+    }
+    assert.equal((await sb.exec("echo", ["still", "serving"])).stdout(), "still serving\n");
+  });
+
   test("a missing working directory is a typed exec failure", async () => {
     await assert.rejects(sb.exec("true", [], { cwd: "/does/not/exist" }), ExecFailedError);
   });
@@ -178,6 +192,11 @@ describe("bad options are rejected before any process starts", () => {
     ["a blocked name that is no DNS name", { network: { blockDomainSuffixes: ["bad name!"] } }, "network.blockDomainSuffixes[0]"],
     ["a rule CIDR out of range", { network: { rules: [{ action: "deny", cidr: "10.0.0.0/33" }] } }, "network.rules[0].cidr"],
     ["a published host port out of range", { ports: { 70000: 80 } }, "ports"],
+    ["a patch without a kind", { patches: [{ path: "/etc/x", content: "y" }] }, "patches"],
+    // The guest can read every file of a directory image: the host's root and
+    // a directory holding the state home are refused.
+    ["the host's root as the image", { image: "/" }, "image"],
+    ["a directory holding the state home as the image", { image: path.dirname(home) }, "image"],
   ];
   for (const [label, extra, field] of cases) {
     test(label, async () => {

@@ -8,10 +8,11 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use msb_engine::{
-    Credentials, DirEntry, EngineSettings, ExecControl, ExecEvent, ExecEvents, ExecOptions,
-    FileKind, FileReader, FileStat, FileWriter, HasCode, ImageInfo, Images, NetworkOptions, Patch,
-    PortOption, Progress, PullEvent, RegistryOptions, RuleOptions, Sandbox, SandboxFs,
-    SandboxOptions as EngineOptions, StdinSource, TtySize, User, WriteOptions,
+    CancellationToken, CopyToHostOptions, CreateError, Credentials, DirEntry, EngineSettings,
+    ExecControl, ExecEvent, ExecEvents, ExecOptions, FileKind, FileReader, FileStat, FileWriter,
+    HasCode, ImageInfo, Images, InvalidOption, NetworkOptions, Patch, PortOption, Progress,
+    PullEvent, RegistryOptions, RuleOptions, Sandbox, SandboxFs, SandboxOptions as EngineOptions,
+    StdinSource, TtySize, User, WriteOptions, DEFAULT_MAX_LIST_ENTRIES,
 };
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -30,6 +31,9 @@ pub struct NativeError {
     pub errno: Option<i32>,
     pub path: Option<String>,
     pub console_tail: Option<String>,
+    /// Output collected before the call failed (`LIMIT_EXCEEDED` of an exec).
+    pub stdout: Option<Buffer>,
+    pub stderr: Option<Buffer>,
 }
 
 #[napi(object)]
@@ -47,6 +51,8 @@ fn failure<E: HasCode + std::error::Error>(err: E) -> NativeFailure {
             errno: details.errno,
             path: details.path,
             console_tail: details.console_tail,
+            stdout: details.stdout.map(Buffer::from),
+            stderr: details.stderr.map(Buffer::from),
         },
     }
 }
@@ -87,7 +93,7 @@ pub struct EngineConfig {
 #[napi(object)]
 pub struct NativePatch {
     /// "text", "mkdir", "append" or "copy".
-    pub kind: String,
+    pub kind: Option<String>,
     pub path: String,
     pub content: Option<Buffer>,
     pub mode: Option<u32>,
@@ -431,6 +437,8 @@ pub struct NativeExecOptions {
     /// Stdin written through the handle.
     pub stdin_pipe: Option<bool>,
     pub tty: Option<NativeTtySize>,
+    /// Cap on collected output (exec/shell, not streams); default 64 MiB.
+    pub max_output_bytes: Option<f64>,
 }
 
 #[napi(object)]
@@ -499,28 +507,33 @@ fn env_pairs(env: Option<HashMap<String, String>>) -> Vec<(String, String)> {
     pairs
 }
 
-fn to_patch(patch: NativePatch) -> Patch {
+fn to_patch(index: usize, patch: NativePatch) -> std::result::Result<Patch, InvalidOption> {
     let content = patch.content.map(|c| c.to_vec()).unwrap_or_default();
-    match patch.kind.as_str() {
-        "mkdir" => Patch::Mkdir {
+    Ok(match patch.kind.as_deref() {
+        Some("text") => Patch::Text {
+            path: patch.path,
+            content,
+            mode: patch.mode,
+        },
+        Some("mkdir") => Patch::Mkdir {
             path: patch.path,
             mode: patch.mode,
         },
-        "append" => Patch::Append {
+        Some("append") => Patch::Append {
             path: patch.path,
             content,
         },
-        "copy" => Patch::Copy {
+        Some("copy") => Patch::Copy {
             host_path: PathBuf::from(patch.host_path.unwrap_or_default()),
             path: patch.path,
         },
-        // The TypeScript layer only builds the four kinds.
-        _ => Patch::Text {
-            path: patch.path,
-            content,
-            mode: patch.mode,
-        },
-    }
+        other => {
+            return Err(InvalidOption::new(
+                format!("patches[{index}].kind"),
+                format!("{other:?} is not one of \"text\", \"mkdir\", \"append\", \"copy\""),
+            ))
+        }
+    })
 }
 
 fn exec_options(options: Option<NativeExecOptions>) -> ExecOptions {
@@ -545,6 +558,8 @@ fn exec_options(options: Option<NativeExecOptions>) -> ExecOptions {
             .map(|ms| Duration::from_micros((ms * 1000.0) as u64)),
         stdin,
         tty: o.tty.map(tty_size),
+        // The TypeScript layer passes positive safe integers only.
+        max_output_bytes: o.max_output_bytes.map(|bytes| bytes as u64),
     }
 }
 
@@ -585,6 +600,17 @@ pub async fn create_sandbox(
     on_progress: Option<ThreadsafeFunction<NativePullEvent, (), NativePullEvent, Status, false>>,
 ) -> Either<NativeSandbox, NativeFailure> {
     let settings = EngineSettings::from_env(&PathBuf::from(engine.assets_dir));
+    let patches = options
+        .patches
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(index, patch)| to_patch(index, patch))
+        .collect::<std::result::Result<Vec<_>, _>>();
+    let patches = match patches {
+        Ok(patches) => patches,
+        Err(invalid) => return Either::B(failure(CreateError::from(invalid))),
+    };
     let options = EngineOptions {
         name: options.name,
         image: options.image,
@@ -593,12 +619,7 @@ pub async fn create_sandbox(
         env: env_pairs(options.env),
         workdir: options.workdir,
         scripts: env_pairs(options.scripts),
-        patches: options
-            .patches
-            .unwrap_or_default()
-            .into_iter()
-            .map(to_patch)
-            .collect(),
+        patches,
         pull_policy: options.pull_policy,
         registry: registry_options(options.registry),
         network: network_options(options.network),
@@ -791,8 +812,13 @@ impl NativeFs {
     }
 
     #[napi]
-    pub async fn list(&self, path: String) -> Either<Vec<NativeDirEntry>, NativeFailure> {
-        outcome(self.inner.list(&path).await.map(|entries| {
+    pub async fn list(
+        &self,
+        path: String,
+        max_entries: Option<u32>,
+    ) -> Either<Vec<NativeDirEntry>, NativeFailure> {
+        let max_entries = max_entries.unwrap_or(DEFAULT_MAX_LIST_ENTRIES);
+        outcome(self.inner.list(&path, max_entries).await.map(|entries| {
             entries
                 .into_iter()
                 .map(|DirEntry { name, stat }| NativeDirEntry {
@@ -855,10 +881,22 @@ impl NativeFs {
         &self,
         guest_path: String,
         host_path: String,
+        options: NativeCopyToHostOptions,
+        cancel: &NativeCancel,
     ) -> Either<f64, NativeFailure> {
+        let defaults = CopyToHostOptions::default();
+        // The TypeScript layer passes positive safe integers only.
+        let options = CopyToHostOptions {
+            max_bytes: options.max_bytes.map_or(defaults.max_bytes, |v| v as u64),
+            max_entries: options
+                .max_entries
+                .map_or(defaults.max_entries, |v| v as u64),
+            max_depth: options.max_depth.unwrap_or(defaults.max_depth),
+            cancel: cancel.token.clone(),
+        };
         let result = self
             .inner
-            .copy_to_host(&guest_path, &PathBuf::from(host_path))
+            .copy_to_host(&guest_path, &PathBuf::from(host_path), options)
             .await;
         outcome(result.map(|bytes| bytes as f64))
     }
@@ -885,6 +923,39 @@ impl NativeFs {
         outcome(result.map(|writer| NativeFileWriter {
             inner: Mutex::new(Some(writer)),
         }))
+    }
+}
+
+#[napi(object)]
+pub struct NativeCopyToHostOptions {
+    /// Most bytes of file content; default 1 GiB.
+    pub max_bytes: Option<f64>,
+    /// Most directory entries; default 100 000.
+    pub max_entries: Option<f64>,
+    /// Deepest directory level; default 64.
+    pub max_depth: Option<u32>,
+}
+
+/// Cancels an operation it is passed to (the TypeScript layer wires an
+/// `AbortSignal` to it).
+#[napi]
+pub struct NativeCancel {
+    token: CancellationToken,
+}
+
+#[napi]
+impl NativeCancel {
+    #[napi(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self {
+            token: CancellationToken::new(),
+        }
+    }
+
+    #[napi]
+    pub fn cancel(&self) {
+        self.token.cancel();
     }
 }
 
@@ -940,14 +1011,8 @@ impl NativeFileWriter {
 }
 
 fn finished_writer() -> NativeFailure {
-    NativeFailure {
-        failure: NativeError {
-            code: "INVALID_OPTION".into(),
-            message: "the write stream is already finished".into(),
-            field: None,
-            errno: None,
-            path: None,
-            console_tail: None,
-        },
-    }
+    failure(InvalidOption::new(
+        "write",
+        "the write stream is already finished",
+    ))
 }

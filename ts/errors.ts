@@ -24,6 +24,9 @@ export type ErrorCode =
   | "EXEC_ABORTED"
   | FsErrorCode
   | "HOST_IO"
+  | "GUEST_PROTOCOL"
+  | "LIMIT_EXCEEDED"
+  | "ABORTED"
   | "INTERNAL";
 
 export type FsErrorCode =
@@ -236,6 +239,44 @@ const fsClasses: Record<FsErrorCode, typeof FsError> = {
   FS_ERROR: FsError,
 };
 
+/**
+ * The guest sent something no honest guest sends (a path-like name, output
+ * beyond its credit, a reply to nothing, an undecodable frame). The sandbox was
+ * stopped; this and every later call on it reject with this error.
+ */
+export class GuestProtocolError extends MicrosandboxError {
+  constructor(message: string) {
+    super("GUEST_PROTOCOL", message);
+  }
+}
+
+/**
+ * A limit was reached: `field` names the option (`maxOutputBytes`,
+ * `maxEntries`, `maxBytes`, `maxDepth`). For `maxOutputBytes`, `stdout` and
+ * `stderr` hold the output collected before the process was killed.
+ */
+export class LimitExceededError extends MicrosandboxError {
+  readonly field: string | undefined;
+  readonly path: string | undefined;
+  readonly stdout: Buffer | undefined;
+  readonly stderr: Buffer | undefined;
+
+  constructor(message: string, details: { field?: string; path?: string; stdout?: Buffer; stderr?: Buffer } = {}) {
+    super("LIMIT_EXCEEDED", message);
+    this.field = details.field;
+    this.path = details.path;
+    this.stdout = details.stdout;
+    this.stderr = details.stderr;
+  }
+}
+
+/** The caller's AbortSignal stopped the operation (e.g. copyToHost). */
+export class AbortedError extends MicrosandboxError {
+  constructor(message: string) {
+    super("ABORTED", message);
+  }
+}
+
 /** Something failed on the host that the caller cannot fix by changing options. */
 export class InternalError extends MicrosandboxError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -289,6 +330,17 @@ export function fromNative(error: Native.NativeError): MicrosandboxError {
       return new ExecTimeoutError(message);
     case "HOST_IO":
       return new HostIoError(message, error.errno, error.path);
+    case "GUEST_PROTOCOL":
+      return new GuestProtocolError(message);
+    case "LIMIT_EXCEEDED":
+      return new LimitExceededError(message, {
+        field: error.field,
+        path: error.path,
+        stdout: error.stdout,
+        stderr: error.stderr,
+      });
+    case "ABORTED":
+      return new AbortedError(message);
     default:
       return new InternalError(`${error.code}: ${message}`);
   }

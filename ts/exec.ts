@@ -71,6 +71,7 @@ export function toNativeExecOptions(options: ExecOptions, allowPipe: boolean): N
     stdinData: stdin === undefined || stdin === "pipe" ? undefined : Buffer.from(stdin),
     stdinPipe: stdin === "pipe",
     tty: tty === true ? { cols: 80, rows: 24 } : tty === false ? undefined : tty,
+    maxOutputBytes: options.maxOutputBytes,
   };
 }
 

@@ -4,8 +4,16 @@
 import { Readable, Writable } from "node:stream";
 
 import { check, unwrap } from "./errors";
-import type { Native } from "./native";
-import { checkPath, checkWriteOptions, type WriteOptions } from "./options";
+import { native as addon, type Native } from "./native";
+import {
+  checkCopyToHostOptions,
+  checkListOptions,
+  checkPath,
+  checkWriteOptions,
+  type CopyToHostOptions,
+  type ListOptions,
+  type WriteOptions,
+} from "./options";
 
 export interface FsStat {
   kind: "file" | "dir" | "symlink" | "other";
@@ -74,10 +82,15 @@ export class SandboxFs {
     return unwrap(await this.#native.write(path, toBuffer(data), options));
   }
 
-  /** Entries of a directory, sorted by name; symlinks are described, not followed. */
-  async list(path: string): Promise<FsEntry[]> {
+  /**
+   * Entries of a directory, sorted by name; symlinks are described, not
+   * followed. At most `maxEntries` (default 100 000): a larger directory
+   * rejects with LimitExceededError.
+   */
+  async list(path: string, options: ListOptions = {}): Promise<FsEntry[]> {
     checkPath("path", path);
-    return unwrap(await this.#native.list(path)).map((e) => ({ name: e.name, ...toStat(e.stat) }));
+    checkListOptions(options);
+    return unwrap(await this.#native.list(path, options.maxEntries)).map((e) => ({ name: e.name, ...toStat(e.stat) }));
   }
 
   async stat(path: string, options: { followSymlinks?: boolean } = {}): Promise<FsStat> {
@@ -118,12 +131,27 @@ export class SandboxFs {
 
   /**
    * Copies a guest file or directory tree to the host; resolves to the bytes
-   * copied. Each file appears under its name only once complete.
+   * copied. Each file appears under its name only once complete. Nothing is
+   * created outside `hostPath` (guest names are single path components and
+   * host symlinks are not followed); modes lose setuid/setgid/sticky and get
+   * the umask; a directory that already existed keeps its mode; symlinks and
+   * special files are not copied. Limits (`maxBytes`, `maxEntries`,
+   * `maxDepth`) reject with LimitExceededError, `signal` with AbortedError.
    */
-  async copyToHost(guestPath: string, hostPath: string): Promise<number> {
+  async copyToHost(guestPath: string, hostPath: string, options: CopyToHostOptions = {}): Promise<number> {
     checkPath("guestPath", guestPath);
     checkPath("hostPath", hostPath);
-    return unwrap(await this.#native.copyToHost(guestPath, hostPath));
+    checkCopyToHostOptions(options);
+    const { signal, ...limits } = options;
+    const cancel = new addon.NativeCancel();
+    if (signal?.aborted) cancel.cancel();
+    const onAbort = () => cancel.cancel();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      return unwrap(await this.#native.copyToHost(guestPath, hostPath, limits, cancel));
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
   }
 
   /** A guest file as a Node Readable, read as the consumer pulls: it may be larger than memory. */

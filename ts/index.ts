@@ -12,7 +12,16 @@ export {
   type PullOptions,
   type RegistryOptions,
 } from "./image";
-export type { SandboxOptions, ExecOptions, WriteOptions, TtySize, NetworkOptions, NetworkRule } from "./options";
+export type {
+  SandboxOptions,
+  ExecOptions,
+  WriteOptions,
+  ListOptions,
+  CopyToHostOptions,
+  TtySize,
+  NetworkOptions,
+  NetworkRule,
+} from "./options";
 export {
   MicrosandboxError,
   InvalidOptionError,
@@ -42,6 +51,9 @@ export {
   FsIsADirectoryError,
   FsNotEmptyError,
   HostIoError,
+  GuestProtocolError,
+  LimitExceededError,
+  AbortedError,
   InternalError,
   type ErrorCode,
   type FsErrorCode,

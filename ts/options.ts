@@ -105,6 +105,29 @@ export interface ExecOptions {
   tty?: boolean | TtySize;
   /** Aborting kills the process and everything it started; the call rejects with ExecAbortedError. */
   signal?: AbortSignal;
+  /**
+   * Most bytes of stdout and stderr together that `exec()`/`shell()` keep
+   * (streams are not capped: their consumer holds the output). Beyond it the
+   * process and everything it started are killed and the call rejects with
+   * LimitExceededError carrying the output so far. Default 64 MiB.
+   */
+  maxOutputBytes?: number;
+}
+
+export interface ListOptions {
+  /** Most entries returned; a larger directory rejects with LimitExceededError. Default 100 000. */
+  maxEntries?: number;
+}
+
+export interface CopyToHostOptions {
+  /** Most bytes of file content copied in all. Default 1 GiB. */
+  maxBytes?: number;
+  /** Most directory entries looked at in all. Default 100 000. */
+  maxEntries?: number;
+  /** Deepest directory level below the copied directory. Default 64. */
+  maxDepth?: number;
+  /** Aborting stops the copy; it rejects with AbortedError and leaves no temporary file. */
+  signal?: AbortSignal;
 }
 
 export interface WriteOptions {
@@ -156,7 +179,26 @@ const execShape: Record<keyof ExecOptions, Kind> = {
   stdin: "stdin",
   tty: "tty",
   signal: "abortSignal",
+  maxOutputBytes: "number",
 };
+
+const listShape: Record<keyof ListOptions, Kind> = {
+  maxEntries: "number",
+};
+
+const copyToHostShape: Record<keyof CopyToHostOptions, Kind> = {
+  maxBytes: "number",
+  maxEntries: "number",
+  maxDepth: "number",
+  signal: "abortSignal",
+};
+
+/** A count option: a positive safe integer (at most `max`), or absent. */
+function checkCount(field: string, value: number | undefined, max = Number.MAX_SAFE_INTEGER): void {
+  if (value !== undefined && !(Number.isSafeInteger(value) && value > 0 && value <= max)) {
+    throw new InvalidOptionError(`${field}: must be a positive integer of at most ${max}, got ${value}`, field);
+  }
+}
 
 const writeShape: Record<keyof WriteOptions, Kind> = {
   mode: "number",
@@ -289,10 +331,24 @@ export function toNativeNetwork(network: NetworkOptions | undefined) {
 
 export function checkExecOptions(options: unknown): asserts options is ExecOptions {
   checkShape("options", options, execShape, []);
-  const { timeout } = options as ExecOptions;
+  const { timeout, maxOutputBytes } = options as ExecOptions;
   if (timeout !== undefined && !(Number.isFinite(timeout) && timeout > 0)) {
     throw new InvalidOptionError(`timeout: must be a positive number of milliseconds, got ${timeout}`, "timeout");
   }
+  checkCount("maxOutputBytes", maxOutputBytes);
+}
+
+export function checkListOptions(options: unknown): asserts options is ListOptions {
+  checkShape("options", options, listShape, []);
+  checkCount("maxEntries", (options as ListOptions).maxEntries, 0xffff_ffff);
+}
+
+export function checkCopyToHostOptions(options: unknown): asserts options is CopyToHostOptions {
+  checkShape("options", options, copyToHostShape, []);
+  const { maxBytes, maxEntries, maxDepth } = options as CopyToHostOptions;
+  checkCount("maxBytes", maxBytes);
+  checkCount("maxEntries", maxEntries);
+  checkCount("maxDepth", maxDepth, 0xffff_ffff);
 }
 
 export function checkWriteOptions(options: unknown): asserts options is WriteOptions {

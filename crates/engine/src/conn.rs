@@ -16,10 +16,12 @@ use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
 use msb_protocol::{Envelope, FrameCodec, GuestMessage, INPUT_WINDOW, NO_REQUEST};
-use msb_runtime::control::{FromRuntime, ToRuntime, VmExit};
+use msb_runtime::control::{FromRuntime, HostEnded, ToRuntime, VmExit};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::error::NotRunning;
 
 /// Where the sandbox's VM stands, as seen from the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +38,16 @@ impl Lifecycle {
     pub fn reason(&self) -> String {
         match self {
             Lifecycle::Running => String::new(),
+            Lifecycle::Exited(VmExit {
+                ended_by_host: Some(HostEnded::ProtocolViolation(what)),
+                ..
+            }) => format!("the guest broke the agent protocol and was stopped ({what})"),
+            Lifecycle::Exited(VmExit {
+                ended_by_host: Some(HostEnded::Unresponsive { silent_ms }),
+                ..
+            }) => format!(
+                "the guest stopped answering (no liveness reply for {silent_ms} ms) and was stopped"
+            ),
             Lifecycle::Exited(exit) if exit.requested => "it was stopped".into(),
             Lifecycle::Exited(exit) => {
                 let how = match (exit.code, exit.signal) {
@@ -47,6 +59,17 @@ impl Lifecycle {
             }
             Lifecycle::Lost => "its runtime process died".into(),
         }
+    }
+
+    /// Whether the guest's own misbehaviour ended the VM.
+    pub fn guest_fault(&self) -> bool {
+        matches!(
+            self,
+            Lifecycle::Exited(VmExit {
+                ended_by_host: Some(HostEnded::ProtocolViolation(_)),
+                ..
+            })
+        )
     }
 }
 
@@ -185,6 +208,16 @@ impl RuntimeConn {
 
     pub fn lifecycle(&self) -> Lifecycle {
         self.lifecycle.borrow().clone()
+    }
+
+    /// The error for a request that cannot be served because the VM is gone.
+    pub fn not_running(&self, sandbox: &str) -> NotRunning {
+        let lifecycle = self.lifecycle();
+        NotRunning {
+            name: sandbox.to_string(),
+            reason: lifecycle.reason(),
+            guest_fault: lifecycle.guest_fault(),
+        }
     }
 
     /// Resolves once the VM is no longer running.

@@ -32,6 +32,9 @@ pub enum ErrorCode {
     FsNotEmpty,
     FsError,
     HostIo,
+    GuestProtocol,
+    LimitExceeded,
+    Aborted,
     Internal,
 }
 
@@ -64,6 +67,9 @@ impl ErrorCode {
             ErrorCode::FsNotEmpty => "FS_NOT_EMPTY",
             ErrorCode::FsError => "FS_ERROR",
             ErrorCode::HostIo => "HOST_IO",
+            ErrorCode::GuestProtocol => "GUEST_PROTOCOL",
+            ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
+            ErrorCode::Aborted => "ABORTED",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -89,6 +95,9 @@ pub struct ErrorDetails {
     pub path: Option<String>,
     /// The end of the guest console, for boot failures.
     pub console_tail: Option<String>,
+    /// Output collected before the call failed (an output limit).
+    pub stdout: Option<Vec<u8>>,
+    pub stderr: Option<Vec<u8>>,
 }
 
 /// An option failed validation. `field` is the option's name as callers spell it.
@@ -211,12 +220,32 @@ impl HasCode for CreateError {
     }
 }
 
+/// The sandbox's VM is gone (or going): why, and whether the guest's own
+/// misbehaviour ended it, which callers see as `GUEST_PROTOCOL`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sandbox {name:?} is not running{}", reason_suffix(reason))]
+pub struct NotRunning {
+    pub name: String,
+    pub reason: String,
+    pub guest_fault: bool,
+}
+
+impl NotRunning {
+    fn code(&self) -> ErrorCode {
+        if self.guest_fault {
+            ErrorCode::GuestProtocol
+        } else {
+            ErrorCode::SandboxNotRunning
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error(transparent)]
     InvalidOption(#[from] InvalidOption),
-    #[error("sandbox {name:?} is not running{}", reason_suffix(reason))]
-    NotRunning { name: String, reason: String },
+    #[error(transparent)]
+    NotRunning(#[from] NotRunning),
     #[error("{message}")]
     CommandNotFound { message: String },
     #[error("{message}")]
@@ -225,6 +254,13 @@ pub enum ExecError {
     Failed { message: String, errno: Option<i32> },
     #[error("the process did not finish within {timeout_ms} ms and was killed with everything it started")]
     Timeout { timeout_ms: u64 },
+    /// The collected output outgrew `maxOutputBytes`; the process was killed.
+    #[error("maxOutputBytes: the process wrote more than {limit} bytes of output and was killed with everything it started")]
+    OutputLimit {
+        limit: u64,
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+    },
 }
 
 fn reason_suffix(reason: &str) -> String {
@@ -239,11 +275,12 @@ impl HasCode for ExecError {
     fn code(&self) -> ErrorCode {
         match self {
             ExecError::InvalidOption(_) => ErrorCode::InvalidOption,
-            ExecError::NotRunning { .. } => ErrorCode::SandboxNotRunning,
+            ExecError::NotRunning(gone) => gone.code(),
             ExecError::CommandNotFound { .. } => ErrorCode::CommandNotFound,
             ExecError::UserNotFound { .. } => ErrorCode::UserNotFound,
             ExecError::Failed { .. } => ErrorCode::ExecFailed,
             ExecError::Timeout { .. } => ErrorCode::ExecTimeout,
+            ExecError::OutputLimit { .. } => ErrorCode::LimitExceeded,
         }
     }
 
@@ -252,6 +289,12 @@ impl HasCode for ExecError {
             ExecError::InvalidOption(invalid) => invalid.details(),
             ExecError::Failed { errno, .. } => ErrorDetails {
                 errno: *errno,
+                ..Default::default()
+            },
+            ExecError::OutputLimit { stdout, stderr, .. } => ErrorDetails {
+                field: Some("maxOutputBytes".into()),
+                stdout: Some(stdout.clone()),
+                stderr: Some(stderr.clone()),
                 ..Default::default()
             },
             _ => ErrorDetails::default(),
@@ -291,8 +334,24 @@ impl FsErrorKind {
 pub enum FsError {
     #[error(transparent)]
     InvalidOption(#[from] InvalidOption),
-    #[error("sandbox {name:?} is not running{}", reason_suffix(reason))]
-    NotRunning { name: String, reason: String },
+    #[error(transparent)]
+    NotRunning(#[from] NotRunning),
+    /// A limit the caller set (or its default) was reached; `field` names it.
+    #[error("{field}: {message}")]
+    LimitExceeded {
+        field: &'static str,
+        path: String,
+        message: String,
+    },
+    /// The caller's AbortSignal fired.
+    #[error("{path}: aborted")]
+    Aborted { path: String },
+    /// The guest answered something no honest guest sends.
+    #[error("the guest sent {problem}")]
+    GuestProtocol { problem: String },
+    /// The guest did not answer in time, though it still answers liveness checks.
+    #[error("{path}: the guest did not answer within {waited_ms} ms")]
+    NoAnswer { path: String, waited_ms: u64 },
     /// The guest's system call failed.
     #[error("{message}")]
     Guest {
@@ -314,8 +373,12 @@ impl HasCode for FsError {
     fn code(&self) -> ErrorCode {
         match self {
             FsError::InvalidOption(_) => ErrorCode::InvalidOption,
-            FsError::NotRunning { .. } => ErrorCode::SandboxNotRunning,
+            FsError::NotRunning(gone) => gone.code(),
             FsError::Host { .. } => ErrorCode::HostIo,
+            FsError::LimitExceeded { .. } => ErrorCode::LimitExceeded,
+            FsError::Aborted { .. } => ErrorCode::Aborted,
+            FsError::GuestProtocol { .. } => ErrorCode::GuestProtocol,
+            FsError::NoAnswer { .. } => ErrorCode::FsError,
             FsError::Guest { kind, .. } => match kind {
                 FsErrorKind::NotFound => ErrorCode::FsNotFound,
                 FsErrorKind::PermissionDenied => ErrorCode::FsPermissionDenied,
@@ -341,7 +404,16 @@ impl HasCode for FsError {
                 path: Some(path.display().to_string()),
                 ..Default::default()
             },
-            FsError::NotRunning { .. } => ErrorDetails::default(),
+            FsError::LimitExceeded { field, path, .. } => ErrorDetails {
+                field: Some(field.to_string()),
+                path: Some(path.clone()),
+                ..Default::default()
+            },
+            FsError::Aborted { path } | FsError::NoAnswer { path, .. } => ErrorDetails {
+                path: Some(path.clone()),
+                ..Default::default()
+            },
+            FsError::NotRunning(_) | FsError::GuestProtocol { .. } => ErrorDetails::default(),
         }
     }
 }

@@ -31,6 +31,13 @@ pub const OUTPUT_WINDOW: u32 = 1 << 20;
 /// After a timeout's kill, how long to wait for the guest to report the exit.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
+/// How long the guest may take to report a process started. The agent answers
+/// at once; this bounds a guest (or an impostor) that never does.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Default cap on the output [`ExecEvents::collect`] keeps in memory.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 64 << 20;
+
 #[derive(Debug, Clone, Default)]
 pub enum StdinSource {
     /// Stdin reads end-of-file at once.
@@ -51,6 +58,9 @@ pub struct ExecOptions {
     pub stdin: StdinSource,
     /// Run under a pseudo-terminal of this size.
     pub tty: Option<TtySize>,
+    /// Most stdout and stderr bytes together that [`ExecEvents::collect`]
+    /// keeps; beyond it the process is killed. `None`: [`DEFAULT_MAX_OUTPUT_BYTES`].
+    pub max_output_bytes: Option<u64>,
 }
 
 impl ExecOptions {
@@ -69,6 +79,9 @@ impl ExecOptions {
         }
         if self.timeout == Some(Duration::ZERO) {
             return Err(InvalidOption::new("timeout", "must be positive"));
+        }
+        if self.max_output_bytes == Some(0) {
+            return Err(InvalidOption::new("maxOutputBytes", "must be positive"));
         }
         if let Some(size) = self.tty {
             validate_tty_size(size)?;
@@ -114,10 +127,15 @@ pub async fn start(
     if program.is_empty() {
         return Err(InvalidOption::new("command", "must not be empty").into());
     }
-    let not_running = || ExecError::NotRunning {
-        name: sandbox.to_string(),
-        reason: conn.lifecycle().reason(),
-    };
+    // The guest would refuse these too, but nothing the host checks should
+    // depend on the guest's word.
+    if program.contains('\0') {
+        return Err(InvalidOption::new("command", "contains a NUL byte").into());
+    }
+    if args.iter().any(|arg| arg.contains('\0')) {
+        return Err(InvalidOption::new("args", "an argument contains a NUL byte").into());
+    }
+    let not_running = || ExecError::from(conn.not_running(sandbox));
     let stdin_mode = match options.stdin {
         StdinSource::Null => StdinMode::Null,
         StdinSource::Bytes(_) | StdinSource::Pipe => StdinMode::Pipe,
@@ -132,12 +150,34 @@ pub async fn start(
         tty: options.tty,
         output_window: OUTPUT_WINDOW,
     };
+    let started_at = Instant::now();
     let (mut events, sender) =
         request::start(conn, HostMessage::Exec(request)).map_err(|_| not_running())?;
-    let pid = match events.recv().await {
-        Some(GuestMessage::Started { pid }) => pid,
-        Some(GuestMessage::Failed(failure)) => return Err(failure_to_error(failure)),
-        _ => return Err(not_running()),
+    // The caller's timeout runs from here: a guest that never reports the
+    // start cannot hold the call beyond it.
+    let start_by = match options.timeout {
+        Some(timeout) if timeout < START_DEADLINE => started_at + timeout,
+        _ => started_at + START_DEADLINE,
+    };
+    let pid = match tokio::time::timeout_at(start_by, events.recv()).await {
+        Ok(Some(GuestMessage::Started { pid })) => pid,
+        Ok(Some(GuestMessage::Failed(failure))) => return Err(failure_to_error(failure)),
+        Ok(_) => return Err(not_running()),
+        Err(_) => {
+            let _ = sender.send(HostMessage::Kill);
+            return Err(match options.timeout {
+                Some(timeout) if timeout < START_DEADLINE => ExecError::Timeout {
+                    timeout_ms: timeout.as_millis() as u64,
+                },
+                _ => ExecError::Failed {
+                    message: format!(
+                        "the guest did not start the process within {} s",
+                        START_DEADLINE.as_secs()
+                    ),
+                    errno: None,
+                },
+            });
+        }
     };
     if let StdinSource::Bytes(data) = options.stdin {
         let stdin = sender.clone();
@@ -159,8 +199,9 @@ pub async fn start(
         sender,
         sandbox: sandbox.to_string(),
         conn: conn.clone(),
-        deadline: options.timeout.map(|t| (Instant::now() + t, t)),
+        deadline: options.timeout.map(|t| (started_at + t, t)),
         killed_for_timeout: None,
+        max_output_bytes: options.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
     };
     Ok((events, control))
 }
@@ -175,6 +216,8 @@ pub struct ExecEvents {
     deadline: Option<(Instant, Duration)>,
     /// Set once the timeout fired: the timeout, and the deadline for the exit report.
     killed_for_timeout: Option<(Duration, Instant)>,
+    /// Cap of [`ExecEvents::collect`].
+    max_output_bytes: u64,
 }
 
 impl ExecEvents {
@@ -187,11 +230,11 @@ impl ExecEvents {
             let message = self.recv_before_deadline().await?;
             let event = match message {
                 Some(GuestMessage::Stdout(data)) => {
-                    self.sender.credit(data.len());
+                    self.sender.credit_output(data.len());
                     ExecEvent::Stdout(data)
                 }
                 Some(GuestMessage::Stderr(data)) => {
-                    self.sender.credit(data.len());
+                    self.sender.credit_output(data.len());
                     ExecEvent::Stderr(data)
                 }
                 Some(GuestMessage::Exited(status)) => match self.killed_for_timeout {
@@ -205,12 +248,7 @@ impl ExecEvents {
                 Some(GuestMessage::Failed(failure)) => return Err(failure_to_error(failure)),
                 // Nothing else belongs to a running exec.
                 Some(_) => continue,
-                None => {
-                    return Err(ExecError::NotRunning {
-                        name: self.sandbox.clone(),
-                        reason: self.conn.lifecycle().reason(),
-                    })
-                }
+                None => return Err(self.conn.not_running(&self.sandbox).into()),
             };
             if self.killed_for_timeout.is_some() {
                 // Output after the kill is drained, not delivered.
@@ -245,11 +283,33 @@ impl ExecEvents {
         }
     }
 
-    /// Reads the stream to its end.
+    /// Reads the stream to its end, keeping at most the options'
+    /// `max_output_bytes`: beyond that the process is killed and the call fails
+    /// with the output so far.
     pub async fn collect(mut self) -> Result<ExecOutput, ExecError> {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         while let Some(event) = self.next().await? {
+            let room =
+                self.max_output_bytes
+                    .saturating_sub((stdout.len() + stderr.len()) as u64) as usize;
+            let len = match &event {
+                ExecEvent::Stdout(data) | ExecEvent::Stderr(data) => data.len(),
+                ExecEvent::Exited(_) => 0,
+            };
+            if len > room {
+                match &event {
+                    ExecEvent::Stdout(data) => stdout.extend_from_slice(&data[..room]),
+                    ExecEvent::Stderr(data) => stderr.extend_from_slice(&data[..room]),
+                    ExecEvent::Exited(_) => {}
+                }
+                let _ = self.sender.send(HostMessage::Kill);
+                return Err(ExecError::OutputLimit {
+                    limit: self.max_output_bytes,
+                    stdout,
+                    stderr,
+                });
+            }
             match event {
                 ExecEvent::Stdout(data) => stdout.extend_from_slice(&data),
                 ExecEvent::Stderr(data) => stderr.extend_from_slice(&data),
@@ -262,10 +322,7 @@ impl ExecEvents {
                 }
             }
         }
-        Err(ExecError::NotRunning {
-            name: self.sandbox.clone(),
-            reason: self.conn.lifecycle().reason(),
-        })
+        Err(self.conn.not_running(&self.sandbox).into())
     }
 }
 
@@ -360,9 +417,11 @@ fn failure_to_error(failure: Failure) -> ExecError {
         FailureKind::UnknownUser => ExecError::UserNotFound {
             message: failure.message,
         },
-        FailureKind::InvalidRequest | FailureKind::Io => ExecError::Failed {
-            message: failure.message,
-            errno: failure.errno,
-        },
+        FailureKind::InvalidRequest | FailureKind::Io | FailureKind::LimitExceeded => {
+            ExecError::Failed {
+                message: failure.message,
+                errno: failure.errno,
+            }
+        }
     }
 }

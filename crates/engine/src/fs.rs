@@ -5,16 +5,60 @@
 //! The guest resolves them as its own processes would: inside the sandbox root,
 //! so `..` and symlinks never lead out of it.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use msb_protocol::{DirEntry, FileKind, FileStat, FsReply, FsRequest, GuestMessage, HostMessage};
+use msb_protocol::{
+    is_entry_name, DirEntry, FailureKind, FileKind, FileStat, FsReply, FsRequest, GuestMessage,
+    HostMessage,
+};
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::conn::RuntimeConn;
+use crate::copy_out::HostDir;
 use crate::error::{FsError, FsErrorKind, InvalidOption};
 use crate::exec::OUTPUT_WINDOW;
 use crate::request::{self, RequestEvents, RequestSender};
+
+/// How long the guest may take over one answer (a reply, a batch of entries,
+/// a chunk of a file) before the call fails. The agent answers in
+/// milliseconds; this bounds a guest that still answers liveness checks but
+/// not the request.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(120);
+
+/// For a copy through the transfer share: time per byte on top of
+/// [`ANSWER_DEADLINE`] (1 s per 4 MB, far below any measured rate).
+const TRANSFER_SECONDS_PER_BYTE: f64 = 1.0 / 4e6;
+
+/// Default entry cap of [`SandboxFs::list`].
+pub const DEFAULT_MAX_LIST_ENTRIES: u32 = 100_000;
+
+/// Limits and cancellation of [`SandboxFs::copy_to_host`].
+#[derive(Debug, Clone)]
+pub struct CopyToHostOptions {
+    /// Most bytes of file content copied in all.
+    pub max_bytes: u64,
+    /// Most directory entries looked at in all.
+    pub max_entries: u64,
+    /// Deepest directory level below the copied directory.
+    pub max_depth: u32,
+    /// Cancelling it stops the copy (`ABORTED`); no temporary file is left.
+    pub cancel: CancellationToken,
+}
+
+impl Default for CopyToHostOptions {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1 << 30,
+            max_entries: 100_000,
+            max_depth: 64,
+            cancel: CancellationToken::new(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WriteOptions {
@@ -63,10 +107,7 @@ impl SandboxFs {
     }
 
     fn not_running(&self) -> FsError {
-        FsError::NotRunning {
-            name: self.sandbox.clone(),
-            reason: self.conn.lifecycle().reason(),
-        }
+        self.conn.not_running(&self.sandbox).into()
     }
 
     fn start(&self, request: FsRequest) -> Result<(RequestEvents, RequestSender), FsError> {
@@ -75,8 +116,17 @@ impl SandboxFs {
 
     /// Runs a request whose whole answer is one `FsReply`.
     async fn one_shot(&self, path: &str, request: FsRequest) -> Result<FsReply, FsError> {
+        self.one_shot_within(path, request, ANSWER_DEADLINE).await
+    }
+
+    async fn one_shot_within(
+        &self,
+        path: &str,
+        request: FsRequest,
+        deadline: Duration,
+    ) -> Result<FsReply, FsError> {
         let (mut events, _sender) = self.start(request)?;
-        match events.recv().await {
+        match answer(&mut events, path, deadline).await? {
             Some(GuestMessage::Fs(reply)) => Ok(reply),
             other => Err(self.unexpected(path, other)),
         }
@@ -84,6 +134,13 @@ impl SandboxFs {
 
     fn unexpected(&self, path: &str, message: Option<GuestMessage>) -> FsError {
         match message {
+            Some(GuestMessage::Failed(failure)) if failure.kind == FailureKind::LimitExceeded => {
+                FsError::LimitExceeded {
+                    field: "maxEntries",
+                    path: path.to_string(),
+                    message: failure.message,
+                }
+            }
             Some(GuestMessage::Failed(failure)) => FsError::Guest {
                 kind: FsErrorKind::from_errno(failure.errno),
                 errno: failure.errno,
@@ -123,19 +180,31 @@ impl SandboxFs {
         }
     }
 
-    pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>, FsError> {
+    /// The entries of a directory, at most `max_entries` of them (more is a
+    /// `LIMIT_EXCEEDED` error naming `maxEntries`).
+    pub async fn list(&self, path: &str, max_entries: u32) -> Result<Vec<DirEntry>, FsError> {
+        if max_entries == 0 {
+            return Err(InvalidOption::new("maxEntries", "must be positive").into());
+        }
         let path = self.resolve("path", path)?;
-        let (mut events, _sender) = self.start(FsRequest::List { path: path.clone() })?;
+        self.list_resolved(&path, max_entries).await
+    }
+
+    async fn list_resolved(&self, path: &str, max_entries: u32) -> Result<Vec<DirEntry>, FsError> {
+        let (mut events, _sender) = self.start(FsRequest::List {
+            path: path.to_string(),
+            max_entries,
+        })?;
         let mut all = Vec::new();
         loop {
-            match events.recv().await {
+            match answer(&mut events, path, ANSWER_DEADLINE).await? {
                 Some(GuestMessage::Fs(FsReply::Entries { entries, more })) => {
                     all.extend(entries);
                     if !more {
                         return Ok(all);
                     }
                 }
-                other => return Err(self.unexpected(&path, other)),
+                other => return Err(self.unexpected(path, other)),
             }
         }
     }
@@ -323,7 +392,10 @@ impl SandboxFs {
             append: options.append,
             create_parents: options.create_parents,
         };
-        match self.one_shot(path, request).await? {
+        let size = std::fs::metadata(&staged.path).map_or(0, |meta| meta.len());
+        let deadline =
+            ANSWER_DEADLINE + Duration::from_secs_f64(size as f64 * TRANSFER_SECONDS_PER_BYTE);
+        match self.one_shot_within(path, request, deadline).await? {
             FsReply::Written { bytes } => Ok(bytes),
             other => Err(self.unexpected(path, Some(GuestMessage::Fs(other)))),
         }
@@ -347,75 +419,194 @@ impl SandboxFs {
         if sender.write_input(content).await.is_ok() {
             let _ = sender.end_input().await;
         }
-        match events.recv().await {
+        match answer(&mut events, path, ANSWER_DEADLINE).await? {
             Some(GuestMessage::Fs(FsReply::Written { bytes })) => Ok(bytes),
             other => Err(self.unexpected(path, other)),
         }
     }
 
-    /// Copies a guest file or directory tree to the host. Each file is written
-    /// to a temporary name and renamed when complete, so a failed copy never
-    /// leaves a partial file under the requested name.
-    pub async fn copy_to_host(&self, guest: &str, host: &Path) -> Result<u64, FsError> {
+    /// Copies a guest file or directory tree to the host; see [`crate::copy_out`]
+    /// for how guest names and modes are kept from steering host writes.
+    /// Symlinks and special files are not copied out (their meaning is the
+    /// guest's). Returns the bytes of file content copied.
+    pub async fn copy_to_host(
+        &self,
+        guest: &str,
+        host: &Path,
+        options: CopyToHostOptions,
+    ) -> Result<u64, FsError> {
         let guest = self.resolve("guestPath", guest)?;
         let stat = self.stat(&guest, true).await?;
+        let mut copy = CopyOut {
+            fs: self,
+            options: &options,
+            bytes: 0,
+            entries: 0,
+        };
         if stat.kind != FileKind::Dir {
-            return self.copy_file_to_host(&guest, host, stat.mode).await;
+            let (parent, name) = split_host_path(host)?;
+            // A single file goes into a directory that must already exist.
+            if !parent.is_dir() {
+                return Err(host_error(&parent)(std::io::Error::from_raw_os_error(
+                    libc::ENOENT,
+                )));
+            }
+            let dir = HostDir::open_destination(&parent, 0o755).map_err(host_error(&parent))?;
+            copy.file(&guest, &dir, &name, stat.mode, host).await?;
+            return Ok(copy.bytes);
         }
-        let mut total = 0;
-        let mut pending = vec![(guest, host.to_path_buf(), stat.mode)];
-        while let Some((guest_dir, host_dir, mode)) = pending.pop() {
-            tokio::fs::create_dir_all(&host_dir)
-                .await
-                .map_err(host_error(&host_dir))?;
-            set_mode(&host_dir, mode).await?;
-            for entry in self.list(&guest_dir).await? {
-                let guest_path = format!("{}/{}", guest_dir.trim_end_matches('/'), entry.name);
-                let host_path = host_dir.join(&entry.name);
+        let top = HostDir::open_destination(host, stat.mode).map_err(host_error(host))?;
+        copy.tree(guest, top, host.to_path_buf(), 0).await?;
+        Ok(copy.bytes)
+    }
+}
+
+/// The host path `path` as its parent directory and its last component.
+fn split_host_path(path: &Path) -> Result<(PathBuf, String), FsError> {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .ok_or_else(|| InvalidOption::new("hostPath", format!("{path:?} names no file")))?;
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((parent, name))
+}
+
+/// One `copyToHost` call: its limits and what it has used of them.
+struct CopyOut<'a> {
+    fs: &'a SandboxFs,
+    options: &'a CopyToHostOptions,
+    bytes: u64,
+    entries: u64,
+}
+
+impl CopyOut<'_> {
+    fn check_cancel(&self, path: &str) -> Result<(), FsError> {
+        if self.options.cancel.is_cancelled() {
+            return Err(FsError::Aborted {
+                path: path.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies the guest directory `guest` into `dir`, depth first.
+    fn tree<'s>(
+        &'s mut self,
+        guest: String,
+        dir: HostDir,
+        host: PathBuf,
+        depth: u32,
+    ) -> futures::future::BoxFuture<'s, Result<(), FsError>> {
+        Box::pin(async move {
+            self.check_cancel(&guest)?;
+            let budget = self.options.max_entries.saturating_sub(self.entries);
+            // One more than the budget, so a directory that overflows it is
+            // reported as our limit rather than the guest's.
+            let cap = budget.saturating_add(1).min(u32::MAX as u64) as u32;
+            let entries = tokio::select! {
+                listed = self.fs.list_resolved(&guest, cap) => listed,
+                _ = self.options.cancel.cancelled() => return Err(FsError::Aborted { path: guest }),
+            };
+            let entries = match entries {
+                Err(FsError::LimitExceeded { path, message, .. }) => {
+                    return Err(FsError::LimitExceeded {
+                        field: "maxEntries",
+                        path,
+                        message,
+                    })
+                }
+                other => other?,
+            };
+            self.entries += entries.len() as u64;
+            if self.entries > self.options.max_entries {
+                return Err(FsError::LimitExceeded {
+                    field: "maxEntries",
+                    path: guest,
+                    message: format!("more than {} entries", self.options.max_entries),
+                });
+            }
+            for entry in entries {
+                if !is_entry_name(&entry.name) {
+                    return Err(FsError::GuestProtocol {
+                        problem: format!("{:?} as a directory entry name", entry.name),
+                    });
+                }
+                let guest_path = format!("{}/{}", guest.trim_end_matches('/'), entry.name);
+                let host_path = host.join(&entry.name);
                 match entry.stat.kind {
-                    FileKind::Dir => pending.push((guest_path, host_path, entry.stat.mode)),
+                    FileKind::Dir => {
+                        if depth + 1 > self.options.max_depth {
+                            return Err(FsError::LimitExceeded {
+                                field: "maxDepth",
+                                path: guest_path,
+                                message: format!("deeper than {} levels", self.options.max_depth),
+                            });
+                        }
+                        let child = dir
+                            .child_dir(&entry.name, entry.stat.mode)
+                            .map_err(host_error(&host_path))?;
+                        self.tree(guest_path, child, host_path, depth + 1).await?;
+                    }
                     FileKind::File => {
-                        total += self
-                            .copy_file_to_host(&guest_path, &host_path, entry.stat.mode)
+                        self.file(&guest_path, &dir, &entry.name, entry.stat.mode, &host_path)
                             .await?
                     }
-                    // Symlinks and special files are not copied out of a sandbox:
-                    // their meaning is the guest's.
                     FileKind::Symlink | FileKind::Other => {}
                 }
             }
-        }
-        Ok(total)
+            dir.finish().map_err(host_error(&host))
+        })
     }
 
-    async fn copy_file_to_host(&self, guest: &str, host: &Path, mode: u32) -> Result<u64, FsError> {
-        let dir = host
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let temp = tempfile::Builder::new()
-            .prefix(".msb-copy-")
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(host_error(dir))?;
-        let (std_file, temp_path) = temp.into_parts();
-        let mut file = tokio::fs::File::from_std(std_file);
-        let mut reader = self.read_stream(guest).await?;
-        let mut total = 0u64;
-        while let Some(chunk) = reader.next_chunk().await? {
-            file.write_all(&chunk).await.map_err(host_error(host))?;
-            total += chunk.len() as u64;
+    /// Copies the guest file `guest` to `name` in `dir`.
+    async fn file(
+        &mut self,
+        guest: &str,
+        dir: &HostDir,
+        name: &str,
+        mode: u32,
+        host: &Path,
+    ) -> Result<(), FsError> {
+        self.check_cancel(guest)?;
+        let limit = |copy: &Self| FsError::LimitExceeded {
+            field: "maxBytes",
+            path: guest.to_string(),
+            message: format!("more than {} bytes", copy.options.max_bytes),
+        };
+        let mut pending = dir.new_file(name, mode).map_err(host_error(host))?;
+        let mut reader = self.fs.read_stream(guest).await?;
+        loop {
+            let chunk = tokio::select! {
+                chunk = reader.next_chunk() => chunk?,
+                _ = self.options.cancel.cancelled() => return Err(FsError::Aborted { path: guest.to_string() }),
+            };
+            let Some(chunk) = chunk else { break };
+            self.bytes += chunk.len() as u64;
+            if self.bytes > self.options.max_bytes {
+                return Err(limit(self));
+            }
+            // Local disk writes of at most one chunk; done inline.
+            pending.file().write_all(&chunk).map_err(host_error(host))?;
         }
-        file.flush().await.map_err(host_error(host))?;
-        drop(file);
-        let temp_file: PathBuf = temp_path.to_path_buf();
-        set_mode(&temp_file, mode & 0o777).await?;
-        temp_path.persist(host).map_err(|e| FsError::Host {
-            path: host.to_path_buf(),
-            source: e.error,
-        })?;
-        Ok(total)
+        pending.persist().map_err(host_error(host))
     }
+}
+
+/// The next message of a request, failing if the guest takes longer than `deadline`.
+async fn answer(
+    events: &mut RequestEvents,
+    path: &str,
+    deadline: Duration,
+) -> Result<Option<GuestMessage>, FsError> {
+    tokio::time::timeout(deadline, events.recv())
+        .await
+        .map_err(|_| FsError::NoAnswer {
+            path: path.to_string(),
+            waited_ms: deadline.as_millis() as u64,
+        })
 }
 
 fn check_mode(mode: u32) -> Result<u32, FsError> {
@@ -430,13 +621,6 @@ fn check_mode(mode: u32) -> Result<u32, FsError> {
 fn permission_bits(meta: &std::fs::Metadata) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     meta.permissions().mode() & 0o7777
-}
-
-async fn set_mode(path: &Path, mode: u32) -> Result<(), FsError> {
-    use std::os::unix::fs::PermissionsExt;
-    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .await
-        .map_err(host_error(path))
 }
 
 fn host_error(path: &Path) -> impl Fn(std::io::Error) -> FsError + '_ {
@@ -460,9 +644,9 @@ impl FileReader {
         if self.events.is_finished() {
             return Ok(None);
         }
-        match self.events.recv().await {
+        match answer(&mut self.events, &self.path, ANSWER_DEADLINE).await? {
             Some(GuestMessage::Data(data)) => {
-                self.sender.credit(data.len());
+                self.sender.credit_output(data.len());
                 Ok(Some(data))
             }
             Some(GuestMessage::Fs(FsReply::Done)) => Ok(None),

@@ -4,6 +4,7 @@
 
 mod config;
 mod conn;
+mod copy_out;
 mod error;
 mod exec;
 mod fs;
@@ -19,12 +20,14 @@ pub use config::{PullPolicy, SandboxOptions, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, M
 pub use conn::Lifecycle;
 pub use error::{
     CreateError, ErrorCode, ErrorDetails, ExecError, FsError, FsErrorKind, HasCode, InvalidOption,
-    StopError,
+    NotRunning, StopError,
 };
 pub use exec::{
     ExecControl, ExecEvent, ExecEvents, ExecOptions, ExecOutput, StdinSource, OUTPUT_WINDOW,
 };
-pub use fs::{FileReader, FileWriter, SandboxFs, WriteOptions};
+pub use fs::{
+    CopyToHostOptions, FileReader, FileWriter, SandboxFs, WriteOptions, DEFAULT_MAX_LIST_ENTRIES,
+};
 pub use images::{ImageError, ImageInfo, Images, Progress, PruneReport};
 pub use msb_oci::{Credentials, PullEvent, RegistryOptions, RuntimeConfig};
 pub use msb_protocol::{DirEntry, ExitStatus, FileKind, FileStat, TtySize, User};
@@ -34,3 +37,4 @@ pub use network::{NetworkOptions, PortOption, RuleOptions};
 pub use patch::{Patch, SCRIPTS_DIR};
 pub use paths::EngineSettings;
 pub use sandbox::Sandbox;
+pub use tokio_util::sync::CancellationToken;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use msb_protocol::{GuestMessage, HostMessage, MAX_DATA_CHUNK};
+use msb_protocol::{output_charge, GuestMessage, HostMessage, MAX_DATA_CHUNK};
 use msb_runtime::control::{FromRuntime, ToRuntime};
 use tokio::sync::{mpsc, Mutex, Semaphore};
 
@@ -94,10 +94,11 @@ impl RequestSender {
         self.conn.send(self.id, ToRuntime::Agent(msg))
     }
 
-    /// Gives the guest `bytes` more output credit.
-    pub fn credit(&self, bytes: usize) {
+    /// Credits back one output message of `len` bytes the consumer took: its
+    /// length and its per-message cost ([`msb_protocol::output_charge`]).
+    pub fn credit_output(&self, len: usize) {
         // A failed send means the sandbox is going away; the receiver reports it.
-        let _ = self.send(HostMessage::Credit(bytes as u32));
+        let _ = self.send(HostMessage::Credit(output_charge(len) as u32));
     }
 
     /// Streams `data` as input, waiting for the guest's credit as it goes.

@@ -27,7 +27,7 @@ use tokio::sync::Mutex;
 
 use crate::config::{self, ImageSource, SandboxConfig, SandboxOptions};
 use crate::conn::{Lifecycle, RuntimeConn};
-use crate::error::{CreateError, ExecError, StopError};
+use crate::error::{CreateError, ExecError, InvalidOption, StopError};
 use crate::exec::{self, ExecControl, ExecEvents, ExecOptions, ExecOutput};
 use crate::fs::SandboxFs;
 use crate::images::{Images, Progress};
@@ -73,7 +73,7 @@ impl Sandbox {
         let config = options.validate()?;
         settings.check_assets()?;
         let images = Images::new(settings);
-        let image = resolve_image(&images, &config, progress).await?;
+        let image = resolve_image(&images, &config, &settings.home, progress).await?;
         if let RootDevice::Share(root) = &image.root {
             // Scripts live under /.msb, which images do not have; only the
             // caller's patches can collide with the image.
@@ -362,17 +362,10 @@ fn spawn_runtime(
 }
 
 /// The VM's network device, the host stack's config and the guest's settings.
-/// `MSB_NET_BASELINE=qemu-user` swaps the stack for QEMU's own user network:
-/// the network benchmark's baseline, with no policy at all.
+/// Every sandbox's network goes through the policy-enforcing stack; there is
+/// no other network device.
 fn network_setup(config: &SandboxConfig, dir: &Path) -> Result<NetworkSetup, CreateError> {
     let mac = network::guest_mac();
-    if std::env::var("MSB_NET_BASELINE").as_deref() == Ok("qemu-user") {
-        return Ok((
-            Some(NetDevice::QemuUser { mac }),
-            None,
-            Some(network::qemu_user_guest_network()),
-        ));
-    }
     let built = config.network.build(&config.ports, dir)?;
     Ok((
         Some(NetDevice::Stream { mac }),
@@ -395,17 +388,44 @@ struct ResolvedImage {
     manifest: Option<String>,
 }
 
+/// A directory image is shared with the guest read-only, so every file in it
+/// is readable there: the host's root (its `/etc/shadow`, keys, other
+/// sandboxes' state) and any directory holding the state home are refused.
+fn refuse_sensitive_root(dir: &Path, home: &Path) -> Result<(), CreateError> {
+    let refuse = |why: &str| {
+        CreateError::InvalidOption(InvalidOption::new(
+            "image",
+            format!("{} {why}", dir.display()),
+        ))
+    };
+    let dir = dir.canonicalize().map_err(|_| CreateError::ImageNotFound {
+        path: dir.to_path_buf(),
+    })?;
+    if dir == Path::new("/") {
+        return Err(refuse("is the host's root directory"));
+    }
+    let home = home.canonicalize().unwrap_or_else(|_| home.to_path_buf());
+    if home.starts_with(&dir) {
+        return Err(refuse("contains the microsandbox state directory"));
+    }
+    Ok(())
+}
+
 async fn resolve_image(
     images: &Images,
     config: &SandboxConfig,
+    home: &Path,
     progress: Option<Progress>,
 ) -> Result<ResolvedImage, CreateError> {
     match &config.image {
-        ImageSource::Directory(dir) if dir.is_dir() => Ok(ResolvedImage {
-            root: RootDevice::Share(dir.clone()),
-            config: RuntimeConfig::default(),
-            manifest: None,
-        }),
+        ImageSource::Directory(dir) if dir.is_dir() => {
+            refuse_sensitive_root(dir, home)?;
+            Ok(ResolvedImage {
+                root: RootDevice::Share(dir.clone()),
+                config: RuntimeConfig::default(),
+                manifest: None,
+            })
+        }
         ImageSource::Directory(dir) => Err(CreateError::ImageNotFound { path: dir.clone() }),
         ImageSource::Disk(file) => Ok(ResolvedImage {
             root: RootDevice::Disk(file.clone()),

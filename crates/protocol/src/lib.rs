@@ -20,7 +20,7 @@ pub use frame::{FrameCodec, FrameError};
 pub use message::*;
 
 /// Version of this protocol. Host and guest must speak the same one.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Largest frame payload either side accepts.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
@@ -32,8 +32,40 @@ pub const MAX_DATA_CHUNK: usize = 256 << 10;
 /// with `InputCredit`.
 pub const INPUT_WINDOW: u32 = 1 << 20;
 
+/// What each output message (`Stdout`, `Stderr`, `Data`) costs of the output
+/// window beyond its length. Charging per message bounds how many messages can
+/// wait on the host, not only their bytes: a window of 1 MiB admits at most
+/// 4096 messages however small.
+pub const OUTPUT_MESSAGE_COST: u32 = 256;
+
+/// The output-window charge of one output message carrying `len` bytes. The
+/// guest spends it, the host's guard checks it, the client credits it back.
+pub fn output_charge(len: usize) -> u64 {
+    len as u64 + OUTPUT_MESSAGE_COST as u64
+}
+
 /// Envelope id reserved for messages outside any request.
 pub const NO_REQUEST: u64 = 0;
+
+/// Envelope id of the runtime's `Init` request.
+pub const INIT_ID: u64 = u64::MAX;
+
+/// Envelope id of the runtime's liveness `Ping`s and the guest's `Pong`s.
+pub const LIVENESS_ID: u64 = u64::MAX - 1;
+
+/// Longest directory entry name a guest may report (Linux's `NAME_MAX`).
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Whether `name` can be a directory entry name: one path component, so that a
+/// host joining it to a directory stays in that directory. Empty names, `.`,
+/// `..`, and names holding `/` or NUL are not, nor names over [`MAX_NAME_LEN`].
+pub fn is_entry_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\0'])
+}
 
 /// Checks the guest's greeting against the version this host speaks.
 pub fn check_version(hello: &Hello) -> Result<(), VersionMismatch> {
@@ -44,6 +76,22 @@ pub fn check_version(hello: &Hello) -> Result<(), VersionMismatch> {
             guest: hello.version,
             host: VERSION,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_entry_name;
+
+    #[test]
+    fn entry_names_are_single_components() {
+        for good in ["a", "ok.txt", ".hidden", "...", "a b", "ünï"] {
+            assert!(is_entry_name(good), "{good:?}");
+        }
+        let long = "x".repeat(256);
+        for bad in ["", ".", "..", "a/b", "/abs", "../x", "a\0b", long.as_str()] {
+            assert!(!is_entry_name(bad), "{bad:?}");
+        }
     }
 }
 

@@ -46,6 +46,9 @@ pub enum HostMessage {
     Detach,
     /// Stop every process, flush filesystems and power the VM off.
     Shutdown,
+    /// Liveness check, sent by the runtime under [`crate::LIVENESS_ID`]:
+    /// answered at once by [`GuestMessage::Pong`] with the same id.
+    Ping,
 }
 
 /// Messages the guest agent sends to the host.
@@ -71,6 +74,8 @@ pub enum GuestMessage {
     Fs(FsReply),
     /// The request failed. Ends the request.
     Failed(Failure),
+    /// Answer to [`HostMessage::Ping`].
+    Pong,
 }
 
 impl GuestMessage {
@@ -192,8 +197,10 @@ pub struct ExitStatus {
 pub enum FsRequest {
     /// Answered by `FsReply::Stat`.
     Stat { path: String, follow_symlinks: bool },
-    /// Answered by `FsReply::Entries` batches, the last with `more: false`.
-    List { path: String },
+    /// Answered by `FsReply::Entries` batches, the last with `more: false`,
+    /// holding at most `max_entries` entries in all; a directory with more is
+    /// answered by `Failed` with [`FailureKind::LimitExceeded`].
+    List { path: String, max_entries: u32 },
     /// Answered by `FsReply::Done`.
     Mkdir {
         path: String,
@@ -284,6 +291,8 @@ pub enum FailureKind {
     InvalidRequest,
     /// A system call failed; `errno` says how.
     Io,
+    /// The answer would exceed a limit the host set in its request.
+    LimitExceeded,
 }
 
 impl Failure {

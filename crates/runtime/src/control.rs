@@ -64,7 +64,19 @@ pub struct VmExit {
     pub signal: Option<i32>,
     /// Whether the client asked for it (stop, kill) or the VM ended by itself.
     pub requested: bool,
+    /// Why the runtime ended the VM on its own, if it did.
+    pub ended_by_host: Option<HostEnded>,
     pub console_tail: String,
+}
+
+/// The runtime's reasons for ending a VM nobody asked it to stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostEnded {
+    /// The guest sent something the host never allows (see `guard`): what.
+    ProtocolViolation(String),
+    /// The guest answered no liveness check for this long (halted, hung, or an
+    /// impostor that stopped talking).
+    Unresponsive { silent_ms: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

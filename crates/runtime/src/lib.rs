@@ -5,6 +5,7 @@
 
 mod console;
 pub mod control;
+pub mod guard;
 mod relay;
 
 pub use relay::run;

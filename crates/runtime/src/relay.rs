@@ -6,11 +6,15 @@
 //! goes away first (its process died), the VM is killed: a sandbox never
 //! outlives the process that attached to it.
 //!
-//! Trust: the guest is hostile. Frames it sends are size-checked by the codec;
-//! output beyond the credit the client granted, or a second greeting, is a
-//! protocol violation that kills the VM.
+//! Trust: the guest is hostile. Frames it sends are size-checked by the codec,
+//! and every message is judged by the [`Guard`] before it reaches the client: a
+//! violation kills the VM and the exit report says why.
+//!
+//! Liveness: after boot the loop sends the agent a `Ping` every
+//! [`PING_INTERVAL`]; a guest that has left one unanswered for
+//! [`LIVENESS_TIMEOUT`] (halted, hung, or an impostor gone quiet) is killed, so
+//! no caller waits forever on a guest that will never answer.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::Path;
@@ -19,7 +23,8 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use msb_netstack::{NetError, NetStack};
 use msb_protocol::{
-    check_version, Envelope, FrameCodec, FsRequest, GuestMessage, HostMessage, NO_REQUEST,
+    check_version, Envelope, FrameCodec, GuestMessage, HostMessage, INIT_ID, LIVENESS_ID,
+    NO_REQUEST,
 };
 use msb_vmm::{Backend, GuestLinks, Qemu, VmProcess};
 use tokio::net::UnixStream;
@@ -28,14 +33,19 @@ use tokio_util::codec::Framed;
 
 use crate::console::{self, ConsoleTail};
 use crate::control::{
-    files, BootInfo, BootSpec, FromRuntime, RuntimeFailure, RuntimeFailureKind, ToRuntime, VmExit,
+    files, BootInfo, BootSpec, FromRuntime, HostEnded, RuntimeFailure, RuntimeFailureKind,
+    ToRuntime, VmExit,
 };
+use crate::guard::Guard;
 
 type ClientLink = Framed<UnixStream, FrameCodec<ToRuntime, FromRuntime>>;
 type AgentLink = Framed<UnixStream, FrameCodec<GuestMessage, HostMessage>>;
 
-/// Id the runtime uses for its own `Init` request.
-const INIT_ID: u64 = u64::MAX;
+/// How often the agent is asked whether it is alive.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a ping may stay unanswered before the guest counts as gone.
+const LIVENESS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long to wait for the console to drain after the VM died, for error reports.
 const CONSOLE_DRAIN: Duration = Duration::from_millis(500);
@@ -282,60 +292,17 @@ fn boot_failure(message: impl Into<String>) -> RuntimeFailure {
     failure(RuntimeFailureKind::Boot, message)
 }
 
-/// Credit the client has granted the guest per exec, minus output already sent.
-#[derive(Default)]
-struct Credits(HashMap<u64, u64>);
-
-impl Credits {
-    fn on_host(&mut self, id: u64, msg: &HostMessage) {
-        match msg {
-            HostMessage::Exec(request) => {
-                self.0.insert(id, request.output_window as u64);
-            }
-            HostMessage::Fs(FsRequest::Read { output_window, .. }) => {
-                self.0.insert(id, *output_window as u64);
-            }
-            HostMessage::Credit(bytes) => {
-                if let Some(window) = self.0.get_mut(&id) {
-                    *window += *bytes as u64;
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Checks a guest message against the protocol; `Err` names the violation.
-    fn on_guest(&mut self, id: u64, msg: &GuestMessage) -> Result<(), String> {
-        if let Some(len) = msg.output_len() {
-            return match self.0.get_mut(&id) {
-                Some(window) if *window >= len as u64 => {
-                    *window -= len as u64;
-                    Ok(())
-                }
-                Some(_) => Err(format!("request {id}: output beyond the granted credit")),
-                None => Err(format!("request {id}: output for no streaming request")),
-            };
-        }
-        match msg {
-            GuestMessage::Hello(_) | GuestMessage::Ready => {
-                Err("greeting or ready after boot".to_string())
-            }
-            msg if msg.ends_request() => {
-                self.0.remove(&id);
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
 /// Relays until the VM exits. Owns everything; see the module doc.
 async fn relay(mut client: ClientLink, mut vm: Vm) -> std::io::Result<()> {
-    let mut credits = Credits::default();
+    let mut guard = Guard::default();
     let mut agent_open = true;
     // (request id to answer, deadline for the guest to finish shutting down)
     let mut stopping: Option<(u64, Instant)> = None;
-    let mut violation: Option<String> = None;
+    let mut ended_by_host: Option<HostEnded> = None;
+    let mut pings = tokio::time::interval(PING_INTERVAL);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the oldest unanswered ping was sent; `None` while all are answered.
+    let mut unanswered_since: Option<Instant> = None;
 
     let status = loop {
         let stop_deadline = stopping.map(|(_, deadline)| deadline);
@@ -345,7 +312,7 @@ async fn relay(mut client: ClientLink, mut vm: Vm) -> std::io::Result<()> {
                 Some(Ok(Envelope { id, msg })) => match msg {
                     ToRuntime::Agent(msg) => {
                         tracing::trace!(id, ?msg, "to agent");
-                        credits.on_host(id, &msg);
+                        guard.on_host(id, &msg);
                         if agent_open && vm.agent.send(Envelope::new(id, msg)).await.is_err() {
                             agent_open = false;
                         }
@@ -377,9 +344,13 @@ async fn relay(mut client: ClientLink, mut vm: Vm) -> std::io::Result<()> {
             frame = vm.agent.next(), if agent_open => match frame {
                 Some(Ok(Envelope { id, msg })) => {
                     tracing::trace!(id, ?msg, "from agent");
-                    if let Err(reason) = credits.on_guest(id, &msg) {
-                        tracing::warn!(%reason, "guest protocol violation; killing the VM");
-                        violation = Some(reason);
+                    if id == LIVENESS_ID && msg == GuestMessage::Pong {
+                        unanswered_since = None;
+                        continue;
+                    }
+                    if let Err(violation) = guard.on_guest(id, &msg) {
+                        tracing::warn!(%violation, "guest protocol violation; killing the VM");
+                        ended_by_host = Some(HostEnded::ProtocolViolation(violation.to_string()));
                         agent_open = false;
                         let _ = vm.process.child.start_kill();
                         continue;
@@ -389,11 +360,33 @@ async fn relay(mut client: ClientLink, mut vm: Vm) -> std::io::Result<()> {
                 }
                 Some(Err(err)) => {
                     tracing::warn!(%err, "agent channel failed; killing the VM");
-                    violation = Some(format!("agent channel failed: {err}"));
+                    if stopping.is_none() {
+                        ended_by_host = Some(HostEnded::ProtocolViolation(format!(
+                            "the agent channel failed: {err}"
+                        )));
+                    }
                     agent_open = false;
                     let _ = vm.process.child.start_kill();
                 }
                 None => agent_open = false,
+            },
+            _ = pings.tick(), if agent_open && stopping.is_none() && ended_by_host.is_none() => {
+                let now = Instant::now();
+                match unanswered_since {
+                    Some(since) if now.duration_since(since) >= LIVENESS_TIMEOUT => {
+                        let silent_ms = now.duration_since(since).as_millis() as u64;
+                        tracing::warn!(silent_ms, "the guest stopped answering; killing the VM");
+                        ended_by_host = Some(HostEnded::Unresponsive { silent_ms });
+                        agent_open = false;
+                        let _ = vm.process.child.start_kill();
+                        continue;
+                    }
+                    Some(_) => {}
+                    None => unanswered_since = Some(now),
+                }
+                if vm.agent.send(Envelope::new(LIVENESS_ID, HostMessage::Ping)).await.is_err() {
+                    agent_open = false;
+                }
             },
             _ = sleep_until_opt(stop_deadline) => {
                 tracing::info!("guest did not stop in time; killing the VM");
@@ -410,14 +403,12 @@ async fn relay(mut client: ClientLink, mut vm: Vm) -> std::io::Result<()> {
         }
         Err(_) => (None, None),
     };
-    let mut console_tail = vm.final_console_tail().await;
-    if let Some(reason) = violation {
-        console_tail.push_str(&format!("\n[microsandbox: VM killed: {reason}]\n"));
-    }
+    let console_tail = vm.final_console_tail().await;
     let exit = VmExit {
         code,
         signal,
-        requested: stopping.is_some(),
+        requested: stopping.is_some() && ended_by_host.is_none(),
+        ended_by_host,
         console_tail,
     };
     tracing::info!(?code, ?signal, requested = exit.requested, "VM exited");
@@ -456,76 +447,4 @@ fn tail_of_file(path: &Path, max: usize) -> String {
     let bytes = std::fs::read(path).unwrap_or_default();
     let start = bytes.len().saturating_sub(max);
     String::from_utf8_lossy(&bytes[start..]).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use msb_protocol::{ExecRequest, ExitStatus, StdinMode};
-
-    fn exec(window: u32) -> HostMessage {
-        HostMessage::Exec(ExecRequest {
-            program: "true".into(),
-            args: vec![],
-            env: vec![],
-            cwd: None,
-            user: None,
-            stdin: StdinMode::Null,
-            tty: None,
-            output_window: window,
-        })
-    }
-
-    #[test]
-    fn output_within_credit_passes_and_beyond_it_is_a_violation() {
-        let mut credits = Credits::default();
-        credits.on_host(5, &exec(10));
-        assert!(credits
-            .on_guest(5, &GuestMessage::Stdout(vec![0; 6]))
-            .is_ok());
-        assert!(credits
-            .on_guest(5, &GuestMessage::Stderr(vec![0; 4]))
-            .is_ok());
-        assert!(credits
-            .on_guest(5, &GuestMessage::Stdout(vec![0; 1]))
-            .is_err());
-        credits.on_host(5, &HostMessage::Credit(3));
-        assert!(credits
-            .on_guest(5, &GuestMessage::Stdout(vec![0; 3]))
-            .is_ok());
-    }
-
-    #[test]
-    fn output_after_exit_or_for_unknown_ids_is_a_violation() {
-        let mut credits = Credits::default();
-        credits.on_host(1, &exec(100));
-        let exited = GuestMessage::Exited(ExitStatus {
-            code: Some(0),
-            signal: None,
-            guest_micros: 1,
-        });
-        assert!(credits.on_guest(1, &exited).is_ok());
-        assert!(credits.on_guest(1, &GuestMessage::Stdout(vec![1])).is_err());
-        assert!(credits.on_guest(9, &GuestMessage::Stdout(vec![1])).is_err());
-    }
-
-    #[test]
-    fn file_reads_are_held_to_their_window_too() {
-        let mut credits = Credits::default();
-        let read = HostMessage::Fs(FsRequest::Read {
-            path: "/f".into(),
-            output_window: 4,
-        });
-        credits.on_host(2, &read);
-        assert!(credits.on_guest(2, &GuestMessage::Data(vec![0; 4])).is_ok());
-        assert!(credits
-            .on_guest(2, &GuestMessage::Data(vec![0; 1]))
-            .is_err());
-    }
-
-    #[test]
-    fn a_second_greeting_is_a_violation() {
-        let mut credits = Credits::default();
-        assert!(credits.on_guest(0, &GuestMessage::Ready).is_err());
-    }
 }

@@ -349,8 +349,15 @@ fn dup_fd(fd: &OwnedFd) -> io::Result<OwnedFd> {
 
 /// Reports a failed system call with the guest's errno.
 pub fn io_failure(what: &str, err: io::Error) -> Failure {
+    // A limit the host set (e.g. `List`'s entry cap) is reported by the agent
+    // as `FileTooLarge` without an errno.
+    let limit = err.kind() == io::ErrorKind::FileTooLarge && err.raw_os_error().is_none();
     Failure {
-        kind: FailureKind::Io,
+        kind: if limit {
+            FailureKind::LimitExceeded
+        } else {
+            FailureKind::Io
+        },
         errno: err.raw_os_error(),
         message: format!("{what}: {err}"),
     }

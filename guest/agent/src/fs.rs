@@ -146,13 +146,33 @@ fn failed(what: &str, err: io::Error) -> GuestMessage {
     GuestMessage::Failed(io_failure(what, err))
 }
 
-/// Opens a file to read; a directory opens fine but cannot be read, so say so.
+/// Opens a regular file to read. The open never blocks (a FIFO would hold the
+/// agent's only thread until a writer came) and the descriptor stays
+/// non-blocking, so a file that reads like a device (`/proc/kmsg`) fails
+/// instead of hanging; anything but a regular file is refused.
 fn open_for_reading(path: &str) -> io::Result<fs::File> {
-    let file = fs::File::open(path)?;
-    if file.metadata()?.is_dir() {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    require_regular_file(&file)?;
+    Ok(file)
+}
+
+/// Refuses directories (`EISDIR`) and anything else that is not a regular
+/// file (`EINVAL`): FIFOs, sockets and devices are not file content.
+fn require_regular_file(file: &fs::File) -> io::Result<()> {
+    let kind = file.metadata()?.file_type();
+    if kind.is_dir() {
         return Err(io::Error::from_raw_os_error(libc::EISDIR));
     }
-    Ok(file)
+    if !kind.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(())
 }
 
 /// Where and how a file is written.
@@ -174,13 +194,20 @@ impl Destination {
                     .create(parent)?;
             }
         }
+        // Non-blocking open: a FIFO without a reader fails (ENXIO) instead of
+        // holding a thread; only regular files are written.
         let file = OpenOptions::new()
             .write(true)
             .create(true)
             .append(self.append)
-            .truncate(!self.append)
+            .truncate(false)
             .mode(0o644)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)?;
+        require_regular_file(&file)?;
+        if !self.append {
+            file.set_len(0)?;
+        }
         if let Some(mode) = self.mode {
             // Exact bits, whatever the umask.
             file.set_permissions(fs::Permissions::from_mode(mode))?;
@@ -257,7 +284,9 @@ fn run_one_shot(request: FsRequest) -> OneShotResult {
             let meta = meta.map_err(ctx(format!("stat {path}")))?;
             Ok(vec![FsReply::Stat(file_stat(&meta))])
         }
-        FsRequest::List { path } => list(&path).map_err(ctx(format!("list {path}"))),
+        FsRequest::List { path, max_entries } => {
+            list(&path, max_entries).map_err(ctx(format!("list {path}")))
+        }
         FsRequest::Mkdir {
             path,
             mode,
@@ -296,10 +325,16 @@ fn run_one_shot(request: FsRequest) -> OneShotResult {
     }
 }
 
-fn list(path: &str) -> io::Result<Vec<FsReply>> {
+fn list(path: &str, max_entries: u32) -> io::Result<Vec<FsReply>> {
     let mut entries = Vec::new();
     for entry in fs::read_dir(path)? {
         let entry = entry?;
+        if entries.len() >= max_entries as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("more than {max_entries} entries"),
+            ));
+        }
         // The entry may vanish between readdir and lstat; skip it then.
         let Ok(meta) = entry.path().symlink_metadata() else {
             continue;

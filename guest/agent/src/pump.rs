@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::{self, Read};
 
 use bytes::BufMut;
-use msb_protocol::{Envelope, GuestMessage, MAX_DATA_CHUNK};
+use msb_protocol::{Envelope, GuestMessage, MAX_DATA_CHUNK, OUTPUT_MESSAGE_COST};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{watch, Semaphore};
 
@@ -59,9 +59,12 @@ impl Window {
         self.credit.close();
     }
 
-    /// Waits for at least one byte of credit and takes up to `chunk` bytes.
+    /// Waits for credit for one message of at least one byte, spends the
+    /// message's cost and takes up to `chunk` bytes; returns the bytes taken.
+    /// Hand back what goes unsent with [`Window::give_back`], and the cost too
+    /// ([`Window::cancel`]) when no message is sent at all.
     async fn take(&self, chunk: usize) -> usize {
-        let Ok(first) = self.credit.acquire().await else {
+        let Ok(first) = self.credit.acquire_many(OUTPUT_MESSAGE_COST + 1).await else {
             return 0;
         };
         first.forget();
@@ -77,6 +80,11 @@ impl Window {
 
     fn give_back(&self, bytes: usize) {
         self.credit.add_permits(bytes);
+    }
+
+    /// Returns a whole `take` of `bytes` for which no message was sent.
+    fn cancel(&self, bytes: usize) {
+        self.give_back(bytes + OUTPUT_MESSAGE_COST as usize);
     }
 }
 
@@ -102,7 +110,7 @@ impl Pump {
                 // End of file, a read error (a pty master reads EIO once the
                 // terminal is gone) or idleness after exit: the stream is over.
                 _ => {
-                    self.window.give_back(allowed);
+                    self.window.cancel(allowed);
                     return;
                 }
             };
@@ -173,11 +181,18 @@ pub async fn send_file(
             return Ok(());
         }
         let mut data = Vec::with_capacity(allowed);
-        let n = (&mut file).take(allowed as u64).read_to_end(&mut data)?;
-        window.give_back(allowed - n);
+        let n = match (&mut file).take(allowed as u64).read_to_end(&mut data) {
+            Ok(n) => n,
+            Err(err) => {
+                window.cancel(allowed);
+                return Err(err);
+            }
+        };
         if n == 0 {
+            window.cancel(allowed);
             return Ok(());
         }
+        window.give_back(allowed - n);
         if !window.forward(id, GuestMessage::Data(data), outbox).await {
             return Ok(());
         }

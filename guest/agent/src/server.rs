@@ -126,6 +126,9 @@ impl State {
             HostMessage::Resize(size) => self.with_exec(id, |e| e.resize(size)),
             HostMessage::Detach => self.with_exec(id, Exec::detach),
             HostMessage::Shutdown => unreachable!("handled by serve"),
+            // Answered from the request loop itself: the host judges the
+            // guest alive by it, so it must not wait behind any request.
+            HostMessage::Ping => self.reply(id, GuestMessage::Pong).await?,
         }
         Ok(())
     }
