@@ -19,6 +19,8 @@ const PRIVATE = ["10.0.0.10", "172.16.0.10", "192.168.1.10"];
 const METADATA = "169.254.169.254";
 /** The guest's gateway: it stands for the host (the sandbox's namespace). */
 const GATEWAY = "100.96.0.1";
+/** The sandbox namespace's own addresses (scripts/netns-run.sh): the host's, to the guest. */
+const HOST_ADDRESSES = ["198.51.100.1", "10.0.0.1"];
 /** What the upstream resolver on the public test host answers. */
 const UPSTREAM_RECORDS: Record<string, string> = {
   "public.up.test": PUBLIC,
@@ -57,14 +59,16 @@ function startServers(namespace: string, addresses: string[]): Promise<string[]>
   });
 }
 
-/** A TCP service on this namespace's own 127.0.0.1. */
-async function loopbackService(): Promise<{ port: number; connections: () => number; close: () => void }> {
+/** A TCP service on this namespace's own 127.0.0.1 (or, with "0.0.0.0", on all its addresses). */
+async function loopbackService(
+  address = "127.0.0.1",
+): Promise<{ port: number; connections: () => number; close: () => void }> {
   let connections = 0;
   const server = net.createServer((socket) => {
     connections++;
     socket.end("loopback secret\n");
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  await new Promise<void>((resolve) => server.listen(0, address, resolve));
   return {
     port: (server.address() as net.AddressInfo).port,
     connections: () => connections,
@@ -180,6 +184,34 @@ print("udp", udp("${PRIVATE[0]}", 7), udp("${METADATA}", 7))`,
     }
   });
 
+  test("the host's own addresses are refused like its loopback, whatever their range", async () => {
+    // A host service bound on every address answers on the namespace's own addresses too, and
+    // 198.51.100.1 is "public" by its range alone.
+    const service = await loopbackService("0.0.0.0");
+    try {
+      await withSandbox(python, {}, async (sb) => {
+        const out = await sb.exec("python3", [
+          "-c",
+          `import socket
+for host in ${JSON.stringify(HOST_ADDRESSES)}:
+    try:
+        print(host, socket.create_connection((host, ${service.port}), timeout=3).recv(64).decode().strip())
+    except OSError as e:
+        print(host, type(e).__name__)`,
+        ]);
+        assert.equal(out.stderr(), "");
+        assert.equal(out.stdout(), HOST_ADDRESSES.map((ip) => `${ip} ConnectionRefusedError\n`).join(""));
+        for (const ip of HOST_ADDRESSES) {
+          const line = `deny tcp ${ip}:${service.port} default public-only (host)`;
+          assert.ok(networkLog(sb).includes(line), `no "${line}" in the network log`);
+        }
+      });
+      assert.equal(service.connections(), 0);
+    } finally {
+      service.close();
+    }
+  });
+
   test("an allow rule for one loopback port lets exactly that port through", async () => {
     const allowed = await loopbackService();
     const other = await loopbackService();
@@ -225,6 +257,57 @@ print(urllib.request.urlopen("http://good.test/", timeout=5).read().decode().str
       );
       assert.match(networkLog(sb), /evil\.test/);
     });
+  });
+
+  test("queries to any other resolver are answered by the sandbox's DNS; DNS over TCP and TLS is refused", async () => {
+    const before = publicSeen.length;
+    // The public test host is a resolver that knows public.up.test: asked directly, it would
+    // answer the blocked name. 9.9.9.9 has no route from the test namespace at all.
+    const network: NetworkOptions = { blockDomains: ["public.up.test"], hosts: { "good.test": PUBLIC } };
+    await withSandbox(python, network, async (sb) => {
+      const out = await sb.exec("python3", [
+        "-c",
+        `import socket, struct
+def query(server, name):
+    q = struct.pack(">HHHHHH", 0x4d53, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + bytes(1)
+    q += struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    s.sendto(q, (server, 53))
+    try:
+        data, (src, port) = s.recvfrom(2048)
+    except OSError as e:
+        return type(e).__name__
+    return "from=%s:%d rcode=%d answers=%d" % (src, port, data[3] & 15, struct.unpack(">H", data[6:8])[0])
+def tcp(port):
+    try:
+        socket.create_connection(("${PUBLIC}", port), timeout=3)
+        return "connected"
+    except OSError as e:
+        return type(e).__name__
+print(query("9.9.9.9", "public.up.test"))
+print(query("${PUBLIC}", "public.up.test"))
+print(query("${PUBLIC}", "good.test"))
+print(tcp(53), tcp(853))`,
+      ]);
+      assert.equal(out.stderr(), "");
+      assert.equal(
+        out.stdout(),
+        [
+          "from=9.9.9.9:53 rcode=3 answers=0",
+          `from=${PUBLIC}:53 rcode=3 answers=0`,
+          `from=${PUBLIC}:53 rcode=0 answers=1`,
+          "ConnectionRefusedError ConnectionRefusedError",
+          "",
+        ].join("\n"),
+      );
+      const log = networkLog(sb);
+      assert.match(log, /dns-block dns public\.up\.test block list/);
+      assert.match(log, /deny tcp 198\.51\.100\.10:53 dns-over-tcp/);
+      assert.match(log, /deny tcp 198\.51\.100\.10:853 dns-over-tls/);
+    });
+    assert.deepEqual(publicSeen.slice(before), [], "the public resolver was reached");
   });
 
   test("a domain allow rule only matches addresses the sandbox resolved itself", async () => {

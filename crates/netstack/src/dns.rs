@@ -1,4 +1,7 @@
-//! The DNS server the guest uses (UDP port 53 on the gateway address).
+//! The DNS server the guest uses: UDP port 53 of the gateway address, and of every other address
+//! too. A query the guest sends to another resolver (`nslookup name 9.9.9.9`) is answered here
+//! all the same, from the address it was sent to, so block lists and domain rules hold whichever
+//! server the guest asks (see `enforce` for DNS over TCP, TLS and QUIC).
 //!
 //! Each query is answered in this order:
 //! 1. A malformed query gets FORMERR (or nothing, if even the header is unreadable); anything
@@ -20,11 +23,11 @@
 //! recorded with the names of the chain, which is what domain rules match on.
 //!
 //! Answers are capped at the guest's advertised UDP size (512 without EDNS) and at one frame;
-//! longer ones are truncated (TC set). DNS over TCP is not served.
+//! longer ones are truncated (TC set). DNS over TCP is not served (and refused: see `enforce`).
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -50,9 +53,17 @@ const EDNS_PAYLOAD: u16 = 1232;
 /// CNAME chains longer than this are not followed further.
 const MAX_CHAIN: usize = 16;
 
+/// Who asked: the reply goes from `server` (the address the guest sent the query to: the gateway,
+/// or the resolver it tried to reach) to the guest's `guest_port`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Client {
+    pub(crate) guest_port: u16,
+    pub(crate) server: SocketAddrV4,
+}
+
 /// An upstream exchange that has finished, successfully or not.
 pub(crate) struct Forwarded {
-    pub(crate) guest_port: u16,
+    pub(crate) client: Client,
     request: Message,
     upstream_id: u16,
     result: Result<Vec<u8>, ForwardError>,
@@ -92,12 +103,12 @@ impl DnsServer {
         }
     }
 
-    /// Handles a query from the guest's `guest_port`. Returns the reply when it is known now;
-    /// `None` when the query was forwarded (see [`DnsServer::poll_forwarded`]) or dropped.
+    /// Handles a query from `client`. Returns the reply when it is known now; `None` when the
+    /// query was forwarded (see [`DnsServer::poll_forwarded`]) or dropped.
     pub(crate) fn on_query(
         &mut self,
         enforcer: &mut Enforcer,
-        guest_port: u16,
+        client: Client,
         payload: &[u8],
         now: Instant,
     ) -> Option<Vec<u8>> {
@@ -166,7 +177,7 @@ impl DnsServer {
         self.inflight.push(Box::pin(async move {
             let result = forward(&servers, &bytes, upstream_id, timeout).await;
             Forwarded {
-                guest_port,
+                client,
                 request,
                 upstream_id,
                 result,
@@ -227,7 +238,7 @@ impl DnsServer {
             let Some(ip) = record.data.ip_addr() else {
                 continue;
             };
-            let decision = enforcer.policy.admits_answer(ip, &chain);
+            let decision = enforcer.admits_answer(ip, &chain, now);
             if !decision.is_allowed() {
                 Counters::add(&enforcer.stats.dns_rebinding_refused, 1);
                 enforcer.record_dns(
@@ -351,6 +362,7 @@ async fn ask(server: SocketAddr, query: &[u8], id: u16) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hostaddrs::HostAddrs;
     use crate::names::ResolvedNames;
     use crate::netlog::NetLog;
     use crate::policy::Policy;
@@ -361,8 +373,16 @@ mod tests {
         Enforcer {
             policy,
             names: ResolvedNames::new(16),
+            host: HostAddrs::new(Instant::now()).unwrap(),
             log: NetLog::open(None, 4096).unwrap(),
             stats: Arc::default(),
+        }
+    }
+
+    fn client(guest_port: u16) -> Client {
+        Client {
+            guest_port,
+            server: SocketAddrV4::new(crate::GATEWAY_IPV4, 53),
         }
     }
 
@@ -397,7 +417,9 @@ mod tests {
         let now = Instant::now();
         let ask = |dns: &mut DnsServer, enf: &mut Enforcer, name: &str, kind| {
             let q = query(name, kind);
-            let reply = dns.on_query(enf, 1000, &q.to_vec().unwrap(), now).unwrap();
+            let reply = dns
+                .on_query(enf, client(1000), &q.to_vec().unwrap(), now)
+                .unwrap();
             let reply = Message::from_vec(&reply).unwrap();
             assert_eq!(reply.metadata.id, q.metadata.id);
             reply
@@ -443,8 +465,10 @@ mod tests {
         let mut dns = server(vec![]);
         let mut enf = enforcer(Policy::default());
         let now = Instant::now();
-        assert!(dns.on_query(&mut enf, 1, &[], now).is_none());
-        let reply = dns.on_query(&mut enf, 1, &[0x12, 0x34, 0xff], now).unwrap();
+        assert!(dns.on_query(&mut enf, client(1), &[], now).is_none());
+        let reply = dns
+            .on_query(&mut enf, client(1), &[0x12, 0x34, 0xff], now)
+            .unwrap();
         let reply = Message::from_vec(&reply).unwrap();
         assert_eq!(reply.metadata.id, 0x1234);
         assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
@@ -455,14 +479,14 @@ mod tests {
             RecordType::A,
         ));
         let reply = dns
-            .on_query(&mut enf, 1, &q.to_vec().unwrap(), now)
+            .on_query(&mut enf, client(1), &q.to_vec().unwrap(), now)
             .unwrap();
         let reply = Message::from_vec(&reply).unwrap();
         assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
         // A response sent to the server is ignored.
         let r = Message::response(7, OpCode::Query);
         assert!(dns
-            .on_query(&mut enf, 1, &r.to_vec().unwrap(), now)
+            .on_query(&mut enf, client(1), &r.to_vec().unwrap(), now)
             .is_none());
     }
 
@@ -471,7 +495,7 @@ mod tests {
         answer.queries = q.queries.clone();
         answer.answers = records;
         Forwarded {
-            guest_port: 1,
+            client: client(1),
             request: q.clone(),
             upstream_id: id,
             result: Ok(answer.to_vec().unwrap()),

@@ -20,9 +20,12 @@
 //! (`public-only` denies it) and test networks (10/8, 172.16/12, 192.168/16, documentation
 //! ranges) do not use, so no destination a guest may want is ever "on link". The gateway
 //! answers ARP and ICMP echo for its own address only, and serves DNS on UDP port 53. Any other
-//! TCP or UDP port of the gateway address stands for the host itself: the flow goes to the
-//! host's `127.0.0.1` on that port, and the policy judges it as a loopback destination
-//! (`public-only` denies it; a rule allowing `127.0.0.1` and a port opens exactly that port).
+//! TCP port of the gateway address stands for the host itself: the flow goes to the host's
+//! `127.0.0.1` on that port, and the policy judges it as a loopback destination (`public-only`
+//! denies it; a rule allowing `127.0.0.1` and a port opens exactly that port). The addresses of
+//! the host's own interfaces are the host too (class `host`, treated like loopback): the stack
+//! lists them when it is created and again when it judges a flow with a list older than two
+//! seconds (`hostaddrs`).
 //! IPv6 is not routed yet (IPv6 frames are dropped; the stack offers the guest no IPv6 address
 //! or route); AAAA queries are answered like any other, and policy classification already
 //! handles IPv6 and IPv4-mapped addresses.
@@ -32,6 +35,12 @@
 //! from the hosts table; published ports still work (they are connections *into* the guest,
 //! asked for by the sandbox's owner). Every denied flow and blocked query is written to the
 //! network log ([`NetConfig::log_path`], format in `netlog`).
+//!
+//! Name-based policy (block lists, domain rules) holds only if the guest resolves through the
+//! stack, so DNS never leaves any other way: a query to UDP port 53 of *any* address is answered
+//! by the stack's own DNS, from the address the guest asked (nothing on port 53 is relayed), and
+//! DNS over TCP (port 53), TLS (TCP 853) and QUIC (UDP 853) is refused before any rule is
+//! consulted, and logged (`enforce`).
 //!
 //! # Threading model
 //! [`NetStack::run`] is a single future, polled by whichever task awaits it (the sandbox
@@ -59,20 +68,38 @@
 //! One poll processes at most a bounded number of frames and rounds, then yields (waking itself),
 //! so a busy guest cannot starve the runtime's other tasks.
 //!
+//! The one blocking call the task makes is listing the host's addresses (`getifaddrs`, a netlink
+//! dump sized by the host's interfaces): at most once every two seconds, and only when a flow or
+//! a DNS answer is being judged, never while the guest is idle.
+//!
 //! # Bounds (what a hostile guest can make the host hold)
 //! - Flows: at most `limits.max_flows` TCP and UDP flows in all, each with at most one host
 //!   socket; beyond it a SYN gets a reset and a datagram is dropped (both counted and logged).
 //!   A host connect only starts after the policy and the limit allowed it. DNS forwards: at most
 //!   `limits.max_dns_inflight`, one host socket each.
 //! - Memory: two buffers of `limits.tcp_buffer` bytes per TCP flow (lazily backed by the OS),
-//!   a 256 KiB queue toward the link (when it is full the stack stops reading guest frames), one frame of UDP in flight,
-//!   the names map (`limits.max_resolved_addresses`), the log (rotated at `limits.max_log_bytes`).
-//! - Frames: at most [`link::MAX_FRAME_LEN`] bytes; a longer length prefix ends the link.
+//!   a 256 KiB queue toward the link (when it is full the stack stops reading guest frames), one
+//!   frame of UDP in flight, the names map (`limits.max_resolved_addresses`), the log (rotated at
+//!   `limits.max_log_bytes`), and the list of the host's addresses (as many as the host has; the
+//!   guest cannot add to it).
+//! - Frames: the link buffers at most two frames of [`link::MAX_FRAME_LEN`] bytes. The guest
+//!   chooses its frames' sizes (it can raise its MTU to 65535), so no frame can end the link: one
+//!   longer than [`link::MAX_FRAME_LEN`] is skipped as its bytes arrive, never buffered, and one
+//!   longer than [`MTU`] plus the Ethernet header is dropped before anything parses it. Both are
+//!   counted; only the link failing or closing stops the stack.
+//!
+//! # What is counted ([`NetStats`])
+//! Flows open (TCP, UDP, the peak), flows refused for the limit, flows denied (by the policy, or
+//! as DNS over TCP, TLS or QUIC), DNS queries answered (and of those, queries the guest sent to
+//! another server: `dns_redirected`), names blocked, answers refused as rebinding, frames in and
+//! out, and guest frames dropped (malformed, not for the gateway, unsupported, oversized), with
+//! the oversized ones also counted on their own.
 
 mod config;
 mod device;
 mod dns;
 mod enforce;
+mod hostaddrs;
 pub mod link;
 mod names;
 mod netlog;
@@ -143,6 +170,9 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
+    /// The host's own addresses, which the policy must know (see [`policy`]), cannot be listed.
+    #[error("cannot list the host's network addresses")]
+    HostAddresses(#[source] io::Error),
 }
 
 /// A sandbox's network stack, ready to serve a link.
@@ -174,12 +204,15 @@ impl NetStack {
                 path: config.log_path.clone().unwrap_or_default(),
                 source,
             })?;
+        let host = hostaddrs::HostAddrs::new(std::time::Instant::now())
+            .map_err(NetError::HostAddresses)?;
         let stats = NetStats::default();
         let limits = config.limits;
         let parts = stack::Parts {
             enforcer: enforce::Enforcer {
                 policy: config.policy,
                 names: names::ResolvedNames::new(limits.max_resolved_addresses),
+                host,
                 log,
                 stats: Arc::clone(&stats.0),
             },

@@ -6,6 +6,11 @@
 //! link writes the queue as it is. Another transport (a datagram socket with one frame per
 //! datagram, as libkrun's `unixgram` feed uses) plugs in by implementing `FrameLink`: it would
 //! split the queue at the length prefixes instead.
+//!
+//! Nothing the guest sends can end the link: the guest chooses its frames' sizes (its MTU, raw
+//! sockets), so a frame longer than [`MAX_FRAME_LEN`] is reported as [`Received::Oversized`] and
+//! its bytes are discarded as they arrive, never buffered; the next frame is read as usual. Only
+//! the link itself failing, or closing in the middle of a frame, stops the stack.
 
 use std::io;
 use std::pin::Pin;
@@ -13,8 +18,9 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The largest frame either side may send. Bigger than any Ethernet frame the guest's MTU allows
-/// (the stack drops those) but small enough that a lying length cannot make the host buffer much.
+/// The largest frame the link buffers. Bigger than any Ethernet frame the stack's MTU allows (the
+/// stack drops those too, see `stack::Engine::on_frame`); a longer frame is skipped, so a length
+/// prefix cannot make the host buffer more than this.
 pub const MAX_FRAME_LEN: usize = 65_536;
 const PREFIX: usize = 4;
 
@@ -23,16 +29,24 @@ const PREFIX: usize = 4;
 pub enum RunError {
     #[error("network link I/O failed")]
     Io(#[source] io::Error),
-    #[error("network link sent a frame of {len} bytes (most is {MAX_FRAME_LEN})")]
-    FrameTooLarge { len: usize },
     #[error("network link closed in the middle of a frame")]
     Truncated,
 }
 
+/// What the link delivered.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Received<'a> {
+    /// A whole frame.
+    Frame(&'a [u8]),
+    /// A frame of `len` bytes, more than [`MAX_FRAME_LEN`]: it is skipped (the caller only
+    /// counts it).
+    Oversized { len: usize },
+}
+
 /// A duplex source and sink of Ethernet frames.
 pub(crate) trait FrameLink {
-    /// The next whole frame; `Ok(None)` once the peer has closed the link.
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<&[u8]>, RunError>>;
+    /// The next frame; `Ok(None)` once the peer has closed the link.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Received<'_>>, RunError>>;
 
     /// Writes queued frames until the queue is empty (`Ready`) or the link is full (`Pending`).
     fn poll_send(&mut self, cx: &mut Context<'_>, out: &mut OutQueue)
@@ -45,6 +59,14 @@ pub(crate) struct StreamLink<L> {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Bytes of an oversized frame still to be discarded as they arrive.
+    skip: usize,
+}
+
+/// Where the next frame is, once its prefix has arrived.
+enum Next {
+    Frame(std::ops::Range<usize>),
+    Oversized(usize),
 }
 
 impl<L: AsyncRead + AsyncWrite + Unpin> StreamLink<L> {
@@ -54,33 +76,47 @@ impl<L: AsyncRead + AsyncWrite + Unpin> StreamLink<L> {
             buf: vec![0; 2 * (MAX_FRAME_LEN + PREFIX)],
             start: 0,
             end: 0,
+            skip: 0,
         }
     }
 
-    /// The position of the next complete frame in the buffer, if there is one.
-    fn next_frame(&mut self) -> Result<Option<std::ops::Range<usize>>, RunError> {
+    /// The next complete frame in the buffer, if there is one. An oversized frame is reported as
+    /// soon as its prefix is in, and its bytes are then skipped.
+    fn next_frame(&mut self) -> Option<Next> {
         let available = &self.buf[self.start..self.end];
-        let Some(prefix) = available.get(..PREFIX) else {
-            return Ok(None);
-        };
+        let prefix = available.get(..PREFIX)?;
         let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
         if len > MAX_FRAME_LEN {
-            return Err(RunError::FrameTooLarge { len });
+            self.start += PREFIX;
+            self.skip = len;
+            return Some(Next::Oversized(len));
         }
         if available.len() < PREFIX + len {
-            return Ok(None);
+            return None;
         }
         let frame = self.start + PREFIX..self.start + PREFIX + len;
         self.start = frame.end;
-        Ok(Some(frame))
+        Some(Next::Frame(frame))
     }
 }
 
 impl<L: AsyncRead + AsyncWrite + Unpin> FrameLink for StreamLink<L> {
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<&[u8]>, RunError>> {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Received<'_>>, RunError>> {
         loop {
-            if let Some(frame) = self.next_frame()? {
-                return Poll::Ready(Ok(Some(&self.buf[frame])));
+            // Discard what has arrived of an oversized frame.
+            let skipped = self.skip.min(self.end - self.start);
+            self.start += skipped;
+            self.skip -= skipped;
+            if self.skip == 0 {
+                match self.next_frame() {
+                    Some(Next::Frame(frame)) => {
+                        return Poll::Ready(Ok(Some(Received::Frame(&self.buf[frame]))))
+                    }
+                    Some(Next::Oversized(len)) => {
+                        return Poll::Ready(Ok(Some(Received::Oversized { len })))
+                    }
+                    None => {}
+                }
             }
             // Make room for at least one whole frame after the partial one.
             if self.buf.len() - self.end < MAX_FRAME_LEN + PREFIX {
@@ -92,7 +128,7 @@ impl<L: AsyncRead + AsyncWrite + Unpin> FrameLink for StreamLink<L> {
             ready!(Pin::new(&mut self.io).poll_read(cx, &mut read)).map_err(RunError::Io)?;
             let n = read.filled().len();
             if n == 0 {
-                return Poll::Ready(if self.start == self.end {
+                return Poll::Ready(if self.start == self.end && self.skip == 0 {
                     Ok(None)
                 } else {
                     Err(RunError::Truncated)
@@ -192,36 +228,88 @@ mod tests {
             a
         });
         for len in [0usize, 1, 60, 1514, 3000] {
-            let frame = poll_fn(|cx| {
-                link.poll_frame(cx)
-                    .map(|r| r.map(|f| f.map(|f| f.to_vec())))
-            })
-            .await
-            .unwrap()
-            .unwrap();
-            assert_eq!(frame, vec![len as u8; len]);
+            assert_eq!(
+                next(&mut link).await.unwrap(),
+                Some(Got::Frame(vec![len as u8; len]))
+            );
         }
-        let end = poll_fn(|cx| link.poll_frame(cx).map(|r| r.map(|f| f.is_some()))).await;
-        assert!(!end.unwrap());
+        assert_eq!(next(&mut link).await.unwrap(), None);
+        drop(writer.await.unwrap());
+    }
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Got {
+        Frame(Vec<u8>),
+        Oversized(usize),
+    }
+
+    async fn next<L: AsyncRead + AsyncWrite + Unpin>(
+        link: &mut StreamLink<L>,
+    ) -> Result<Option<Got>, RunError> {
+        poll_fn(|cx| {
+            link.poll_frame(cx).map(|r| {
+                r.map(|received| {
+                    received.map(|received| match received {
+                        Received::Frame(f) => Got::Frame(f.to_vec()),
+                        Received::Oversized { len } => Got::Oversized(len),
+                    })
+                })
+            })
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn oversized_frames_are_skipped_without_being_buffered() {
+        // Through a small pipe, so the skipped frames arrive over many reads; the largest is
+        // far more than the link's buffer holds.
+        let (mut a, b) = tokio::io::duplex(4096);
+        let mut link = StreamLink::new(b);
+        let sizes = [MAX_FRAME_LEN + 1, 65_549, 5 * MAX_FRAME_LEN];
+        let writer = tokio::spawn(async move {
+            for (i, len) in sizes.into_iter().enumerate() {
+                a.write_all(&(len as u32).to_be_bytes()).await.unwrap();
+                a.write_all(&vec![0xee; len]).await.unwrap();
+                a.write_all(&[0, 0, 0, 3, i as u8, 2, 3]).await.unwrap();
+            }
+            a
+        });
+        for (i, len) in sizes.into_iter().enumerate() {
+            assert_eq!(next(&mut link).await.unwrap(), Some(Got::Oversized(len)));
+            assert_eq!(
+                next(&mut link).await.unwrap(),
+                Some(Got::Frame(vec![i as u8, 2, 3]))
+            );
+        }
+        assert_eq!(
+            link.buf.len(),
+            2 * (MAX_FRAME_LEN + PREFIX),
+            "the buffer never grew"
+        );
         drop(writer.await.unwrap());
     }
 
     #[tokio::test]
-    async fn oversized_and_truncated_frames_are_errors() {
+    async fn a_link_closed_inside_a_frame_is_an_error() {
+        let (mut a, b) = tokio::io::duplex(64);
+        let mut link = StreamLink::new(b);
+        a.write_all(&[0, 0, 0, 10, 1, 2]).await.unwrap();
+        drop(a);
+        assert!(matches!(next(&mut link).await, Err(RunError::Truncated)));
+
+        // Also inside a frame being skipped.
         let (mut a, b) = tokio::io::duplex(64);
         let mut link = StreamLink::new(b);
         a.write_all(&(MAX_FRAME_LEN as u32 + 1).to_be_bytes())
             .await
             .unwrap();
-        let err = poll_fn(|cx| link.poll_frame(cx).map(|r| r.map(|f| f.is_some()))).await;
-        assert!(matches!(err, Err(RunError::FrameTooLarge { .. })));
-
-        let (mut a, b) = tokio::io::duplex(64);
-        let mut link = StreamLink::new(b);
-        a.write_all(&[0, 0, 0, 10, 1, 2]).await.unwrap();
+        a.write_all(&[0; 10]).await.unwrap();
         drop(a);
-        let err = poll_fn(|cx| link.poll_frame(cx).map(|r| r.map(|f| f.is_some()))).await;
-        assert!(matches!(err, Err(RunError::Truncated)));
+        assert_eq!(
+            next(&mut link).await.unwrap(),
+            Some(Got::Oversized(MAX_FRAME_LEN + 1))
+        );
+        assert!(matches!(next(&mut link).await, Err(RunError::Truncated)));
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub(crate) const PER_SECOND: u32 = 100;
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum EventKind {
-    /// The policy denied a flow.
+    /// The policy denied a flow, or it was DNS that would bypass the stack's resolver.
     Deny,
     /// A flow was refused because the flow table is full.
     Limit,

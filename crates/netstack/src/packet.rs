@@ -8,7 +8,8 @@
 //!
 //! Frames are validated as far as the stack relies on them: Ethernet destination (the gateway or
 //! broadcast), IPv4 header checksum, source address (only [`GUEST_IPV4`]: a guest cannot speak
-//! for other addresses), no fragments, and UDP checksums. TCP is validated by smoltcp.
+//! for other addresses), no fragments, and UDP checksums. TCP is validated by smoltcp. Frames
+//! longer than the MTU never get here: `stack::Engine::on_frame` drops them first.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 

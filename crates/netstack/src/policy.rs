@@ -1,8 +1,9 @@
 //! Network policy: which destinations a guest may reach.
 //!
-//! Decisions are pure functions of the policy, the destination and the names this sandbox resolved
-//! for the destination address through the stack's DNS. Nothing here touches a socket, so every
-//! rule is unit-tested without packets.
+//! Decisions are pure functions of the policy, the destination, the names this sandbox resolved
+//! for the destination address through the stack's DNS, and the addresses of the host's own
+//! interfaces ([`HostAddresses`], which the stack enumerates and passes in). Nothing here touches a
+//! socket, so every rule is unit-tested without packets.
 //!
 //! # Evaluation order
 //! 1. [`PolicyKind::None`]: every destination is denied; rules are not consulted ("nothing leaves
@@ -11,10 +12,18 @@
 //! 3. [`Policy::allow_domains`]: a destination whose address was resolved from one of these names
 //!    is allowed.
 //! 4. The default: [`PolicyKind::AllowAll`] allows; [`PolicyKind::PublicOnly`] allows an address
-//!    only if [`classify`] says it is [`AddressClass::Public`].
+//!    only if [`classify_with`] says it is [`AddressClass::Public`].
 //!
 //! IPv4-mapped IPv6 destinations (`::ffff:a.b.c.d`) are evaluated as the IPv4 address they carry,
 //! for rules and for the default alike.
+//!
+//! # The host
+//! The host itself is never a public destination, whatever its address looks like: an address of
+//! one of its own interfaces (its LAN address, or a public address it holds) reaches the services it
+//! has bound on `0.0.0.0` just as `127.0.0.1` does. Such an address is classed
+//! [`AddressClass::Host`] and is treated exactly like loopback: `public-only` denies it, `allow-all`
+//! allows it, and a rule (or `allow_domains`) that matches it decides before the default, so
+//! `Rule::allow().cidr(<host address>/32).port(p)` opens exactly that port.
 //!
 //! # Domain names
 //! A domain matcher never looks at a name the guest *claims*; it matches only names that this
@@ -233,6 +242,41 @@ pub struct Policy {
     pub allow_domains: Vec<String>,
 }
 
+/// The addresses of the host's own interfaces: a destination among them is the host itself
+/// ([`AddressClass::Host`]). Plain data; the stack enumerates the interfaces and refreshes it.
+/// Stored canonical (IPv4-mapped IPv6 addresses as IPv4), sorted, without duplicates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostAddresses(Vec<IpAddr>);
+
+impl HostAddresses {
+    /// Whether `ip` is one of the host's addresses, also when written as an IPv6 form that
+    /// embeds it (IPv4-mapped, NAT64, 6to4: see [`classify`]).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        let embedded = match ip {
+            IpAddr::V6(v6) => embedded_ipv4(v6).map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
+        [Some(ip), embedded]
+            .into_iter()
+            .flatten()
+            .any(|ip| self.0.binary_search(&ip).is_ok())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<IpAddr> for HostAddresses {
+    fn from_iter<I: IntoIterator<Item = IpAddr>>(iter: I) -> HostAddresses {
+        let mut addrs: Vec<IpAddr> = iter.into_iter().map(canonical).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        HostAddresses(addrs)
+    }
+}
+
 /// Where a guest wants to go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Destination {
@@ -280,13 +324,14 @@ impl Decision {
 
 impl Policy {
     /// Decides whether the guest may open a flow to `dst`. `names` are the names this sandbox
-    /// resolved to `dst.ip` through the stack (empty when it resolved none).
-    pub fn decide(&self, dst: &Destination, names: &[String]) -> Decision {
+    /// resolved to `dst.ip` through the stack (empty when it resolved none); `host` the
+    /// addresses of the host's own interfaces.
+    pub fn decide(&self, dst: &Destination, names: &[String], host: &HostAddresses) -> Decision {
         let dst = Destination {
             ip: canonical(dst.ip),
             ..*dst
         };
-        let class = classify(dst.ip);
+        let class = classify_with(dst.ip, host);
         if self.default == PolicyKind::None {
             return Decision {
                 action: Action::Deny,
@@ -322,9 +367,9 @@ impl Policy {
     /// (its port or protocol restrictions are enforced later, per flow); a deny rule whose
     /// address matchers match refuses it only if it has no port or protocol restriction; then
     /// `allow_domains`, then the default.
-    pub fn admits_answer(&self, ip: IpAddr, names: &[String]) -> Decision {
+    pub fn admits_answer(&self, ip: IpAddr, names: &[String], host: &HostAddresses) -> Decision {
         let ip = canonical(ip);
-        let class = classify(ip);
+        let class = classify_with(ip, host);
         if self.default == PolicyKind::None {
             return self.default_decision(class);
         }
@@ -428,6 +473,9 @@ pub enum AddressClass {
     LinkLocal,
     /// Carrier-grade NAT shared space `100.64.0.0/10`.
     Cgnat,
+    /// An address of one of the host's own interfaces (see [`HostAddresses`]), whatever range
+    /// it is in: the host itself, like loopback.
+    Host,
     /// `224.0.0.0/4`, `ff00::/8`.
     Multicast,
     /// `255.255.255.255`.
@@ -446,6 +494,7 @@ impl fmt::Display for AddressClass {
             AddressClass::Private => "private",
             AddressClass::LinkLocal => "link-local",
             AddressClass::Cgnat => "cgnat",
+            AddressClass::Host => "host",
             AddressClass::Multicast => "multicast",
             AddressClass::Broadcast => "broadcast",
             AddressClass::Reserved => "reserved",
@@ -464,7 +513,19 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Classifies an address. IPv6 forms that embed an IPv4 address (mapped `::ffff:0:0/96`, NAT64
+/// Classifies an address as seen from a host whose own interfaces hold `host`: one of them is
+/// [`AddressClass::Host`], unless [`classify`] already calls it loopback or unspecified (which
+/// stand for the host too, and say so more precisely).
+pub fn classify_with(ip: IpAddr, host: &HostAddresses) -> AddressClass {
+    match classify(ip) {
+        class @ (AddressClass::Loopback | AddressClass::Unspecified) => class,
+        _ if host.contains(ip) => AddressClass::Host,
+        class => class,
+    }
+}
+
+/// Classifies an address by its range alone (never [`AddressClass::Host`]: see
+/// [`classify_with`]). IPv6 forms that embed an IPv4 address (mapped `::ffff:0:0/96`, NAT64
 /// `64:ff9b::/96`, 6to4 `2002::/16`) take the class of the embedded address, since a host with
 /// such translation routes them to it.
 pub fn classify(ip: IpAddr) -> AddressClass {
@@ -504,6 +565,29 @@ fn classify_v4(ip: Ipv4Addr) -> AddressClass {
     }
 }
 
+/// The IPv4 address that an IPv4-mapped, NAT64 (`64:ff9b::/96`) or 6to4 (`2002::/16`) address
+/// carries: a host with such translation routes the IPv6 form to it.
+fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let seg = ip.segments();
+    let embedded = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    };
+    // NAT64 well-known prefix.
+    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(embedded(seg[6], seg[7]));
+    }
+    // 6to4: the IPv4 address follows the 16-bit prefix.
+    if seg[0] == 0x2002 {
+        return Some(embedded(seg[1], seg[2]));
+    }
+    None
+}
+
 fn classify_v6(ip: Ipv6Addr) -> AddressClass {
     let seg = ip.segments();
     if let Some(v4) = ip.to_ipv4_mapped() {
@@ -515,18 +599,8 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
     if ip.is_loopback() {
         return AddressClass::Loopback;
     }
-    let embedded = |hi: u16, lo: u16| {
-        let [a, b] = hi.to_be_bytes();
-        let [c, d] = lo.to_be_bytes();
-        Ipv4Addr::new(a, b, c, d)
-    };
-    // NAT64 well-known prefix.
-    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return classify_v4(embedded(seg[6], seg[7]));
-    }
-    // 6to4: the IPv4 address follows the 16-bit prefix.
-    if seg[0] == 0x2002 {
-        return classify_v4(embedded(seg[1], seg[2]));
+    if let Some(v4) = embedded_ipv4(ip) {
+        return classify_v4(v4);
     }
     // Deprecated IPv4-compatible addresses (`::a.b.c.d`).
     if seg[..6] == [0; 6] {
@@ -561,6 +635,11 @@ mod tests {
             transport: Transport::Udp,
             ..tcp(ip, port)
         }
+    }
+
+    /// No host addresses (the host is then only loopback).
+    fn no_host() -> HostAddresses {
+        HostAddresses::default()
     }
 
     fn names(list: &[&str]) -> Vec<String> {
@@ -631,7 +710,7 @@ mod tests {
     fn public_only_denies_every_special_range() {
         let policy = Policy::default();
         for (ip, class) in DENIED_BY_PUBLIC_ONLY {
-            let decision = policy.decide(&tcp(ip, 443), &[]);
+            let decision = policy.decide(&tcp(ip, 443), &[], &no_host());
             assert_eq!(classify(ip.parse().unwrap()), *class, "{ip}");
             assert_eq!(decision.action, Action::Deny, "{ip}");
             assert_eq!(
@@ -650,8 +729,14 @@ mod tests {
         let policy = Policy::default();
         for ip in PUBLIC {
             assert_eq!(classify(ip.parse().unwrap()), AddressClass::Public, "{ip}");
-            assert!(policy.decide(&tcp(ip, 443), &[]).is_allowed(), "{ip}");
-            assert!(policy.decide(&udp(ip, 53), &[]).is_allowed(), "{ip}");
+            assert!(
+                policy.decide(&tcp(ip, 443), &[], &no_host()).is_allowed(),
+                "{ip}"
+            );
+            assert!(
+                policy.decide(&udp(ip, 53), &[], &no_host()).is_allowed(),
+                "{ip}"
+            );
         }
     }
 
@@ -662,11 +747,93 @@ mod tests {
             ..Policy::default()
         };
         for (ip, _) in DENIED_BY_PUBLIC_ONLY {
-            assert!(policy.decide(&tcp(ip, 1), &[]).is_allowed(), "{ip}");
+            assert!(
+                policy.decide(&tcp(ip, 1), &[], &no_host()).is_allowed(),
+                "{ip}"
+            );
         }
         for ip in PUBLIC {
-            assert!(policy.decide(&udp(ip, 1), &[]).is_allowed(), "{ip}");
+            assert!(
+                policy.decide(&udp(ip, 1), &[], &no_host()).is_allowed(),
+                "{ip}"
+            );
         }
+    }
+
+    #[test]
+    fn the_hosts_own_addresses_are_the_host() {
+        let host: HostAddresses = ["203.0.113.7", "10.1.1.1", "2001:db8::7", "127.0.0.1"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        let public_only = Policy::default();
+        let forms = [
+            "203.0.113.7",
+            "::ffff:203.0.113.7",
+            "64:ff9b::cb00:7107",
+            "2002:cb00:7107::1",
+            "10.1.1.1",
+            "2001:db8::7",
+        ];
+        for ip in forms {
+            assert_eq!(
+                classify_with(ip.parse().unwrap(), &host),
+                AddressClass::Host,
+                "{ip}"
+            );
+            let d = public_only.decide(&tcp(ip, 22), &[], &host);
+            assert_eq!(
+                (d.action, d.reason),
+                (
+                    Action::Deny,
+                    Reason::Default {
+                        kind: PolicyKind::PublicOnly,
+                        class: AddressClass::Host
+                    }
+                ),
+                "{ip}"
+            );
+            assert!(!public_only
+                .admits_answer(ip.parse().unwrap(), &[], &host)
+                .is_allowed());
+        }
+        // Loopback says so more precisely; a neighbour of a host address is what it is.
+        assert_eq!(
+            classify_with("127.0.0.1".parse().unwrap(), &host),
+            AddressClass::Loopback
+        );
+        assert!(public_only
+            .decide(&tcp("203.0.113.8", 22), &[], &host)
+            .is_allowed());
+        // allow-all allows the host, as it allows loopback; none denies it.
+        let allow_all = Policy {
+            default: PolicyKind::AllowAll,
+            ..Policy::default()
+        };
+        assert!(allow_all
+            .decide(&tcp("203.0.113.7", 22), &[], &host)
+            .is_allowed());
+        let none = Policy {
+            default: PolicyKind::None,
+            rules: vec![Rule::allow()],
+            ..Policy::default()
+        };
+        assert!(!none
+            .decide(&tcp("203.0.113.7", 22), &[], &host)
+            .is_allowed());
+        // A rule for the address opens exactly its port, as for loopback.
+        let rule = Policy {
+            rules: vec![Rule::allow()
+                .cidr("203.0.113.7/32".parse().unwrap())
+                .port(8080)],
+            ..Policy::default()
+        };
+        assert!(rule
+            .decide(&tcp("203.0.113.7", 8080), &[], &host)
+            .is_allowed());
+        assert!(!rule
+            .decide(&tcp("203.0.113.7", 8081), &[], &host)
+            .is_allowed());
     }
 
     #[test]
@@ -678,7 +845,7 @@ mod tests {
             ..Policy::default()
         };
         for ip in PUBLIC {
-            let d = policy.decide(&tcp(ip, 443), &names(&["example.com"]));
+            let d = policy.decide(&tcp(ip, 443), &names(&["example.com"]), &no_host());
             assert_eq!(d.action, Action::Deny, "{ip}");
             assert!(matches!(
                 d.reason,
@@ -687,7 +854,9 @@ mod tests {
                     ..
                 }
             ));
-            assert!(!policy.admits_answer(ip.parse().unwrap(), &[]).is_allowed());
+            assert!(!policy
+                .admits_answer(ip.parse().unwrap(), &[], &no_host())
+                .is_allowed());
         }
     }
 
@@ -701,23 +870,23 @@ mod tests {
             ],
             ..Policy::default()
         };
-        let d = policy.decide(&udp("8.8.8.8", 53), &[]);
+        let d = policy.decide(&udp("8.8.8.8", 53), &[], &no_host());
         assert_eq!(
             (d.action, d.reason),
             (Action::Deny, Reason::Rule { index: 0 })
         );
-        let d = policy.decide(&udp("8.8.8.8", 54), &[]);
+        let d = policy.decide(&udp("8.8.8.8", 54), &[], &no_host());
         assert_eq!(
             (d.action, d.reason),
             (Action::Allow, Reason::Rule { index: 1 })
         );
-        let d = policy.decide(&tcp("8.9.0.1", 80), &[]);
+        let d = policy.decide(&tcp("8.9.0.1", 80), &[], &no_host());
         assert_eq!(
             (d.action, d.reason),
             (Action::Deny, Reason::Rule { index: 2 })
         );
         // No rule matches: the default decides.
-        let d = policy.decide(&tcp("9.9.9.9", 80), &[]);
+        let d = policy.decide(&tcp("9.9.9.9", 80), &[], &no_host());
         assert!(d.is_allowed());
         assert!(matches!(d.reason, Reason::Default { .. }));
     }
@@ -731,15 +900,27 @@ mod tests {
                 .protocol(Protocol::Tcp)],
             ..Policy::default()
         };
-        assert!(policy.decide(&tcp("127.0.0.1", 8000), &[]).is_allowed());
-        assert!(policy.decide(&tcp("127.0.0.1", 8080), &[]).is_allowed());
-        assert!(!policy.decide(&tcp("127.0.0.1", 8081), &[]).is_allowed());
-        assert!(!policy.decide(&tcp("127.0.0.1", 7999), &[]).is_allowed());
-        assert!(!policy.decide(&udp("127.0.0.1", 8000), &[]).is_allowed());
-        assert!(!policy.decide(&tcp("127.0.0.2", 8000), &[]).is_allowed());
+        assert!(policy
+            .decide(&tcp("127.0.0.1", 8000), &[], &no_host())
+            .is_allowed());
+        assert!(policy
+            .decide(&tcp("127.0.0.1", 8080), &[], &no_host())
+            .is_allowed());
+        assert!(!policy
+            .decide(&tcp("127.0.0.1", 8081), &[], &no_host())
+            .is_allowed());
+        assert!(!policy
+            .decide(&tcp("127.0.0.1", 7999), &[], &no_host())
+            .is_allowed());
+        assert!(!policy
+            .decide(&udp("127.0.0.1", 8000), &[], &no_host())
+            .is_allowed());
+        assert!(!policy
+            .decide(&tcp("127.0.0.2", 8000), &[], &no_host())
+            .is_allowed());
         // An IPv4 rule also matches the IPv4-mapped form.
         assert!(policy
-            .decide(&tcp("::ffff:127.0.0.1", 8000), &[])
+            .decide(&tcp("::ffff:127.0.0.1", 8000), &[], &no_host())
             .is_allowed());
     }
 
@@ -750,8 +931,12 @@ mod tests {
             rules: vec![Rule::deny().protocol(Protocol::Udp)],
             ..Policy::default()
         };
-        assert!(!policy.decide(&udp("1.1.1.1", 53), &[]).is_allowed());
-        assert!(policy.decide(&tcp("1.1.1.1", 53), &[]).is_allowed());
+        assert!(!policy
+            .decide(&udp("1.1.1.1", 53), &[], &no_host())
+            .is_allowed());
+        assert!(policy
+            .decide(&tcp("1.1.1.1", 53), &[], &no_host())
+            .is_allowed());
     }
 
     #[test]
@@ -761,8 +946,12 @@ mod tests {
             rules: vec![Rule::deny().cidr("203.0.113.0/24".parse().unwrap())],
             ..Policy::default()
         };
-        assert!(!policy.decide(&tcp("203.0.113.5", 443), &[]).is_allowed());
-        assert!(policy.decide(&tcp("203.0.114.5", 443), &[]).is_allowed());
+        assert!(!policy
+            .decide(&tcp("203.0.113.5", 443), &[], &no_host())
+            .is_allowed());
+        assert!(policy
+            .decide(&tcp("203.0.114.5", 443), &[], &no_host())
+            .is_allowed());
     }
 
     #[test]
@@ -772,11 +961,21 @@ mod tests {
             ..Policy::default()
         };
         // The same private address: denied when not resolved, allowed when resolved from the name.
-        assert!(!policy.decide(&tcp("10.1.2.3", 443), &[]).is_allowed());
         assert!(!policy
-            .decide(&tcp("10.1.2.3", 443), &names(&["other.example"]))
+            .decide(&tcp("10.1.2.3", 443), &[], &no_host())
             .is_allowed());
-        let d = policy.decide(&tcp("10.1.2.3", 443), &names(&["Internal.Example."]));
+        assert!(!policy
+            .decide(
+                &tcp("10.1.2.3", 443),
+                &names(&["other.example"]),
+                &no_host()
+            )
+            .is_allowed());
+        let d = policy.decide(
+            &tcp("10.1.2.3", 443),
+            &names(&["Internal.Example."]),
+            &no_host(),
+        );
         assert_eq!(
             (d.action, d.reason),
             (Action::Allow, Reason::Rule { index: 0 })
@@ -792,15 +991,15 @@ mod tests {
         };
         let ip = "198.51.100.1";
         assert!(!policy
-            .decide(&tcp(ip, 80), &names(&["evil.test"]))
+            .decide(&tcp(ip, 80), &names(&["evil.test"]), &no_host())
             .is_allowed());
         assert!(!policy
-            .decide(&tcp(ip, 80), &names(&["a.b.EVIL.test"]))
+            .decide(&tcp(ip, 80), &names(&["a.b.EVIL.test"]), &no_host())
             .is_allowed());
         assert!(policy
-            .decide(&tcp(ip, 80), &names(&["notevil.test"]))
+            .decide(&tcp(ip, 80), &names(&["notevil.test"]), &no_host())
             .is_allowed());
-        assert!(policy.decide(&tcp(ip, 80), &[]).is_allowed());
+        assert!(policy.decide(&tcp(ip, 80), &[], &no_host()).is_allowed());
     }
 
     #[test]
@@ -812,10 +1011,18 @@ mod tests {
             ..Policy::default()
         };
         assert!(policy
-            .decide(&tcp("10.0.0.5", 22), &names(&["git.corp.example"]))
+            .decide(
+                &tcp("10.0.0.5", 22),
+                &names(&["git.corp.example"]),
+                &no_host()
+            )
             .is_allowed());
         assert!(!policy
-            .decide(&tcp("192.168.0.5", 22), &names(&["git.corp.example"]))
+            .decide(
+                &tcp("192.168.0.5", 22),
+                &names(&["git.corp.example"]),
+                &no_host()
+            )
             .is_allowed());
     }
 
@@ -827,10 +1034,14 @@ mod tests {
             ..Policy::default()
         };
         let resolved = names(&["db.internal"]);
-        let d = policy.decide(&tcp("10.9.9.9", 5432), &resolved);
+        let d = policy.decide(&tcp("10.9.9.9", 5432), &resolved, &no_host());
         assert_eq!((d.action, d.reason), (Action::Allow, Reason::AllowDomain));
-        assert!(!policy.decide(&tcp("10.9.9.9", 25), &resolved).is_allowed());
-        assert!(!policy.decide(&tcp("10.9.9.9", 5432), &[]).is_allowed());
+        assert!(!policy
+            .decide(&tcp("10.9.9.9", 25), &resolved, &no_host())
+            .is_allowed());
+        assert!(!policy
+            .decide(&tcp("10.9.9.9", 5432), &[], &no_host())
+            .is_allowed());
     }
 
     #[test]
@@ -855,20 +1066,20 @@ mod tests {
     fn rebinding_answers() {
         let public_only = Policy::default();
         assert!(!public_only
-            .admits_answer("127.0.0.1".parse().unwrap(), &[])
+            .admits_answer("127.0.0.1".parse().unwrap(), &[], &no_host())
             .is_allowed());
         assert!(!public_only
-            .admits_answer("::ffff:10.0.0.1".parse().unwrap(), &[])
+            .admits_answer("::ffff:10.0.0.1".parse().unwrap(), &[], &no_host())
             .is_allowed());
         assert!(public_only
-            .admits_answer("93.184.216.34".parse().unwrap(), &[])
+            .admits_answer("93.184.216.34".parse().unwrap(), &[], &no_host())
             .is_allowed());
         let allow_all = Policy {
             default: PolicyKind::AllowAll,
             ..Policy::default()
         };
         assert!(allow_all
-            .admits_answer("127.0.0.1".parse().unwrap(), &[])
+            .admits_answer("127.0.0.1".parse().unwrap(), &[], &no_host())
             .is_allowed());
         // A port-restricted allow rule admits the address (the port is checked per flow);
         // a port-restricted deny rule does not refuse it.
@@ -884,13 +1095,13 @@ mod tests {
             ..Policy::default()
         };
         assert!(rules
-            .admits_answer("10.0.0.1".parse().unwrap(), &[])
+            .admits_answer("10.0.0.1".parse().unwrap(), &[], &no_host())
             .is_allowed());
         assert!(rules
-            .admits_answer("203.0.113.1".parse().unwrap(), &[])
+            .admits_answer("203.0.113.1".parse().unwrap(), &[], &no_host())
             .is_allowed());
         assert!(!rules
-            .admits_answer("198.51.100.1".parse().unwrap(), &[])
+            .admits_answer("198.51.100.1".parse().unwrap(), &[], &no_host())
             .is_allowed());
         // A domain allow rule vouches for the addresses its names resolve to.
         let domain = Policy {
@@ -898,10 +1109,18 @@ mod tests {
             ..Policy::default()
         };
         assert!(domain
-            .admits_answer("10.0.0.1".parse().unwrap(), &names(&["intranet.example"]))
+            .admits_answer(
+                "10.0.0.1".parse().unwrap(),
+                &names(&["intranet.example"]),
+                &no_host()
+            )
             .is_allowed());
         assert!(!domain
-            .admits_answer("10.0.0.1".parse().unwrap(), &names(&["other.example"]))
+            .admits_answer(
+                "10.0.0.1".parse().unwrap(),
+                &names(&["other.example"]),
+                &no_host()
+            )
             .is_allowed());
     }
 

@@ -19,9 +19,9 @@ use tokio::time::Sleep;
 
 use crate::config::{Limits, PortMapping};
 use crate::device::{LinkDevice, MAX_ETHERNET_FRAME};
-use crate::dns::DnsServer;
+use crate::dns::{Client, DnsServer};
 use crate::enforce::Enforcer;
-use crate::link::{FrameLink, RunError};
+use crate::link::{FrameLink, Received, RunError};
 use crate::packet::{self, Inspected, TcpSegment};
 use crate::policy::Transport;
 use crate::ready::{FlowId, FlowWaker, ReadyQueue};
@@ -188,8 +188,13 @@ impl Engine {
             let starved = !self.device.out.has_room(MAX_ETHERNET_FRAME);
             while frames < FRAMES_PER_ROUND && self.device.out.has_room(MAX_ETHERNET_FRAME) {
                 match link.poll_frame(cx) {
-                    Poll::Ready(Ok(Some(frame))) => {
+                    Poll::Ready(Ok(Some(Received::Frame(frame)))) => {
                         self.on_frame(frame, now);
+                        frames += 1;
+                    }
+                    Poll::Ready(Ok(Some(Received::Oversized { len }))) => {
+                        Counters::add(&self.stats().frames_in, 1);
+                        self.drop_oversized(len);
                         frames += 1;
                     }
                     Poll::Ready(Ok(None)) => return Poll::Ready(Ok(())),
@@ -201,9 +206,9 @@ impl Engine {
             busy |= self.accept_published(cx, now);
             while let Poll::Ready(forwarded) = self.dns.poll_forwarded(cx) {
                 busy = true;
-                let guest_port = forwarded.guest_port;
+                let client = forwarded.client;
                 if let Some(reply) = self.dns.finish(&mut self.enforcer, forwarded, now) {
-                    self.send_dns_reply(guest_port, &reply);
+                    self.send_dns_reply(client, &reply);
                 }
             }
             busy |= self.service_ready(now);
@@ -285,6 +290,12 @@ impl Engine {
 
     fn on_frame(&mut self, frame: &[u8], now: Instant) {
         Counters::add(&self.stats().frames_in, 1);
+        if frame.len() > MAX_ETHERNET_FRAME {
+            // The guest can raise its interface's MTU past the stack's (to 65535): its frames
+            // are then longer than anything smoltcp or the replies were sized for.
+            self.drop_oversized(frame.len());
+            return;
+        }
         let (mac, inspected) = packet::inspect(frame);
         if let Some(mac) = mac {
             self.guest_mac = mac;
@@ -302,6 +313,13 @@ impl Engine {
             } => self.on_udp(src_port, dst, payload, now),
             Inspected::Tcp(segment) => self.on_tcp(frame, segment, now),
         }
+    }
+
+    /// Counts a guest frame longer than the MTU allows; it goes no further.
+    fn drop_oversized(&self, len: usize) {
+        Counters::add(&self.stats().frames_dropped, 1);
+        Counters::add(&self.stats().frames_oversized, 1);
+        tracing::trace!(len, "oversized guest frame dropped");
     }
 
     fn on_tcp(&mut self, frame: &[u8], segment: TcpSegment, now: Instant) {
@@ -435,18 +453,15 @@ impl Engine {
     }
 
     fn on_udp(&mut self, src_port: u16, dst: SocketAddrV4, payload: &[u8], now: Instant) {
-        if *dst.ip() == GATEWAY_IPV4 {
-            if dst.port() == 53 {
-                if let Some(reply) = self
-                    .dns
-                    .on_query(&mut self.enforcer, src_port, payload, now)
-                {
-                    self.send_dns_reply(src_port, &reply);
-                }
-            }
+        if is_unroutable(dst) {
             return;
         }
-        if is_unroutable(dst) {
+        if dst.port() == 53 {
+            self.on_dns_query(src_port, dst, payload, now);
+            return;
+        }
+        if *dst.ip() == GATEWAY_IPV4 {
+            // The gateway serves nothing else over UDP.
             return;
         }
         let key = FlowKey {
@@ -485,9 +500,35 @@ impl Engine {
         }
     }
 
-    fn send_dns_reply(&mut self, guest_port: u16, reply: &[u8]) {
-        let from = SocketAddrV4::new(GATEWAY_IPV4, 53);
-        if !packet::write_udp_frame(&mut self.device, self.guest_mac, from, guest_port, reply) {
+    /// A datagram to port 53 of `server`. The stack's DNS answers it whichever server the guest
+    /// sent it to, so a guest cannot step around block lists (or resolve names that domain rules
+    /// then fail to see) by asking another resolver; nothing on port 53 is relayed. The reply
+    /// comes from `server`, the address the guest's resolver waits on.
+    fn on_dns_query(
+        &mut self,
+        guest_port: u16,
+        server: SocketAddrV4,
+        payload: &[u8],
+        now: Instant,
+    ) {
+        let ip = server.ip();
+        if ip.is_broadcast() || ip.is_multicast() || ip.is_unspecified() {
+            // No server the reply could come from.
+            Counters::add(&self.stats().frames_dropped, 1);
+            return;
+        }
+        if *ip != GATEWAY_IPV4 {
+            Counters::add(&self.stats().dns_redirected, 1);
+        }
+        let client = Client { guest_port, server };
+        if let Some(reply) = self.dns.on_query(&mut self.enforcer, client, payload, now) {
+            self.send_dns_reply(client, &reply);
+        }
+    }
+
+    fn send_dns_reply(&mut self, client: Client, reply: &[u8]) {
+        let (from, to) = (client.server, client.guest_port);
+        if !packet::write_udp_frame(&mut self.device, self.guest_mac, from, to, reply) {
             tracing::trace!("dns reply dropped");
         }
     }

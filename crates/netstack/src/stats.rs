@@ -11,11 +11,13 @@ pub(crate) struct Counters {
     pub(crate) flows_refused_limit: AtomicU64,
     pub(crate) flows_denied: AtomicU64,
     pub(crate) dns_queries: AtomicU64,
+    pub(crate) dns_redirected: AtomicU64,
     pub(crate) dns_blocked: AtomicU64,
     pub(crate) dns_rebinding_refused: AtomicU64,
     pub(crate) frames_in: AtomicU64,
     pub(crate) frames_out: AtomicU64,
     pub(crate) frames_dropped: AtomicU64,
+    pub(crate) frames_oversized: AtomicU64,
 }
 
 impl Counters {
@@ -46,17 +48,25 @@ pub struct NetStatsSnapshot {
     pub peak_flows: u64,
     /// Flows refused because `limits.max_flows` were open.
     pub flows_refused_limit: u64,
-    /// Flows the policy denied.
+    /// Flows the policy denied, and DNS over TCP, TLS or QUIC refused.
     pub flows_denied: u64,
+    /// DNS queries the stack answered (to the gateway or to any other address).
     pub dns_queries: u64,
+    /// Of those, queries the guest sent to a server other than the gateway: answered by the
+    /// stack all the same, never relayed.
+    pub dns_redirected: u64,
     /// Queries answered NXDOMAIN because a name was blocked.
     pub dns_blocked: u64,
     /// Upstream answers refused because they carried addresses the policy denies.
     pub dns_rebinding_refused: u64,
     pub frames_in: u64,
     pub frames_out: u64,
-    /// Frames from the guest that were malformed, not for the gateway, or not supported.
+    /// Frames from the guest that were malformed, oversized, not for the gateway, or not
+    /// supported.
     pub frames_dropped: u64,
+    /// Of those, frames longer than the link's MTU allows (dropped, or skipped unread when
+    /// longer than [`crate::link::MAX_FRAME_LEN`]).
+    pub frames_oversized: u64,
 }
 
 impl NetStats {
@@ -70,11 +80,13 @@ impl NetStats {
             flows_refused_limit: get(&c.flows_refused_limit),
             flows_denied: get(&c.flows_denied),
             dns_queries: get(&c.dns_queries),
+            dns_redirected: get(&c.dns_redirected),
             dns_blocked: get(&c.dns_blocked),
             dns_rebinding_refused: get(&c.dns_rebinding_refused),
             frames_in: get(&c.frames_in),
             frames_out: get(&c.frames_out),
             frames_dropped: get(&c.frames_dropped),
+            frames_oversized: get(&c.frames_oversized),
         }
     }
 }

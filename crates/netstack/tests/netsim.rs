@@ -1,7 +1,8 @@
 //! End-to-end tests: a simulated guest (see `common`) talks through `NetStack::run` to real
-//! host sockets on 127.0.0.1. Loopback is a private range, so tests that need a host peer
-//! allow it explicitly (a rule for the test's port, or `allow-all`); the deny tests check the
-//! refusal when there is no such rule.
+//! host sockets on 127.0.0.1 (and, to test the host's own addresses, on one of this machine's
+//! interfaces: still nothing leaves the machine). Loopback is a private range, so tests that need
+//! a host peer allow it explicitly (a rule for the test's port, or `allow-all`); the deny tests
+//! check the refusal when there is no such rule.
 
 mod common;
 
@@ -14,8 +15,11 @@ use common::*;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
-use msb_netstack::{NetError, NetStack, PolicyKind, PortMapping, PortProtocol, Rule, GATEWAY_IPV4};
+use msb_netstack::{
+    NetError, NetStack, PolicyKind, PortMapping, PortProtocol, Rule, GATEWAY_IPV4, MTU,
+};
 use smoltcp::socket::tcp::State;
+use smoltcp::wire::{IpAddress, IpEndpoint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 
@@ -232,7 +236,8 @@ async fn udp_round_trip() {
 }
 
 /// A fake upstream DNS server on loopback: `public.test` is a public address, `rebind.test`
-/// points at loopback; counts the queries it gets.
+/// points at loopback, `a-b-c-d.ip.test` is `a.b.c.d` (as wildcard services on the internet
+/// answer for any address); counts the queries it gets.
 async fn fake_upstream() -> (SocketAddr, tokio::sync::watch::Receiver<usize>) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
@@ -252,7 +257,9 @@ async fn fake_upstream() -> (SocketAddr, tokio::sync::watch::Receiver<usize>) {
             let ip = match name.to_ascii().as_str() {
                 "public.test." => Some(Ipv4Addr::new(93, 184, 216, 34)),
                 "rebind.test." => Some(Ipv4Addr::LOCALHOST),
-                _ => None,
+                other => other
+                    .strip_suffix(".ip.test.")
+                    .and_then(|ip| ip.replace('-', ".").parse().ok()),
             };
             match ip {
                 Some(ip) => reply
@@ -715,4 +722,269 @@ async fn garbage_from_the_guest_does_not_hurt_the_stack() {
     let s = run.stats.snapshot();
     assert!(s.frames_dropped > 1000, "{s:?}");
     eprintln!("garbage: {s:?}");
+}
+
+/// A non-loopback IPv4 address of this machine's own interfaces.
+fn host_ipv4() -> Option<Ipv4Addr> {
+    nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter_map(|interface| Some(interface.address?.as_sockaddr_in()?.ip()))
+        .find(|ip| !ip.is_loopback())
+}
+
+#[tokio::test]
+async fn the_hosts_own_addresses_are_the_host() {
+    let Some(ip) = host_ipv4() else {
+        eprintln!("skipped: this machine has no non-loopback IPv4 address");
+        return;
+    };
+    // A host service on one of the host's own addresses (a service bound on 0.0.0.0 answers
+    // there too). The guest's traffic to it never leaves this machine.
+    let service = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = v4(service.local_addr().unwrap());
+    let (upstream, _) = fake_upstream().await;
+    let mut config = test_config("host-addresses");
+    config.dns.upstream = vec![upstream];
+    let log = config.clone();
+    let mut run = start(config).await;
+
+    // public-only refuses it like loopback, whatever range the address is in (on a machine with
+    // a public address, that address is otherwise "public").
+    let (_, established) = run.guest.connect_and_wait(addr).await;
+    assert!(!established, "{addr} is the host");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), service.accept())
+            .await
+            .is_err()
+    );
+    // A name that resolves to it is refused too (DNS rebinding onto the host).
+    let name = format!("{}.ip.test.", ip.to_string().replace('.', "-"));
+    let reply = run.guest.resolve(&name, RecordType::A).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    let stats = run.stats.snapshot();
+    assert_eq!(stats.peak_flows, 0, "no host socket was opened");
+    assert_eq!(stats.dns_rebinding_refused, 1);
+    let text = read_log(&log);
+    assert!(
+        text.contains(&format!(" deny tcp {addr} default public-only (host)")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            " dns-rebind dns {}={ip} default public-only (host)",
+            name.trim_end_matches('.')
+        )),
+        "{text}"
+    );
+
+    // A rule for the address opens exactly that port (and shows the service was reachable).
+    let mut config = test_config("host-addresses-rule");
+    let cidr = ipnet::IpNet::from(IpAddr::V4(ip));
+    config
+        .policy
+        .rules
+        .push(Rule::allow().cidr(cidr).port(addr.port()));
+    let mut run = start(config).await;
+    let accept = tokio::spawn(async move { service.accept().await.is_ok() });
+    let (_, established) = run.guest.connect_and_wait(addr).await;
+    assert!(established);
+    assert!(run.guest.run_until(STEP, |_| accept.is_finished()).await);
+    let other = SocketAddrV4::new(ip, addr.port().wrapping_add(1).max(1));
+    let (_, established) = run.guest.connect_and_wait(other).await;
+    assert!(!established);
+}
+
+/// The public resolver the DNS tests aim at, and a rule that denies it: it keeps these tests
+/// from ever sending a packet off this machine, even against a stack that let DNS through.
+const PUBLIC_RESOLVER: Ipv4Addr = Ipv4Addr::new(9, 9, 9, 9);
+
+fn deny_public_resolver() -> Rule {
+    Rule::deny().cidr(ipnet::IpNet::from(IpAddr::V4(PUBLIC_RESOLVER)))
+}
+
+#[tokio::test]
+async fn dns_sent_to_any_resolver_is_answered_by_the_sandbox() {
+    let (upstream, queries) = fake_upstream().await;
+    let (host, addr) = listener().await;
+    let mut config = test_config("dns-redirect");
+    config.dns.upstream = vec![upstream];
+    config
+        .dns
+        .hosts
+        .push(("app.test".into(), vec![IpAddr::V4(*addr.ip())]));
+    config.policy.block_domain_suffixes = vec![".evil.test".into()];
+    // The service is reachable only through a name the sandbox resolved.
+    config.policy.rules = vec![
+        Rule::allow().domain("app.test").port(addr.port()),
+        deny_public_resolver(),
+    ];
+    let log = config.clone();
+    let mut run = start(config).await;
+    tokio::spawn(async move { while host.accept().await.is_ok() {} });
+
+    let resolvers = [
+        SocketAddrV4::new(PUBLIC_RESOLVER, 53),
+        SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 53), 53),
+        SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 53), 53),
+    ];
+    for server in resolvers {
+        let (reply, from) = run
+            .guest
+            .resolve_via(server, "a.evil.test.", RecordType::A)
+            .await;
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{server}"
+        );
+        // From the server the guest asked, or its resolver would not take the answer.
+        assert_eq!(from, IpEndpoint::new(IpAddress::Ipv4(*server.ip()), 53));
+    }
+    assert_eq!(*queries.borrow(), 0, "a blocked name is never forwarded");
+    // Other names are forwarded to the sandbox's upstream, not to the server the guest named.
+    let (reply, _) = run
+        .guest
+        .resolve_via(resolvers[0], "public.test.", RecordType::A)
+        .await;
+    assert_eq!(
+        reply.answers[0].data.ip_addr(),
+        Some("93.184.216.34".parse().unwrap())
+    );
+    assert_eq!(*queries.borrow(), 1);
+    // What the guest resolved through another server counts for domain rules, as it does
+    // through the gateway: hard-coded, the address is refused; resolved, it is allowed.
+    let (_, established) = run.guest.connect_and_wait(addr).await;
+    assert!(!established);
+    let (reply, _) = run
+        .guest
+        .resolve_via(resolvers[1], "app.test.", RecordType::A)
+        .await;
+    assert_eq!(
+        reply.answers[0].data.ip_addr(),
+        Some(IpAddr::V4(*addr.ip()))
+    );
+    let (_, established) = run.guest.connect_and_wait(addr).await;
+    assert!(established);
+
+    let stats = run.stats.snapshot();
+    assert_eq!(stats.dns_redirected, 5);
+    assert_eq!(stats.dns_blocked, 3);
+    assert_eq!(stats.udp_flows, 0, "no datagram to port 53 was relayed");
+    let text = read_log(&log);
+    assert!(
+        text.contains(" dns-block dns a.evil.test block list"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn dns_over_tcp_tls_and_quic_are_refused_and_logged() {
+    let mut config = test_config("dns-bypass");
+    // Loopback is allowed on every port here: only the DNS check can refuse ports 53 and 853.
+    config.policy.rules = vec![
+        deny_public_resolver(),
+        Rule::allow().cidr("127.0.0.1/32".parse().unwrap()),
+    ];
+    let log = config.clone();
+    let mut run = start(config).await;
+    let public = PUBLIC_RESOLVER;
+    let tcp = [
+        (SocketAddrV4::new(public, 853), "9.9.9.9:853 dns-over-tls"),
+        (
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 853),
+            "127.0.0.1:853 dns-over-tls",
+        ),
+        (
+            SocketAddrV4::new(GATEWAY_IPV4, 853),
+            "127.0.0.1:853 dns-over-tls",
+        ),
+        (SocketAddrV4::new(public, 53), "9.9.9.9:53 dns-over-tcp"),
+        (
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 53),
+            "127.0.0.1:53 dns-over-tcp",
+        ),
+        (
+            SocketAddrV4::new(GATEWAY_IPV4, 53),
+            "127.0.0.1:53 dns-over-tcp",
+        ),
+    ];
+    for (dst, _) in tcp {
+        let (_, established) = run.guest.connect_and_wait(dst).await;
+        assert!(!established, "{dst}");
+    }
+    let (udp, _) = run.guest.udp_socket();
+    for dst in [
+        SocketAddrV4::new(public, 853),
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, 853),
+    ] {
+        let reply = run
+            .guest
+            .udp_exchange(udp, dst, b"quic", Duration::from_millis(100))
+            .await;
+        assert!(reply.is_none(), "{dst}");
+    }
+    let stats = run.stats.snapshot();
+    assert_eq!(stats.peak_flows, 0, "not even a host connect was tried");
+    assert_eq!(stats.flows_denied, tcp.len() as u64 + 2);
+    let text = read_log(&log);
+    for (_, line) in tcp {
+        assert!(
+            text.contains(&format!(" deny tcp {line}\n")),
+            "{line} in:\n{text}"
+        );
+    }
+    for line in ["9.9.9.9:853 dns-over-quic", "127.0.0.1:853 dns-over-quic"] {
+        assert!(
+            text.contains(&format!(" deny udp {line}\n")),
+            "{line} in:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn oversized_frames_are_dropped_and_counted_and_the_stack_keeps_serving() {
+    let (host, addr) = listener().await;
+    let mut config = test_config("oversized");
+    config.policy.rules.push(allow_port(addr.port()));
+    config
+        .dns
+        .hosts
+        .push(("ok.test".into(), vec!["198.51.100.1".parse().unwrap()]));
+    let mut run = start(config).await;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = host.accept().await {
+            let _ = stream.write_all(b"still here").await;
+        }
+    });
+
+    let mut frames = Vec::new();
+    arp_for_gateway(&mut frames);
+    // `ping -s 65507 100.96.0.1` from a guest that set its MTU to 65535: a 65535-byte IPv4
+    // packet, a 65549-byte frame, longer than the link buffers.
+    icmp_echo(&mut frames, GATEWAY_IPV4, 65_507);
+    // One byte over the stack's MTU, within what the link buffers.
+    icmp_echo(&mut frames, GATEWAY_IPV4, MTU - 28 + 1);
+    // Far longer than any frame: skipped as it streams in.
+    frame(&mut frames, 1 << 20, |buf| buf.fill(0xab));
+    // The largest ping the MTU allows is still answered.
+    icmp_echo(&mut frames, GATEWAY_IPV4, MTU - 28);
+    run.guest.send_raw(&frames).await;
+    let stats = run.stats.clone();
+    assert!(
+        run.guest
+            .run_until(STEP, |_| stats.snapshot().frames_in >= 5)
+            .await
+    );
+    let s = run.stats.snapshot();
+    assert_eq!(s.frames_oversized, 3, "{s:?}");
+    assert!(s.frames_dropped >= 3, "{s:?}");
+    // ARP reply and the echo reply.
+    assert!(s.frames_out >= 2, "{s:?}");
+
+    // Still serving: DNS answers and a connection carries data.
+    assert_eq!(run.guest.resolve_a("ok.test.").await.len(), 1);
+    let (h, established) = run.guest.connect_and_wait(addr).await;
+    assert!(established);
+    assert_eq!(run.guest.read_tcp(h, false, 10).await, b"still here");
+    assert!(!run.stack.is_finished());
 }

@@ -1,12 +1,13 @@
 //! A simulated guest for end-to-end tests, in the style of smoltcp's netsim: a second smoltcp
 //! `Interface` with the guest's static configuration, joined to a `NetStack` by an in-memory
 //! duplex that carries length-prefixed Ethernet frames, exactly as QEMU's stream netdev does.
-//! Host-side peers are real sockets on 127.0.0.1; nothing leaves the machine.
+//! Host-side peers are real sockets on 127.0.0.1 (or, where a test needs the host's own address,
+//! on one of this machine's interfaces); nothing leaves the machine.
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,8 +23,9 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, Ipv4Packet, Ipv4Repr,
-    TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
+    EthernetRepr, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint,
+    IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket,
+    UdpRepr,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::task::JoinHandle;
@@ -352,20 +354,31 @@ impl Guest {
 
     /// Asks the stack's DNS server.
     pub async fn resolve(&mut self, name: &str, kind: RecordType) -> Message {
+        let server = SocketAddrV4::new(GATEWAY_IPV4, 53);
+        let (reply, from) = self.resolve_via(server, name, kind).await;
+        assert_eq!(from.port, 53);
+        reply
+    }
+
+    /// Sends a DNS query to `server` and waits for the answer: (answer, where it came from).
+    pub async fn resolve_via(
+        &mut self,
+        server: SocketAddrV4,
+        name: &str,
+        kind: RecordType,
+    ) -> (Message, IpEndpoint) {
         let (handle, _) = self.udp_socket();
         let mut query = Message::query();
         query.metadata.recursion_desired = true;
         query.add_query(Query::query(Name::from_ascii(name).unwrap(), kind));
-        let server = SocketAddrV4::new(GATEWAY_IPV4, 53);
         let (reply, from) = self
             .udp_exchange(handle, server, &query.to_vec().unwrap(), STEP)
             .await
-            .expect("dns answer");
-        assert_eq!(from.port, 53);
+            .unwrap_or_else(|| panic!("no dns answer from {server}"));
         self.sockets.remove(handle);
         let reply = Message::from_vec(&reply).unwrap();
         assert_eq!(reply.metadata.id, query.metadata.id);
-        reply
+        (reply, from)
     }
 
     pub async fn resolve_a(&mut self, name: &str) -> Vec<IpAddr> {
@@ -512,6 +525,41 @@ pub fn udp_datagram(out: &mut Vec<u8>, src_port: u16, dst: SocketAddrV4, payload
             &IpAddress::Ipv4(*dst.ip()),
             payload.len(),
             |buf| buf.copy_from_slice(payload),
+            &caps,
+        );
+    });
+}
+
+/// An ICMP echo request from the guest to `dst` carrying `data_len` bytes, length-prefixed like
+/// `frame`. Any size the IPv4 header can state (`data_len` up to 65507), whatever the MTU: a guest
+/// can raise its own.
+pub fn icmp_echo(out: &mut Vec<u8>, dst: Ipv4Addr, data_len: usize) {
+    let data = vec![0x5a; data_len];
+    let icmp = Icmpv4Repr::EchoRequest {
+        ident: 0x6d73,
+        seq_no: 1,
+        data: &data,
+    };
+    let ip = Ipv4Repr {
+        src_addr: GUEST_IPV4,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 64,
+    };
+    frame(out, 14 + 20 + icmp.buffer_len(), |buf| {
+        let caps = ChecksumCapabilities::default();
+        let mut eth = EthernetFrame::new_unchecked(buf);
+        EthernetRepr {
+            src_addr: GUEST_MAC,
+            dst_addr: GATEWAY_MAC,
+            ethertype: EthernetProtocol::Ipv4,
+        }
+        .emit(&mut eth);
+        let mut packet = Ipv4Packet::new_unchecked(eth.payload_mut());
+        ip.emit(&mut packet, &caps);
+        icmp.emit(
+            &mut Icmpv4Packet::new_unchecked(packet.payload_mut()),
             &caps,
         );
     });
