@@ -19,6 +19,11 @@ after(() => {
   fs.rmSync(home, { recursive: true, force: true });
 });
 
+function parentOf(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+}
+
 /** Starts the fixture and resolves with the VM pids once its sandboxes answer. */
 function holdSandboxes(count: number) {
   const child = spawn(
@@ -42,10 +47,20 @@ for (const signal of ["SIGKILL", "SIGTERM"] as const) {
   test(`${signal} of the creating process leaves no runtime or VM process after 2 s`, async () => {
     const { child, ready } = holdSandboxes(2);
     const vmPids = await ready;
-    const before = processesOf(home);
-    // Two runtimes and two VMs, all carrying this test's MSB_HOME.
-    assert.ok(before.length >= 4, `expected runtime and VM processes, found ${before.map(commandOf)}`);
-    for (const pid of vmPids) assert.ok(fs.existsSync(`/proc/${pid}`));
+    // Besides the fixture's own Node process, exactly two runtimes and their two
+    // VMs carry this test's MSB_HOME: each VM the fixture reported, each a child
+    // of a runtime of its own.
+    const fixture = child.pid!;
+    const sandboxProcesses = processesOf(home).filter((pid) => pid !== fixture);
+    const shown = sandboxProcesses.map((pid) => `${pid} ${commandOf(pid)}`).join("; ");
+    const vms = sandboxProcesses.filter((pid) => vmPids.includes(pid));
+    const runtimes = sandboxProcesses.filter((pid) => !vmPids.includes(pid));
+    assert.equal(vmPids.length, 2);
+    const sorted = (pids: number[]) => [...pids].sort((a, b) => a - b);
+    assert.deepEqual(sorted(vms), sorted(vmPids), `VM processes: ${shown}`);
+    assert.equal(runtimes.length, 2, `expected two runtimes: ${shown}`);
+    assert.deepEqual(sorted(vmPids.map(parentOf)), sorted(runtimes), `each VM a child of one runtime: ${shown}`);
+    for (const pid of runtimes) assert.equal(parentOf(pid), fixture, `runtime ${pid} is the fixture's child`);
 
     child.kill(signal);
     const gone = await eventually(() => processesOf(home).length === 0, 2000);

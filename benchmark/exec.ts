@@ -16,7 +16,8 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 import { Sandbox } from "../ts/index";
-import { appendResults, median, percentile } from "./report";
+import { accelOf } from "./baseline";
+import { accelLine, appendResults, median, percentile } from "./report";
 
 const repoRoot = path.resolve(__dirname, "..", "..");
 const runs = Number(process.argv[2] ?? "200");
@@ -138,7 +139,7 @@ async function main(): Promise<void> {
   const sb = await Sandbox.create({ image, memoryMib: 1024, cpus: 1 });
   try {
     const lines = [
-      "Guest 1 vCPU, 1024 MiB, TCG; root: busybox-static over 9p; guest files on the overlay's tmpfs.",
+      "Guest 1 vCPU, 1024 MiB; root: busybox-static over 9p; guest files on the overlay's tmpfs.",
       "",
       ...(await roundTrips(sb)),
       "",
@@ -146,7 +147,8 @@ async function main(): Promise<void> {
       "",
       ...(await files(sb, hostDir)),
     ];
-    appendResults("Exec and transfers", `node dist/benchmark/exec.js ${runs}`, lines);
+    const accel = accelLine(accelOf(sb), "no baseline VM");
+    appendResults("Exec and transfers", `node dist/benchmark/exec.js ${runs}`, accel, lines);
     console.log(lines.join("\n"));
   } finally {
     await sb.stopAndWait();

@@ -1,6 +1,7 @@
 // Image pull benchmark, against the plain-HTTP loopback registry, in one run:
-//  - cold pull of a >= 100 MB (compressed) multi-layer image (Debian + python3
-//    split in three layers, plus a layer of incompressible data) with
+//  - cold pull of a >= 100 MB (compressed) multi-layer image (the Debian +
+//    python3 root split in three layers, plus a layer of incompressible data;
+//    the section labels the layers from the pushed manifest) with
 //    Image.pull into an empty state home. Two times: until every layer is
 //    downloaded and verified on local disk (from the pull's progress events),
 //    and until the pull returns with the root unpacked and ready to boot;
@@ -16,7 +17,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 
 import { Image, Sandbox, type PullEvent } from "../ts/index";
-import { appendResults, median } from "./report";
+import { AccelRecord } from "./baseline";
+import { accelLine, appendResults, median } from "./report";
 
 const repoRoot = path.resolve(__dirname, "..", "..");
 const rounds = Number(process.argv[2] ?? "5");
@@ -28,8 +30,33 @@ function registry(): string {
   return match[1];
 }
 
-/** Splits the Debian root into three layers (hard links, no copy) and pushes them. */
-function pushBenchImage(reference: string, work: string): { bytes: number } {
+interface PushedImage {
+  /** Compressed bytes of all layers, from the manifest. */
+  bytes: number;
+  /** "4 layers (tar+gzip)", from the manifest's layer media types. */
+  layers: string;
+  /** PRETTY_NAME of the root's /etc/os-release. */
+  system: string;
+}
+
+/** `"4 layers (tar+gzip)"` for the manifest's layer descriptors. */
+function describeLayers(layers: { mediaType: string }[]): string {
+  const kinds = new Map<string, number>();
+  for (const { mediaType } of layers) {
+    const kind = /\.(tar(\+\w+)?)$/.exec(mediaType)?.[1] ?? mediaType;
+    kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+  }
+  const parts = [...kinds].map(([kind, n]) => (kinds.size === 1 ? kind : `${n} ${kind}`));
+  return `${layers.length} layers (${parts.join(", ")})`;
+}
+
+function osName(root: string): string {
+  const release = fs.readFileSync(path.join(root, "etc", "os-release"), "utf8");
+  return /^PRETTY_NAME="?([^"\n]*)"?$/m.exec(release)?.[1] ?? "unknown system";
+}
+
+/** Splits the Debian root into three layers (hard links, no copy), adds a data layer, pushes them. */
+function pushBenchImage(reference: string, work: string): PushedImage {
   const root = execFileSync(path.join(repoRoot, "scripts", "rootfs-debian-python.sh"), { encoding: "utf8" }).trim();
   const layers = ["base", "python", "share", "data"].map((name) => path.join(work, name));
   const python = "usr/lib/python3.11";
@@ -54,7 +81,11 @@ function pushBenchImage(reference: string, work: string): { bytes: number } {
   const manifest = JSON.parse(
     execFileSync("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${reference}`], { encoding: "utf8" }),
   );
-  return { bytes: manifest.layers.reduce((sum: number, l: { size: number }) => sum + l.size, 0) };
+  return {
+    bytes: manifest.layers.reduce((sum: number, l: { size: number }) => sum + l.size, 0),
+    layers: describeLayers(manifest.layers),
+    system: `${osName(root)} + python3`,
+  };
 }
 
 async function timed(fn: () => Promise<unknown> | unknown): Promise<number> {
@@ -72,7 +103,7 @@ async function main(): Promise<void> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), "msb-bench-pull-"));
   const host = registry();
   const reference = `${host}/bench/python:1`;
-  const { bytes } = pushBenchImage(reference, work);
+  const { bytes, layers, system } = pushBenchImage(reference, work);
   if (bytes < 100e6) throw new Error(`the benchmark image is only ${bytes} compressed bytes`);
   const registryOptions = { insecure: [host] };
 
@@ -112,10 +143,12 @@ async function main(): Promise<void> {
   process.env.MSB_HOME = home;
   await Image.pull(reference, { registry: registryOptions });
   const warm: number[] = [];
+  const accel = new AccelRecord();
   for (let i = 0; i < rounds; i++) {
     warm.push(
       await timed(async () => {
         const sb = await Sandbox.create({ image: reference, registry: registryOptions, pullPolicy: "never" });
+        accel.note(sb);
         const out = await sb.shell("python3 -c 'print(42)'");
         if (out.stdout() !== "42\n") throw new Error(`unexpected ${out.stdout()}`);
         await sb.stopAndWait();
@@ -128,7 +161,7 @@ async function main(): Promise<void> {
   const totalRatio = median(ours) / median(skopeo);
   const fmt = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(", ");
   const lines = [
-    `Image: Debian 12 + python3 in 3 gzip layers, ${(bytes / 1e6).toFixed(0)} MB compressed, ${(unpacked / 1e6).toFixed(0)} MB unpacked; plain-HTTP registry on 127.0.0.1 (Debian's docker-registry). Rounds: ${rounds}, interleaved.`,
+    `Image: ${system} in ${layers}, ${(bytes / 1e6).toFixed(0)} MB compressed, ${(unpacked / 1e6).toFixed(0)} MB unpacked; plain-HTTP registry on 127.0.0.1 (Debian's docker-registry). Rounds: ${rounds}, interleaved.`,
     "",
     "| measure | median | all rounds (ms) |",
     "|---|---|---|",
@@ -139,7 +172,8 @@ async function main(): Promise<void> {
     `| ratio, ready to boot vs. skopeo's download only | ${totalRatio.toFixed(2)} | |`,
     `| warm \`Sandbox.create\` of the cached image to the output of \`python3 -c 'print(42)'\`, then stop | ${median(warm).toFixed(0)} ms | ${fmt(warm)} |`,
   ];
-  appendResults("Image pull: Image.pull vs skopeo copy", `node dist/benchmark/pull.js ${rounds}`, lines);
+  const accelText = accelLine(accel.value, "the pulls and skopeo run no VM");
+  appendResults("Image pull: Image.pull vs skopeo copy", `node dist/benchmark/pull.js ${rounds}`, accelText, lines);
   console.log(lines.join("\n"));
 }
 

@@ -32,19 +32,28 @@ export function machineDescription(): string {
   return `${os.cpus().length} x ${cpu}, ${memGib} GiB, Linux ${os.release()}, ${qemuVersion()}, Node ${process.version}`;
 }
 
-/** Appends one dated section to RESULTS.md. */
-export function appendResults(title: string, command: string, lines: string[]): void {
+/** The section's accelerator line: what the SDK reported (`bootInfo.accel`) for every sandbox of the run. */
+export function accelLine(accel: "kvm" | "tcg", baseline = "the raw QEMU baseline ran on the same"): string {
+  return `${accel.toUpperCase()}, as the SDK's probe chose (bootInfo.accel of every sandbox); ${baseline}`;
+}
+
+/**
+ * Appends one dated section to RESULTS.md. The file is append-only and
+ * written only here: a section is what one run measured, never edited after.
+ */
+export function appendResults(title: string, command: string, accel: string, lines: string[]): void {
   const date = new Date().toISOString().replace("T", " ").slice(0, 16) + " UTC";
   const section = [
     `## ${title}: ${date}`,
     "",
     `Machine: ${machineDescription()}.`,
     `Command: \`${command}\``,
+    `Accelerator: ${accel}.`,
     "",
     ...lines,
     "",
   ].join("\n");
   const header = "# Benchmark results\n\nEach section is one run, appended by the benchmark that produced it.\n\n";
-  const existing = fs.existsSync(resultsPath) ? fs.readFileSync(resultsPath, "utf8") : header;
-  fs.writeFileSync(resultsPath, existing + section + "\n");
+  if (!fs.existsSync(resultsPath)) fs.writeFileSync(resultsPath, header);
+  fs.appendFileSync(resultsPath, section + "\n");
 }

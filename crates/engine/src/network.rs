@@ -229,17 +229,6 @@ pub fn stack_guest_network() -> GuestNetwork {
     }
 }
 
-/// QEMU user networking's fixed addressing (the network benchmark's baseline).
-pub fn qemu_user_guest_network() -> GuestNetwork {
-    GuestNetwork {
-        address: Ipv4Addr::new(10, 0, 2, 15),
-        prefix_len: 24,
-        gateway: Ipv4Addr::new(10, 0, 2, 2),
-        nameservers: vec![Ipv4Addr::new(10, 0, 2, 3)],
-        mtu: 1500,
-    }
-}
-
 pub fn guest_mac() -> String {
     msb_netstack::GUEST_MAC.to_string()
 }

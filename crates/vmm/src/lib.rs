@@ -47,9 +47,6 @@ pub enum NetDevice {
     /// To the host-side stack over [`GuestLinks::net`] (frames with a 4-byte
     /// big-endian length prefix). `mac` is the guest's address, `aa:bb:...`.
     Stream { mac: String },
-    /// To QEMU's own user-mode network (slirp). Only the network benchmark
-    /// uses it, as the baseline our stack is measured against.
-    QemuUser { mac: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -164,18 +164,15 @@ fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
     .collect()
 }
 
+/// The guest's only network device is a stream on [`NET_FD`] to the runtime's
+/// stack, which enforces the network policy; no other backend is offered.
 fn net_args(net: Option<&NetDevice>) -> Vec<String> {
-    let (netdev, mac) = match net {
-        None => return vec![],
-        Some(NetDevice::Stream { mac }) => (
-            format!("stream,id=net0,addr.type=fd,addr.str={NET_FD}"),
-            mac,
-        ),
-        Some(NetDevice::QemuUser { mac }) => ("user,id=net0".to_string(), mac),
+    let Some(NetDevice::Stream { mac }) = net else {
+        return vec![];
     };
     vec![
         "-netdev".into(),
-        netdev,
+        format!("stream,id=net0,addr.type=fd,addr.str={NET_FD}"),
         "-device".into(),
         format!("virtio-net-device,netdev=net0,mac={mac}"),
     ]

@@ -38,11 +38,6 @@ fn main() {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     system::set_debug(cmdline.split_whitespace().any(|arg| arg == "msb.debug"));
     system::phase("agent started");
-    if cmdline.split_whitespace().any(|arg| arg == "msb.exit_now") {
-        // Boot-time baseline for the benchmark: the same kernel and initramfs,
-        // stopping the moment PID 1 runs.
-        system::power_off();
-    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
