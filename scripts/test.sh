@@ -1,13 +1,55 @@
 #!/usr/bin/env bash
 # Sets everything up (scripts/setup.sh) and runs the whole suite: formatting,
 # lints, the TypeScript type check, generated-binding drift, Rust unit and
-# integration tests, a short fuzz run, and the TypeScript unit and end-to-end
-# tests (which boot real VMs under QEMU).
+# integration tests, a short fuzz run, the TypeScript unit and end-to-end
+# tests (which boot real VMs under QEMU), and the npm packages installed into an
+# empty project (scripts/pack.sh, __test__/install/).
 set -euo pipefail
 root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$root"
 step() { printf '\n== %s\n' "$*"; }
 started=$SECONDS
+
+# The test runner's flags used below (--test-reporter-destination, --test-concurrency) and the SDK
+# itself need Node.js 20 or later.
+command -v node >/dev/null || { echo "test.sh: Node.js 20 or later is required; node is not on PATH" >&2; exit 1; }
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+((node_major >= 20)) || { echo "test.sh: Node.js 20 or later is required; this is node $(node --version)" >&2; exit 1; }
+
+# node_tests GLOB [WRAPPER]...: runs the compiled test files GLOB matches with node's test runner
+# (under WRAPPER, e.g. the network-namespace runner), the spec report on stdout and a TAP copy
+# that is checked afterwards. Node exits 0 when nothing ran (a directory argument that matches no
+# file on Node 20, a file that defines no test), so this fails when GLOB matches no file, when a
+# file defined no test (TAP then reports the file itself as the test) or when node ran none.
+node_tests() {
+    local glob=$1 files file tap count empty=()
+    shift
+    mapfile -t files < <(compgen -G "$glob" | sort)
+    ((${#files[@]} > 0)) || { echo "test.sh: no test files match $glob (is the TypeScript build missing?)" >&2; exit 1; }
+    tap=$(mktemp)
+    "$@" node --test --test-concurrency=1 --test-timeout=600000 \
+        --test-reporter=spec --test-reporter-destination=stdout \
+        --test-reporter=tap --test-reporter-destination="$tap" "${files[@]}" ||
+        { rm -f -- "$tap"; exit 1; }
+    count=$(sed -n 's/^# tests \([0-9][0-9]*\)$/\1/p' "$tap" | tail -n 1)
+    for file in "${files[@]}"; do
+        if grep -qxF -- "# Subtest: $PWD/$file" "$tap"; then empty+=("$file"); fi
+    done
+    rm -f -- "$tap"
+    ((${#empty[@]} == 0)) || { echo "test.sh: these files define no tests: ${empty[*]}" >&2; exit 1; }
+    [[ -n $count && $count -gt 0 ]] ||
+        { echo "test.sh: node ran ${count:-no} tests from ${#files[@]} files matching $glob" >&2; exit 1; }
+    echo "$count tests from ${#files[@]} files matching $glob"
+}
+
+# The generated bindings as they are before the build regenerates them: the drift check compares
+# with these where there is no git history (a source tree that is not a checkout).
+bindings_before=target/bindings-before-build
+rm -rf -- "$bindings_before"
+mkdir -p -- "$bindings_before"
+for file in index.js index.d.ts; do
+    if [[ -f $file ]]; then cp -- "$file" "$bindings_before/"; fi
+done
 
 step "setup and build"
 scripts/setup.sh
@@ -23,17 +65,27 @@ step "TypeScript type check"
 npx tsc -p tsconfig.json --noEmit
 
 step "generated bindings match the Rust source"
-# build.sh regenerated index.js and index.d.ts from the #[napi] items.
-if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+# build.sh regenerated index.js and index.d.ts from the #[napi] items. In a git checkout of this
+# project they must equal the committed files; anywhere else, the files the tree carried before
+# the build.
+if [[ $(git rev-parse --show-toplevel 2>/dev/null) == "$root" ]]; then
     git diff --exit-code -- index.js index.d.ts ||
         { echo "index.js/index.d.ts drifted from src/lib.rs: commit the regenerated files" >&2; exit 1; }
+else
+    echo "not a git checkout: comparing with the bindings as they were before the build"
+    for file in index.js index.d.ts; do
+        [[ -f $bindings_before/$file ]] ||
+            { echo "$file was missing before the build, so drift cannot be checked: ship the generated file" >&2; exit 1; }
+        diff -u -- "$bindings_before/$file" "$file" ||
+            { echo "$file drifted from src/lib.rs: ship the regenerated file" >&2; exit 1; }
+    done
 fi
 
 step "Rust tests"
 cargo test --quiet --workspace
 
-step "fuzz: frame decoder and layer unpacker (30 s each)"
-for target in frame_decoder layer_unpack; do
+step "fuzz: frame decoder, guest-message guard and layer unpacker (30 s each)"
+for target in frame_decoder guest_messages layer_unpack; do
     cargo fuzz run --sanitizer none "$target" -- -max_total_time=30 -print_final_stats=1 2>&1 | tail -n 3
 done
 
@@ -41,9 +93,14 @@ step "loopback registries for the image tests"
 scripts/registry.sh start
 
 step "TypeScript unit and end-to-end tests (real VMs)"
-node --test --test-concurrency=1 --test-timeout=600000 dist/__test__/*.test.js
+node_tests 'dist/__test__/*.test.js'
 
 step "network end-to-end tests (real VMs, inside test network namespaces)"
-scripts/netns-run.sh node --test --test-concurrency=1 --test-timeout=600000 dist/__test__/netns/
+node_tests 'dist/__test__/netns/*.test.js' scripts/netns-run.sh
+
+step "npm packages: pack, install into an empty project and boot from it; consumer typings"
+scripts/pack.sh target/npm-pack
+__test__/install/install.sh target/npm-pack
+__test__/install/types.sh target/npm-pack
 
 step "all passed in $((SECONDS - started)) s"
