@@ -317,4 +317,23 @@ describe("an honest guest with awkward files and output", () => {
       assert.equal((await within(10_000, "exec after the cap", sb.exec("true"))).code, 0);
     });
   });
+
+  test("a fork bomb ends with its exec's timeout, and the guest serves on", { timeout: 180_000 }, async () => {
+    await withSandbox("fork-bomb", async (sb) => {
+      // User processes (kernel threads have an empty command line, and the
+      // kernel may start more of them under load), compared with before.
+      const processes = async () =>
+        Number((await sb.shell("grep -l . /proc/[0-9]*/cmdline 2>/dev/null | wc -l")).stdout().trim());
+      const before = await processes();
+      const bomb = sb.exec("sh", ["-c", "bomb() { bomb | bomb; }; bomb"], { timeout: 3000 });
+      await assert.rejects(within(30_000, "the fork bomb's exec", bomb), ExecTimeoutError);
+      // The timeout killed the exec's cgroup: every process the bomb made is gone.
+      let count = await processes();
+      for (const deadline = Date.now() + 30_000; count > before && Date.now() < deadline; count = await processes()) {
+        await sleep(500);
+      }
+      assert.ok(count <= before, `${count} processes run in the guest, ${before} before the bomb`);
+      assert.ok(sb.running, "the sandbox was stopped");
+    });
+  });
 });

@@ -54,6 +54,17 @@ done
 step "setup and build"
 scripts/setup.sh
 
+step "cold caches: the README's demo command with an empty build cache"
+# Every other step reuses the build cache (guest kernel, root filesystems); a bug on the path that
+# fills it would hide behind a warm cache, as it once did. So the demo runs once from nothing:
+# the kernel and the Debian root are built into a fresh cache, and Python must print from the VM.
+cold_cache=$(mktemp -d)
+cold_log=$cold_cache.log
+MSB_BUILD_CACHE=$cold_cache MSB_HOME=$cold_cache/home scripts/demo.sh 2>&1 | tee "$cold_log" | tail -n 8
+grep -Eq '^42 [0-9]+\.[0-9]+' "$cold_log" ||
+    { echo "the demo printed no Python output from a cold cache (log: $cold_log)" >&2; exit 1; }
+rm -rf -- "$cold_cache" "$cold_log"
+
 step "cargo fmt --check"
 cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check

@@ -15,6 +15,9 @@ pub struct ExecCgroup {
     /// `cgroup.procs`, opened before the fork so that the child only has to
     /// write to it (async-signal-safe) to join.
     procs: File,
+    /// `cgroup.kill`, opened up front: a kill must not depend on opening a
+    /// file at the moment a fork bomb has exhausted the guest's memory.
+    kill: File,
 }
 
 impl ExecCgroup {
@@ -28,7 +31,11 @@ impl ExecCgroup {
             .write(true)
             .open(dir.join("cgroup.procs"))
             .ok()?;
-        Some(ExecCgroup { dir, procs })
+        let kill = OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.kill"))
+            .ok()?;
+        Some(ExecCgroup { dir, procs, kill })
     }
 
     /// The fd a child writes "0" to in order to join this cgroup.
@@ -37,10 +44,7 @@ impl ExecCgroup {
     }
 
     pub fn kill(&self) -> io::Result<()> {
-        OpenOptions::new()
-            .write(true)
-            .open(self.dir.join("cgroup.kill"))?
-            .write_all(b"1")
+        (&self.kill).write_all(b"1")
     }
 }
 

@@ -101,6 +101,8 @@ impl ChildSetup {
         // before the fork; nothing here allocates or takes locks.
         unsafe {
             check(libc::setsid())?;
+            // The agent runs at a raised priority (main.rs); its processes do not.
+            check(libc::setpriority(libc::PRIO_PROCESS, 0, 0))?;
             if self.tty {
                 // Stdin is the pty slave: make it the new session's terminal.
                 check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;

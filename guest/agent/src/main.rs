@@ -24,6 +24,9 @@ mod server;
 mod system;
 mod users;
 
+/// The agent's nice value: ahead of every process it starts (which run at 0).
+pub const AGENT_NICE: libc::c_int = -10;
+
 fn main() {
     if std::process::id() != 1 {
         eprintln!("msb-agent: must run as PID 1 inside a microsandbox guest");
@@ -34,6 +37,13 @@ fn main() {
     if let Err(err) = system::early_mounts() {
         system::log(&format!("early mounts failed: {err}"));
         system::power_off();
+    }
+    // The host stops a guest whose agent leaves liveness pings unanswered for
+    // seconds; a guest busy with its own work must not starve the agent into
+    // that. Children get the default priority back (exec.rs, before exec).
+    // SAFETY: setpriority on this process; no memory is passed.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, AGENT_NICE) } != 0 {
+        system::log("could not raise the agent's priority");
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     system::set_debug(cmdline.split_whitespace().any(|arg| arg == "msb.debug"));
