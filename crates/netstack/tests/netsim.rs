@@ -734,10 +734,8 @@ fn host_ipv4() -> Option<Ipv4Addr> {
 
 #[tokio::test]
 async fn the_hosts_own_addresses_are_the_host() {
-    let Some(ip) = host_ipv4() else {
-        eprintln!("skipped: this machine has no non-loopback IPv4 address");
-        return;
-    };
+    // Not a skip: a machine without such an address cannot check this rule.
+    let ip = host_ipv4().expect("this test needs a non-loopback IPv4 address on the host");
     // A host service on one of the host's own addresses (a service bound on 0.0.0.0 answers
     // there too). The guest's traffic to it never leaves this machine.
     let service = TcpListener::bind((ip, 0)).await.unwrap();
