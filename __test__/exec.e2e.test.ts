@@ -9,6 +9,7 @@ import {
   ExecAbortedError,
   ExecTimeoutError,
   InvalidOptionError,
+  LimitExceededError,
   Sandbox,
   UserNotFoundError,
   type ExecEvent,
@@ -187,6 +188,22 @@ describe("timeouts and aborts", () => {
     });
     assert.deepEqual(await guestProcesses("sleep 50"), []);
     await assert.rejects(sb.shell("echo never", { signal: AbortSignal.abort() }), ExecAbortedError);
+  });
+
+  test("an abortable exec keeps the same output cap and refuses stdin: pipe", async () => {
+    const { signal } = new AbortController();
+    await assert.rejects(sb.shell("head -c 3000000 /dev/zero", { signal, maxOutputBytes: 1 << 20 }), (err: unknown) => {
+      assert.ok(err instanceof LimitExceededError, String(err));
+      assert.equal(err.field, "maxOutputBytes");
+      assert.equal(err.stdout?.length, 1 << 20);
+      return true;
+    });
+    await assert.rejects(sb.exec("cat", [], { signal, stdin: "pipe" }), (err: unknown) => {
+      assert.ok(err instanceof InvalidOptionError, String(err));
+      assert.equal(err.field, "stdin");
+      return true;
+    });
+    assert.equal((await sb.shell("echo ok", { signal })).stdout(), "ok\n");
   });
 });
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Sets everything up (scripts/setup.sh) and runs the whole suite: formatting,
-# lints, the TypeScript type check, generated-binding drift, Rust unit and
-# integration tests, a short fuzz run, the TypeScript unit and end-to-end
-# tests (which boot real VMs under QEMU), and the npm packages installed into an
-# empty project (scripts/pack.sh, __test__/install/).
+# lints, the TypeScript type check, the API reference's doc comments (typedoc),
+# generated-binding drift, Rust unit and integration tests, a short fuzz run,
+# the TypeScript unit and end-to-end tests (which boot real VMs under QEMU), and
+# the npm packages installed into an empty project (scripts/pack.sh,
+# __test__/install/).
 set -euo pipefail
 root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$root"
@@ -74,6 +75,11 @@ cargo clippy --quiet --workspace --all-targets -- -D warnings
 
 step "TypeScript type check"
 npx tsc -p tsconfig.json --noEmit
+
+step "API reference: every export documented (typedoc)"
+# typedoc.json makes an undocumented export, a broken {@link} or any other warning fail the
+# step; --emit none checks without writing HTML (`npm run docs` writes target/api-docs/).
+npx typedoc --emit none
 
 step "generated bindings match the Rust source"
 # build.sh regenerated index.js and index.d.ts from the #[napi] items. In a git checkout of this

@@ -1,7 +1,10 @@
 // Processes in a sandbox: collected output, and the streaming handle.
 import * as os from "node:os";
 
-import { check, ExecAbortedError, InvalidOptionError, unwrap } from "./errors";
+import { check, ExecAbortedError, InvalidOptionError, LimitExceededError, unwrap } from "./errors";
+
+/** Default cap of `exec()`/`shell()` on collected output, as in the engine. */
+export const DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
 import type { Native } from "./native";
 import type { ExecOptions } from "./options";
 
@@ -11,11 +14,15 @@ export class ExecOutput {
   readonly code: number | null;
   /** Signal number that ended the process, or null. */
   readonly signal: number | null;
-  /** Milliseconds the guest measured from starting the process to reaping it. */
+  /**
+   * Milliseconds the guest measured from starting the process to reaping it;
+   * null for output collected from a stream ({@link ExecHandle.collect}).
+   */
   readonly durationMs: number | null;
   readonly #stdout: Buffer;
   readonly #stderr: Buffer;
 
+  /** An output from its parts; the SDK makes these, a test may too. */
   constructor(code: number | null, signal: number | null, stdout: Buffer, stderr: Buffer, durationMs: number | null) {
     this.code = code;
     this.signal = signal;
@@ -24,6 +31,11 @@ export class ExecOutput {
     this.durationMs = durationMs;
   }
 
+  /**
+   * Converts the addon's output.
+   *
+   * @internal
+   */
   static fromNative(raw: Native.NativeExecOutput): ExecOutput {
     return new ExecOutput(raw.code ?? null, raw.signal ?? null, raw.stdout, raw.stderr, raw.guestMicros / 1000);
   }
@@ -33,29 +45,61 @@ export class ExecOutput {
     return this.code === 0;
   }
 
+  /** Stdout decoded as `encoding` (default UTF-8). */
   stdout(encoding: BufferEncoding = "utf8"): string {
     return this.#stdout.toString(encoding);
   }
 
+  /** Stderr decoded as `encoding` (default UTF-8); empty under a `tty`, which sends it to stdout. */
   stderr(encoding: BufferEncoding = "utf8"): string {
     return this.#stderr.toString(encoding);
   }
 
+  /** Stdout as bytes (not a copy). */
   stdoutBytes(): Buffer {
     return this.#stdout;
   }
 
+  /** Stderr as bytes (not a copy). */
   stderrBytes(): Buffer {
     return this.#stderr;
   }
 }
 
+/**
+ * An event of a streamed process: output chunks in the order written, then
+ * one `exited` once the process has exited and its output is drained.
+ */
 export type ExecEvent =
-  | { eventType: "stdout"; data: Buffer }
-  | { eventType: "stderr"; data: Buffer }
-  | { eventType: "exited"; code: number | null; signal?: number };
+  | {
+      /** A chunk the process wrote to stdout. */
+      eventType: "stdout";
+      /** The bytes, as written (a UTF-8 character may be split across chunks). */
+      data: Buffer;
+    }
+  | {
+      /** A chunk the process wrote to stderr (never under a `tty`). */
+      eventType: "stderr";
+      /** The bytes, as written (a UTF-8 character may be split across chunks). */
+      data: Buffer;
+    }
+  | {
+      /** The process exited: always the last event. */
+      eventType: "exited";
+      /** Exit code, or null when a signal ended the process. */
+      code: number | null;
+      /** Signal number that ended the process, when one did. */
+      signal?: number;
+    };
 
-export type ExitEvent = Extract<ExecEvent, { eventType: "exited" }>;
+/** The last event of a streamed process: how it ended. */
+export type ExitEvent = Extract<
+  ExecEvent,
+  {
+    /** The `exited` member of {@link ExecEvent}. */
+    eventType: "exited";
+  }
+>;
 
 /** Converts SDK exec options to the addon's. `stdin: "pipe"` only where allowed. */
 export function toNativeExecOptions(options: ExecOptions, allowPipe: boolean): Native.NativeExecOptions {
@@ -90,16 +134,31 @@ export function signalNumber(signal: string | number): number {
 export class ExecStdin {
   readonly #native: Native.NativeExecHandle;
 
+  /**
+   * Wraps the addon's handle.
+   *
+   * @internal
+   */
   constructor(handle: Native.NativeExecHandle) {
     this.#native = handle;
   }
 
-  /** Resolves once the guest has room for the data: awaiting it is backpressure. */
+  /**
+   * Sends `data` (a string as UTF-8); resolves once the guest has room for it:
+   * awaiting it is backpressure.
+   *
+   * @throws {ExecFailedError} Stdin is closed: the process has exited or its input was ended
+   *   (`errno` is EPIPE).
+   */
   async write(data: string | Uint8Array): Promise<void> {
     check(await this.#native.writeStdin(typeof data === "string" ? Buffer.from(data) : Buffer.from(data)));
   }
 
-  /** Ends the input: the process reads end-of-file after what was written. */
+  /**
+   * Ends the input: the process reads end-of-file after what was written.
+   *
+   * @throws {ExecFailedError} The process has exited (`errno` is EPIPE).
+   */
   async close(): Promise<void> {
     check(await this.#native.closeStdin());
   }
@@ -121,6 +180,11 @@ export class ExecHandle implements AsyncIterable<ExecEvent> {
   readonly #onAbort: () => void;
   #exit: ExitEvent | null = null;
 
+  /**
+   * Wraps the addon's handle; `Sandbox.execStream()` makes these.
+   *
+   * @internal
+   */
   constructor(handle: Native.NativeExecHandle, options: ExecOptions) {
     this.#native = handle;
     this.pid = handle.pid;
@@ -130,7 +194,15 @@ export class ExecHandle implements AsyncIterable<ExecEvent> {
     this.#abort?.addEventListener("abort", this.#onAbort, { once: true });
   }
 
-  /** The next event, or null once `exited` has been returned. */
+  /**
+   * The next event, or null once `exited` has been returned.
+   *
+   * @throws {SandboxNotRunningError} The sandbox was stopped or its VM exited.
+   * @throws {GuestProtocolError} The guest broke the agent protocol; the sandbox was stopped.
+   * @throws {ExecFailedError} The guest reported a failure of the process.
+   * @throws {ExecTimeoutError} `timeout` passed; the process and everything it started were killed.
+   * @throws {ExecAbortedError} `signal` fired; the process and everything it started were killed.
+   */
   async recv(): Promise<ExecEvent | null> {
     if (this.#exit) return null;
     let event: Native.NativeExecEvent | null;
@@ -152,41 +224,91 @@ export class ExecHandle implements AsyncIterable<ExecEvent> {
     return { eventType: event.eventType as "stdout" | "stderr", data: event.data! };
   }
 
+  /**
+   * `for await (const event of handle)`: the events of {@link ExecHandle.recv} up to `exited`.
+   *
+   * @throws {SandboxNotRunningError} The sandbox was stopped or its VM exited.
+   * @throws {GuestProtocolError} The guest broke the agent protocol; the sandbox was stopped.
+   * @throws {ExecFailedError} The guest reported a failure of the process.
+   * @throws {ExecTimeoutError} `timeout` passed; the process and everything it started were killed.
+   * @throws {ExecAbortedError} `signal` fired; the process and everything it started were killed.
+   */
   async *[Symbol.asyncIterator](): AsyncIterator<ExecEvent> {
     for (let event = await this.recv(); event !== null; event = await this.recv()) {
       yield event;
     }
   }
 
-  /** Waits for the process to exit, discarding its remaining output. */
+  /**
+   * Waits for the process to exit, discarding its remaining output.
+   *
+   * @throws {SandboxNotRunningError} The sandbox was stopped or its VM exited.
+   * @throws {GuestProtocolError} The guest broke the agent protocol; the sandbox was stopped.
+   * @throws {ExecFailedError} The guest reported a failure of the process.
+   * @throws {ExecTimeoutError} `timeout` passed; the process and everything it started were killed.
+   * @throws {ExecAbortedError} `signal` fired; the process and everything it started were killed.
+   */
   async wait(): Promise<ExitEvent> {
     while ((await this.recv()) !== null);
     return this.#exit!;
   }
 
-  /** Reads the remaining output and the exit. */
-  async collect(): Promise<ExecOutput> {
+  /**
+   * Reads the remaining output and the exit. Uncapped unless `maxOutputBytes`
+   * is given (as `exec()` with a `signal` does): beyond it the process and
+   * everything it started are killed and this rejects with LimitExceededError
+   * carrying the output so far.
+   *
+   * @throws {LimitExceededError} The output outgrew `maxOutputBytes`.   *
+   * @throws {SandboxNotRunningError} The sandbox was stopped or its VM exited.
+   * @throws {GuestProtocolError} The guest broke the agent protocol; the sandbox was stopped.
+   * @throws {ExecFailedError} The guest reported a failure of the process.
+   * @throws {ExecTimeoutError} `timeout` passed; the process and everything it started were killed.
+   * @throws {ExecAbortedError} `signal` fired; the process and everything it started were killed.
+   */
+  async collect(options: { maxOutputBytes?: number } = {}): Promise<ExecOutput> {
+    const limit = options.maxOutputBytes ?? Infinity;
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
+    let kept = 0;
     for await (const event of this) {
-      if (event.eventType === "stdout") stdout.push(event.data);
-      else if (event.eventType === "stderr") stderr.push(event.data);
+      if (event.eventType === "exited") continue;
+      const room = limit - kept;
+      const target = event.eventType === "stdout" ? stdout : stderr;
+      if (event.data.length > room) {
+        target.push(event.data.subarray(0, room));
+        await this.kill();
+        throw new LimitExceededError(
+          `maxOutputBytes: the process wrote more than ${limit} bytes of output and was killed with everything it started`,
+          { field: "maxOutputBytes", stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr) },
+        );
+      }
+      target.push(event.data);
+      kept += event.data.length;
     }
     const exit = this.#exit!;
     return new ExecOutput(exit.code, exit.signal ?? null, Buffer.concat(stdout), Buffer.concat(stderr), null);
   }
 
-  /** Sends a signal ("SIGTERM", "INT", 15, ...) to the process's group. */
+  /**
+   * Sends a signal ("SIGTERM", "INT", 15, ...) to the process's group.
+   *
+   * @throws {InvalidOptionError} `signal` is not a signal name or a number from 1 to 64.
+   */
   async signal(signal: string | number): Promise<void> {
     check(this.#native.signal(signalNumber(signal)));
   }
 
-  /** Kills the process and everything it started. */
+  /** Kills the process and everything it started (its cgroup); never rejects. */
   async kill(): Promise<void> {
     this.#native.kill();
   }
 
-  /** Sets the terminal size of a process started with `tty`. */
+  /**
+   * Sets the terminal size, in columns and rows, of a process started with `tty`.
+   *
+   * @throws {InvalidOptionError} The size is not two positive integers, or the process has no TTY.
+   */
   async resize(cols: number, rows: number): Promise<void> {
     if (!Number.isInteger(cols) || !Number.isInteger(rows) || cols < 1 || rows < 1) {
       throw new InvalidOptionError(`tty: ${cols}x${rows} is not a terminal size`, "tty");

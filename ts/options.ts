@@ -5,8 +5,12 @@ import { InvalidOptionError } from "./errors";
 import type { PullEvent, PullPolicy, RegistryOptions } from "./image";
 import type { Patch } from "./patch";
 
+/** Options of `Sandbox.create`; only `image` is required. */
 export interface SandboxOptions {
-  /** Unique among running sandboxes; letters, digits, '-', '_', '.'. Generated when absent. */
+  /**
+   * Unique among running sandboxes: 1 to 63 letters, digits, '-', '_' or '.',
+   * starting with a letter or digit. Default: generated (and its logs are not kept).
+   */
   name?: string;
   /**
    * Root filesystem: an OCI image reference (`python:3.12`,
@@ -14,27 +18,36 @@ export interface SandboxOptions {
    * filesystem image file (paths are absolute or start with `./`).
    */
   image: string;
-  /** When to contact the registry for a reference. Default "if-missing". */
+  /** When to contact the registry for an image reference. Default "if-missing". */
   pullPolicy?: PullPolicy;
-  /** How to reach registries. */
+  /** How to reach registries. Default: HTTPS, the system's roots, credentials from `~/.docker/config.json`. */
   registry?: RegistryOptions;
-  /** Image pull progress, for progress bars. */
+  /** Image pull progress, for progress bars. Default: none. */
   onProgress?: (event: PullEvent) => void;
   /** Virtual CPUs, 1 to 64. Default 1. */
   cpus?: number;
   /** Guest memory in MiB, 128 to 65536. Default 512. */
   memoryMib?: number;
-  /** Environment of every process in the sandbox. */
+  /**
+   * Environment of every process in the sandbox, over the image's. `PATH` and
+   * `HOME` have defaults; `/.msb/scripts` is always appended to `PATH`.
+   */
   env?: Record<string, string>;
-  /** Directory processes start in, and relative fs paths resolve from. Default `/`. */
+  /** Absolute guest directory processes start in and relative fs paths resolve from. Default: the image's, else `/`. */
   workdir?: string;
-  /** Scripts by name, placed executable in `/.msb/scripts` (on `PATH`) before `create` returns. */
+  /**
+   * Scripts, name to content, placed executable in `/.msb/scripts` (on `PATH`)
+   * before `create` returns. Default: none.
+   */
   scripts?: Record<string, string>;
-  /** Changes to the sandbox's root made before `create` returns; see `Patch`. */
+  /** Changes to the sandbox's root made before `create` returns; see {@link Patch}. Default: none. */
   patches?: Patch[];
   /** What the guest may reach. Default: public destinations only. */
   network?: NetworkOptions;
-  /** Host port (on 127.0.0.1; 0 picks a free one) to guest port, e.g. `{ 8080: 80 }`. */
+  /**
+   * TCP ports to publish: host port (on 127.0.0.1; 0 picks a free one) to
+   * guest port, e.g. `{ 8080: 80 }`. Default: none.
+   */
   ports?: Record<number, number>;
 }
 
@@ -47,19 +60,25 @@ export interface SandboxOptions {
  * sandbox's network.log.
  */
 export interface NetworkOptions {
+  /**
+   * What happens to destinations no rule decided: "public-only" allows public
+   * addresses only, "allow-all" allows everything, "none" lets nothing out (rules
+   * ignored). Default "public-only".
+   */
   policy?: "public-only" | "allow-all" | "none";
+  /** Allow and deny rules, tried in order before the policy. Default: none. */
   rules?: NetworkRule[];
-  /** Names answered NXDOMAIN, exactly. */
+  /** Names answered NXDOMAIN, exactly. Default: none. */
   blockDomains?: string[];
-  /** Names answered NXDOMAIN by suffix: ".evil.test" blocks evil.test and any name under it. */
+  /** Names answered NXDOMAIN by suffix: ".evil.test" blocks evil.test and any name under it. Default: none. */
   blockDomainSuffixes?: string[];
-  /** Destinations resolved (through the sandbox's DNS) from these names are allowed. */
+  /** Destinations resolved (through the sandbox's DNS) from these names are allowed, after the rules. Default: none. */
   allowDomains?: string[];
-  /** Names the sandbox's DNS answers itself, e.g. `{ "api.internal": "198.51.100.7" }`. */
+  /** Names the sandbox's DNS answers itself (an address or a list), e.g. `{ "api.internal": "198.51.100.7" }`. */
   hosts?: Record<string, string | string[]>;
   /** Upstream DNS servers (`ip` or `ip:port`). Default: the host's resolv.conf. */
   dnsServers?: string[];
-  /** Concurrent flows (connections, UDP peers) the guest may hold. Default 256. */
+  /** Concurrent flows (connections, UDP peers) the guest may hold, 1 to 65536. Default 256. */
   maxFlows?: number;
 }
 
@@ -69,31 +88,42 @@ export interface NetworkOptions {
  * name through its own DNS: hard-coding the IP does not match.
  */
 export interface NetworkRule {
+  /** What a matching flow gets. */
   action: "allow" | "deny";
-  /** An address or a CIDR range. */
+  /** An address or a CIDR range. Default: any address. */
   cidr?: string;
-  /** A port, or an inclusive range "8000-8100". */
+  /** A port, or an inclusive range "8000-8100". Default: any port. */
   ports?: number | string;
+  /** The transport protocol matched. Default "any". */
   protocol?: "tcp" | "udp" | "any";
+  /** Addresses this sandbox resolved from exactly this name. */
   domain?: string;
+  /** Addresses this sandbox resolved from names under this suffix (".example.com"). */
   domainSuffix?: string;
 }
 
+/** A terminal size in character cells. */
 export interface TtySize {
+  /** Columns, at least 1. */
   cols: number;
+  /** Rows, at least 1. */
   rows: number;
 }
 
+/** Options of `Sandbox.exec`, `shell`, `execStream` and `shellStream`; all optional. */
 export interface ExecOptions {
-  /** Working directory for this process (absolute guest path). */
+  /** Working directory for this process (absolute guest path). Default: the sandbox's `workdir`. */
   cwd?: string;
   /** Added to the sandbox's environment for this process. */
   env?: Record<string, string>;
-  /** Run as this user: a name from the guest's /etc/passwd, or a uid. */
+  /**
+   * Run as this user: a name from the guest's /etc/passwd, or a uid; `HOME`,
+   * `USER` and `LOGNAME` follow unless `env` sets them. Default: the image's user, else root.
+   */
   user?: string | number;
   /**
    * Milliseconds. When it passes, the process and everything it started are
-   * killed and the call rejects with ExecTimeoutError.
+   * killed and the call rejects with ExecTimeoutError. Default: no limit.
    */
   timeout?: number;
   /**
@@ -101,9 +131,9 @@ export interface ExecOptions {
    * (execStream only) for a writable `handle.stdin`. Default: no input.
    */
   stdin?: string | Uint8Array | "pipe";
-  /** Run under a pseudo-terminal (`true` is 80x24). Stderr then arrives on stdout. */
+  /** Run under a pseudo-terminal (`true` is 80x24). Stderr then arrives on stdout. Default false. */
   tty?: boolean | TtySize;
-  /** Aborting kills the process and everything it started; the call rejects with ExecAbortedError. */
+  /** Aborting kills the process and everything it started; the call rejects with ExecAbortedError. Default: none. */
   signal?: AbortSignal;
   /**
    * Most bytes of stdout and stderr together that `exec()`/`shell()` keep
@@ -114,11 +144,13 @@ export interface ExecOptions {
   maxOutputBytes?: number;
 }
 
+/** Options of `SandboxFs.list`. */
 export interface ListOptions {
   /** Most entries returned; a larger directory rejects with LimitExceededError. Default 100 000. */
   maxEntries?: number;
 }
 
+/** Options of `SandboxFs.copyToHost`: limits against a hostile guest, and cancellation. */
 export interface CopyToHostOptions {
   /** Most bytes of file content copied in all. Default 1 GiB. */
   maxBytes?: number;
@@ -126,16 +158,17 @@ export interface CopyToHostOptions {
   maxEntries?: number;
   /** Deepest directory level below the copied directory. Default 64. */
   maxDepth?: number;
-  /** Aborting stops the copy; it rejects with AbortedError and leaves no temporary file. */
+  /** Aborting stops the copy; it rejects with AbortedError and leaves no temporary file. Default: none. */
   signal?: AbortSignal;
 }
 
+/** Options of `SandboxFs.write` and `SandboxFs.writeStream`. */
 export interface WriteOptions {
-  /** Permission bits, e.g. 0o755. Default: kept for an existing file, 0o644 for a new one. */
+  /** Permission bits, 0 to 0o7777. Default: kept for an existing file, 0o644 for a new one. */
   mode?: number;
-  /** Append instead of replacing. */
+  /** Append instead of replacing. Default false. */
   append?: boolean;
-  /** Create missing parent directories. */
+  /** Create missing parent directories. Default false. */
   createParents?: boolean;
 }
 

@@ -2,16 +2,55 @@
 // They land in the sandbox's own writable layer: the image is never modified
 // and other sandboxes of the same image do not see them.
 
+/**
+ * A change to a sandbox's root, made before `Sandbox.create` resolves (its
+ * `patches` option). Make them with the {@link Patch} functions.
+ */
 export type Patch =
-  | { readonly kind: "text"; readonly path: string; readonly content: Buffer; readonly mode?: number }
-  | { readonly kind: "mkdir"; readonly path: string; readonly mode?: number }
-  | { readonly kind: "append"; readonly path: string; readonly content: Buffer }
-  | { readonly kind: "copy"; readonly path: string; readonly hostPath: string };
+  | {
+      /** Creates or replaces a file. */
+      readonly kind: "text";
+      /** Absolute guest path of the file. */
+      readonly path: string;
+      /** The file's content. */
+      readonly content: Buffer;
+      /** Permission bits. Default 0o644. */
+      readonly mode?: number;
+    }
+  | {
+      /** Creates a directory and its parents. */
+      readonly kind: "mkdir";
+      /** Absolute guest path of the directory. */
+      readonly path: string;
+      /** Permission bits. Default 0o755. */
+      readonly mode?: number;
+    }
+  | {
+      /** Appends to a file, creating it if missing. */
+      readonly kind: "append";
+      /** Absolute guest path of the file. */
+      readonly path: string;
+      /** The bytes appended. */
+      readonly content: Buffer;
+    }
+  | {
+      /** Copies a host file or directory tree. */
+      readonly kind: "copy";
+      /** Absolute guest path of the copy. */
+      readonly path: string;
+      /** The host file or directory copied. */
+      readonly hostPath: string;
+    };
 
 function bytes(content: string | Uint8Array): Buffer {
   return typeof content === "string" ? Buffer.from(content, "utf8") : Buffer.from(content);
 }
 
+/**
+ * Makes {@link Patch} values. They are checked when `Sandbox.create` runs:
+ * a relative path, a missing host path or a parent that is a file rejects with
+ * InvalidOptionError naming `patches[i]`.
+ */
 export const Patch = {
   /** Creates or replaces the file at `path` (parents created), mode 0o644 unless given. */
   text(path: string, content: string | Uint8Array, options: { mode?: number } = {}): Patch {

@@ -1,6 +1,6 @@
 // The Sandbox handle: create, run processes, reach the filesystem, stop.
 import { check, ExecAbortedError, InvalidOptionError, unwrap } from "./errors";
-import { ExecHandle, ExecOutput, toNativeExecOptions } from "./exec";
+import { DEFAULT_MAX_OUTPUT_BYTES, ExecHandle, ExecOutput, toNativeExecOptions } from "./exec";
 import { SandboxFs } from "./fs";
 import { checkRegistryOptions, toNativePullEvent } from "./image";
 import { assetsDir, native, type Native } from "./native";
@@ -13,16 +13,25 @@ import {
   type SandboxOptions,
 } from "./options";
 
+/** How a sandbox's VM came up: accelerator, process, timing and published ports. */
 export interface BootInfo {
-  /** "kvm" or "tcg". */
+  /** The accelerator the guest runs under: "kvm", or "tcg" (emulation). */
   accel: string;
   /** Host process id of the VM. */
   vmPid: number;
   /** Milliseconds from VM launch to the guest agent being ready. */
   bootMs: number;
+  /** Version of the guest agent (PID 1 in the guest). */
   agentVersion: string;
-  /** Published ports as bound: `host` is `127.0.0.1:<port>` (the real port when 0 was asked). */
-  publishedPorts: { host: string; hostPort: number; guestPort: number }[];
+  /** Published ports as bound, one entry per host port of `SandboxOptions.ports`. */
+  publishedPorts: {
+    /** The bound host address, `127.0.0.1:<port>`. */
+    host: string;
+    /** The bound host port: the real one where 0 was asked. */
+    hostPort: number;
+    /** The guest port that TCP connections to `host` reach. */
+    guestPort: number;
+  }[];
 }
 
 function abortedBeforeStart(signal: AbortSignal | undefined): void {
@@ -40,6 +49,11 @@ function checkScript(script: unknown): asserts script is string {
 /**
  * A running microVM. It lives as long as the Node process that created it:
  * if that process exits or is killed, the VM goes too.
+ *
+ * The guest is treated as hostile: a guest that breaks the agent protocol is
+ * stopped and every later call rejects with GuestProtocolError; one that stops
+ * answering is stopped within about 4 s and calls reject with
+ * SandboxNotRunningError.
  */
 export class Sandbox implements AsyncDisposable {
   readonly #native: Native.NativeSandbox;
@@ -51,7 +65,24 @@ export class Sandbox implements AsyncDisposable {
 
   /**
    * Boots a sandbox, writes its scripts and patches, and resolves once its
-   * guest is ready for commands.
+   * guest is ready for commands. An image reference is first pulled as
+   * `pullPolicy` says.
+   *
+   * @throws {InvalidOptionError} An option is unknown, mistyped or out of range, or a patch does not
+   *   fit the image; `field` names it.
+   * @throws {ImageNotFoundError} The image directory or the registry's image does not exist, or the
+   *   image is not cached and `pullPolicy` is "never".
+   * @throws {SandboxExistsError} A running sandbox already has this `name`.
+   * @throws {PortInUseError} A published port's host address is taken.
+   * @throws {MissingAssetError} The guest kernel, agent or runtime is not installed.
+   * @throws {BootFailedError} The VM did not come up; `consoleTail` holds the end of its console.
+   * @throws {PatchFailedError} A script or patch could not be applied in the guest; the sandbox was stopped.
+   * @throws {RegistryUnreachableError} The registry could not be reached.
+   * @throws {RegistryUnauthorizedError} The registry refused the credentials, or their absence.
+   * @throws {ImageIntegrityError} Downloaded content did not match its digest or size.
+   * @throws {LayerRejectedError} The unpacker refused a layer.
+   * @throws {PullFailedError} The pull failed otherwise.
+   * @throws {InternalError} A host-side failure (state home, image cache).
    */
   static async create(options: SandboxOptions): Promise<Sandbox> {
     checkSandboxOptions(options);
@@ -62,6 +93,7 @@ export class Sandbox implements AsyncDisposable {
     return new Sandbox(handle);
   }
 
+  /** The sandbox's name: the one asked for, or the generated one. */
   get name(): string {
     return this.#native.name;
   }
@@ -71,30 +103,80 @@ export class Sandbox implements AsyncDisposable {
     return this.#native.running;
   }
 
+  /** How the VM came up: accelerator, VM process id, boot time, published ports. */
   get bootInfo(): BootInfo {
     return this.#native.bootInfo;
   }
 
-  /** Runs `command` with `args` (no shell) and collects its output. */
+  /**
+   * Runs `command` with `args` (no shell) and collects its output. A non-zero
+   * exit is not an error: see {@link ExecOutput.code}.
+   *
+   * @throws {InvalidOptionError} The command, an argument or an option is invalid (a NUL byte,
+   *   `stdin: "pipe"`, ...); `field` names it.
+   * @throws {SandboxNotRunningError} The sandbox was stopped or its VM exited.
+   * @throws {GuestProtocolError} The guest broke the agent protocol; the sandbox was stopped.
+   * @throws {CommandNotFoundError} The program does not exist in the guest.
+   * @throws {UserNotFoundError} `user` is not in the guest's /etc/passwd.
+   * @throws {ExecFailedError} The guest could not start the process, or did not within 60 s.
+   * @throws {ExecTimeoutError} `timeout` passed; the process and everything it started were killed.
+   * @throws {ExecAbortedError} `signal` fired; the process and everything it started were killed.
+   * @throws {LimitExceededError} The output outgrew `maxOutputBytes`; the process and everything it
+   *   started were killed, and `stdout`/`stderr` hold the output so far.
+   */
   async exec(command: string, args: string[] = [], options: ExecOptions = {}): Promise<ExecOutput> {
     checkArgs(command, args);
     checkExecOptions(options);
+    // Also refuses stdin: "pipe", before any path is taken.
+    const nativeOptions = toNativeExecOptions(options, false);
     abortedBeforeStart(options.signal);
     if (options.signal) {
-      // Abortable: stream, so that the signal can kill the process mid-way.
-      return (await this.execStream(command, args, options)).collect();
+      // Abortable: stream, so that the signal can kill the process mid-way;
+      // the same output cap as the engine's own collection.
+      const handle = await this.execStream(command, args, options);
+      return handle.collect({ maxOutputBytes: options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES });
     }
-    const nativeOptions = toNativeExecOptions(options, false);
     return ExecOutput.fromNative(unwrap(await this.#native.exec(command, args, nativeOptions)));
   }
 
-  /** Runs a script with `/bin/sh -c` and collects its output. */
+  /**
+   * Runs a script with `/bin/sh -c` and collects its output, as
+   * `exec("/bin/sh", ["-c", script], options)` does.
+   *
+   * @throws {InvalidOptionError} The command, an argument or an option is invalid (a NUL byte,
+   *   `stdin: "pipe"`, ...); `field` names it.
+   * @throws {SandboxNotRunningError} The sandbox was stopped or its VM exited.
+   * @throws {GuestProtocolError} The guest broke the agent protocol; the sandbox was stopped.
+   * @throws {CommandNotFoundError} The program does not exist in the guest.
+   * @throws {UserNotFoundError} `user` is not in the guest's /etc/passwd.
+   * @throws {ExecFailedError} The guest could not start the process, or did not within 60 s.
+   * @throws {ExecTimeoutError} `timeout` passed; the process and everything it started were killed.
+   * @throws {ExecAbortedError} `signal` fired; the process and everything it started were killed.
+   * @throws {LimitExceededError} The output outgrew `maxOutputBytes`; the process and everything it
+   *   started were killed, and `stdout`/`stderr` hold the output so far.
+   */
   async shell(script: string, options: ExecOptions = {}): Promise<ExecOutput> {
     checkScript(script);
     return this.exec("/bin/sh", ["-c", script], options);
   }
 
-  /** Starts `command` and returns a handle that streams its events as they come. */
+  /**
+   * Starts `command` with `args` (no shell) and returns a handle that streams
+   * its events as they come.
+   *
+   * Rejects only when the process cannot be started; what happens later
+   * rejects {@link ExecHandle.recv} and the calls built on it.
+   *
+   * @throws {InvalidOptionError} The command, an argument or an option is invalid (a NUL byte, ...);
+   *   `field` names it.
+   * @throws {SandboxNotRunningError} The sandbox was stopped or its VM exited.
+   * @throws {GuestProtocolError} The guest broke the agent protocol; the sandbox was stopped.
+   * @throws {CommandNotFoundError} The program does not exist in the guest.
+   * @throws {UserNotFoundError} `user` is not in the guest's /etc/passwd.
+   * @throws {ExecFailedError} The guest could not start the process, or did not within 60 s.
+   * @throws {ExecTimeoutError} The guest did not start the process within `timeout`.
+   * @throws {ExecAbortedError} `signal` had fired before the process started.
+   */
   async execStream(command: string, args: string[] = [], options: ExecOptions = {}): Promise<ExecHandle> {
     checkArgs(command, args);
     checkExecOptions(options);
@@ -106,13 +188,29 @@ export class Sandbox implements AsyncDisposable {
     return handle;
   }
 
-  /** `execStream("/bin/sh", ["-c", script], options)`. */
+  /**
+   * Starts a script with `/bin/sh -c` and returns its streaming handle, as
+   * `execStream("/bin/sh", ["-c", script], options)` does.
+   *
+   * Rejects only when the process cannot be started; what happens later
+   * rejects {@link ExecHandle.recv} and the calls built on it.
+   *
+   * @throws {InvalidOptionError} The command, an argument or an option is invalid (a NUL byte, ...);
+   *   `field` names it.
+   * @throws {SandboxNotRunningError} The sandbox was stopped or its VM exited.
+   * @throws {GuestProtocolError} The guest broke the agent protocol; the sandbox was stopped.
+   * @throws {CommandNotFoundError} The program does not exist in the guest.
+   * @throws {UserNotFoundError} `user` is not in the guest's /etc/passwd.
+   * @throws {ExecFailedError} The guest could not start the process, or did not within 60 s.
+   * @throws {ExecTimeoutError} The guest did not start the process within `timeout`.
+   * @throws {ExecAbortedError} `signal` had fired before the process started.
+   */
   async shellStream(script: string, options: ExecOptions = {}): Promise<ExecHandle> {
     checkScript(script);
     return this.execStream("/bin/sh", ["-c", script], options);
   }
 
-  /** The guest filesystem. */
+  /** The guest filesystem; the same object on every call. */
   fs(): SandboxFs {
     this.#fs ??= new SandboxFs(this.#native.fs());
     return this.#fs;
@@ -123,16 +221,29 @@ export class Sandbox implements AsyncDisposable {
     await this.#native.stop();
   }
 
-  /** Stops the sandbox and resolves once its VM and runtime processes are gone. */
+  /**
+   * Stops the sandbox and resolves once its VM and runtime processes are gone.
+   *
+   * @throws {InternalError} Waiting for the runtime process failed.
+   */
   async stopAndWait(): Promise<void> {
     check(await this.#native.stopAndWait());
   }
 
-  /** Kills the VM at once and resolves once it is gone. */
+  /**
+   * Kills the VM at once and resolves once it is gone.
+   *
+   * @throws {InternalError} Waiting for the runtime process failed.
+   */
   async kill(): Promise<void> {
     check(await this.#native.kill());
   }
 
+  /**
+   * {@link Sandbox.stopAndWait}, for `await using sb = await Sandbox.create(...)`.
+   *
+   * @throws {InternalError} Waiting for the runtime process failed.
+   */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stopAndWait();
   }
