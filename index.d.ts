@@ -76,6 +76,78 @@ export interface EngineConfig {
   assetsDir: string
 }
 
+/**
+ * Every stable error code (`error.code`), generated from the engine's
+ * one list (`msb_engine::for_each_error_code`).
+ */
+export declare const enum ErrorCode {
+  /** An option is missing, malformed or out of range; `field` names it. */
+  InvalidOption = 'INVALID_OPTION',
+  /** The image (a directory, a disk file or a reference) does not exist. */
+  ImageNotFound = 'IMAGE_NOT_FOUND',
+  /** A running sandbox already has this name. */
+  SandboxExists = 'SANDBOX_EXISTS',
+  /** A published port's host address is taken. */
+  PortInUse = 'PORT_IN_USE',
+  /** The guest kernel, agent or runtime binary is not installed. */
+  MissingAsset = 'MISSING_ASSET',
+  /** The VM did not come up. */
+  BootFailed = 'BOOT_FAILED',
+  /** A script or patch could not be applied in the guest. */
+  PatchFailed = 'PATCH_FAILED',
+  /** The image is used by a running sandbox. */
+  ImageInUse = 'IMAGE_IN_USE',
+  /** The registry could not be reached. */
+  RegistryUnreachable = 'REGISTRY_UNREACHABLE',
+  /** The registry refused the credentials. */
+  RegistryUnauthorized = 'REGISTRY_UNAUTHORIZED',
+  /** Downloaded content did not match its digest or size. */
+  ImageIntegrity = 'IMAGE_INTEGRITY',
+  /** The layer unpacker refused a layer. */
+  LayerRejected = 'LAYER_REJECTED',
+  /** Any other failure of an image pull. */
+  PullFailed = 'PULL_FAILED',
+  /** The sandbox was stopped, or its VM exited. */
+  SandboxNotRunning = 'SANDBOX_NOT_RUNNING',
+  /** The program to run does not exist in the guest. */
+  CommandNotFound = 'COMMAND_NOT_FOUND',
+  /** The user to run as is not in the guest's /etc/passwd. */
+  UserNotFound = 'USER_NOT_FOUND',
+  /** The guest could not start the process. */
+  ExecFailed = 'EXEC_FAILED',
+  /** The process outlived its timeout and was killed. */
+  ExecTimeout = 'EXEC_TIMEOUT',
+  /**
+   * The caller's AbortSignal killed the process. Raised by the TypeScript
+   * layer, which owns the signal; listed here so that the list is whole.
+   */
+  ExecAborted = 'EXEC_ABORTED',
+  /** The guest path does not exist. */
+  FsNotFound = 'FS_NOT_FOUND',
+  /** The guest refused the access. */
+  FsPermissionDenied = 'FS_PERMISSION_DENIED',
+  /** The guest path already exists. */
+  FsAlreadyExists = 'FS_ALREADY_EXISTS',
+  /** A component of the guest path is not a directory. */
+  FsNotADirectory = 'FS_NOT_A_DIRECTORY',
+  /** The guest path is a directory. */
+  FsIsADirectory = 'FS_IS_A_DIRECTORY',
+  /** The guest directory is not empty. */
+  FsNotEmpty = 'FS_NOT_EMPTY',
+  /** Any other failure of a guest filesystem operation. */
+  FsError = 'FS_ERROR',
+  /** A host file of copyFromHost/copyToHost could not be read or written. */
+  HostIo = 'HOST_IO',
+  /** The guest broke the agent protocol and was stopped. */
+  GuestProtocol = 'GUEST_PROTOCOL',
+  /** A limit the caller set (or its default) was reached. */
+  LimitExceeded = 'LIMIT_EXCEEDED',
+  /** The caller's AbortSignal stopped the operation. */
+  Aborted = 'ABORTED',
+  /** Something failed on the host that options cannot fix. */
+  Internal = 'INTERNAL',
+}
+
 export declare function inspectImage(reference: string, registry: NativeRegistryOptions | undefined | null, engine: EngineConfig): Promise<NativeImageInfo | NativeFailure>
 
 export declare function listImages(engine: EngineConfig): Promise<Array<NativeImageInfo> | NativeFailure>
@@ -114,7 +186,7 @@ export interface NativeDirEntry {
  * as its code; the TypeScript layer turns a failure into a typed error class.
  */
 export interface NativeError {
-  /** Stable code, e.g. `INVALID_OPTION`. */
+  /** Stable code, e.g. `INVALID_OPTION` (one of `ErrorCode`). */
   code: string
   message: string
   field?: string
@@ -247,12 +319,22 @@ export interface NativeRegistryOptions {
   dockerConfig?: string
 }
 
+/**
+ * One allow or deny rule, as the engine's `RuleOptions` (the fields
+ * come from its one list, `msb_engine::for_each_rule_option`).
+ */
 export interface NativeRule {
+  /** 'allow' or 'deny'. */
   action: string
+  /** An address or a CIDR range. */
   cidr?: string
+  /** A port ('443') or an inclusive range ('8000-8100'). */
   ports?: string
+  /** 'tcp', 'udp' or 'any' (default). */
   protocol?: string
+  /** A name this sandbox resolved to the destination, exactly. */
   domain?: string
+  /** A name this sandbox resolved to the destination, by suffix. */
   domainSuffix?: string
 }
 

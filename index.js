@@ -842,6 +842,7 @@ module.exports.NativeFileWriter = nativeBinding.NativeFileWriter
 module.exports.NativeFs = nativeBinding.NativeFs
 module.exports.NativeSandbox = nativeBinding.NativeSandbox
 module.exports.createSandbox = nativeBinding.createSandbox
+module.exports.ErrorCode = nativeBinding.ErrorCode
 module.exports.inspectImage = nativeBinding.inspectImage
 module.exports.listImages = nativeBinding.listImages
 module.exports.pruneImages = nativeBinding.pruneImages

@@ -2,43 +2,22 @@
 // `code`; catch the subclass (or switch on `code`) to handle one kind.
 import type { Native } from "./native";
 
-export type ErrorCode =
-  | "INVALID_OPTION"
-  | "IMAGE_NOT_FOUND"
-  | "SANDBOX_EXISTS"
-  | "PORT_IN_USE"
-  | "MISSING_ASSET"
-  | "BOOT_FAILED"
-  | "PATCH_FAILED"
-  | "IMAGE_IN_USE"
-  | "REGISTRY_UNREACHABLE"
-  | "REGISTRY_UNAUTHORIZED"
-  | "IMAGE_INTEGRITY"
-  | "LAYER_REJECTED"
-  | "PULL_FAILED"
-  | "SANDBOX_NOT_RUNNING"
-  | "COMMAND_NOT_FOUND"
-  | "USER_NOT_FOUND"
-  | "EXEC_FAILED"
-  | "EXEC_TIMEOUT"
-  | "EXEC_ABORTED"
-  | FsErrorCode
-  | "HOST_IO"
-  | "GUEST_PROTOCOL"
-  | "LIMIT_EXCEEDED"
-  | "ABORTED"
-  | "INTERNAL";
+/**
+ * Every stable error code. Generated: the engine lists the codes once, the
+ * addon exports them as the `ErrorCode` enum of index.d.ts, and this union is
+ * that enum's values.
+ */
+export type ErrorCode = `${Native.ErrorCode}`;
 
-export type FsErrorCode =
-  | "FS_NOT_FOUND"
-  | "FS_PERMISSION_DENIED"
-  | "FS_ALREADY_EXISTS"
-  | "FS_NOT_A_DIRECTORY"
-  | "FS_IS_A_DIRECTORY"
-  | "FS_NOT_EMPTY"
-  | "FS_ERROR";
+/** The codes of guest filesystem failures (`FS_*`). */
+export type FsErrorCode = Extract<ErrorCode, `FS_${string}`>;
 
+/**
+ * The base of every error the SDK throws. Catch a subclass, or switch on
+ * `code`, to handle one kind; the message is for people.
+ */
 export class MicrosandboxError extends Error {
+  /** Stable code of this kind of failure, e.g. `"INVALID_OPTION"`; never parse the message instead. */
   readonly code: ErrorCode;
 
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
@@ -50,6 +29,7 @@ export class MicrosandboxError extends Error {
 
 /** An option is missing, of the wrong type or out of range. `field` names it. */
 export class InvalidOptionError extends MicrosandboxError {
+  /** The option at fault as callers spell it, e.g. `"memoryMib"` or `"network.rules[0].cidr"`. */
   readonly field: string | undefined;
 
   constructor(message: string, field?: string, options?: { cause?: unknown }) {
@@ -58,7 +38,7 @@ export class InvalidOptionError extends MicrosandboxError {
   }
 }
 
-/** The image (a root directory for now) does not exist. */
+/** The image does not exist: a missing root directory or disk file, or a reference that is not cached under `pullPolicy: "never"`. */
 export class ImageNotFoundError extends MicrosandboxError {
   constructor(message: string) {
     super("IMAGE_NOT_FOUND", message);
@@ -88,6 +68,7 @@ export class MissingAssetError extends MicrosandboxError {
 
 /** The VM did not come up. `consoleTail` holds the end of the guest's kernel console. */
 export class BootFailedError extends MicrosandboxError {
+  /** The last lines of the guest's kernel console, for diagnosis. */
   readonly consoleTail: string;
 
   constructor(message: string, consoleTail: string) {
@@ -112,6 +93,7 @@ export class CommandNotFoundError extends MicrosandboxError {
 
 /** The guest could not start the process. `errno` is the guest's error number. */
 export class ExecFailedError extends MicrosandboxError {
+  /** The guest's error number, when a system call failed. */
   readonly errno: number | undefined;
 
   constructor(message: string, errno?: number) {
@@ -122,7 +104,9 @@ export class ExecFailedError extends MicrosandboxError {
 
 /** A script or patch could not be applied in the guest; `field` names it. The sandbox was stopped. */
 export class PatchFailedError extends MicrosandboxError {
+  /** The script or patch at fault, e.g. `"patches[2]"`. */
   readonly field: string | undefined;
+  /** The guest's error number, when a system call failed. */
   readonly errno: number | undefined;
 
   constructor(message: string, field?: string, errno?: number) {
@@ -200,7 +184,9 @@ export class ExecAbortedError extends MicrosandboxError {
  * `path` the guest path; subclasses name the common cases.
  */
 export class FsError extends MicrosandboxError {
+  /** The guest's error number (e.g. 2 for ENOENT), when a system call failed. */
   readonly errno: number | undefined;
+  /** The guest path the operation was about. */
   readonly path: string | undefined;
 
   constructor(code: FsErrorCode, message: string, errno?: number, path?: string) {
@@ -210,16 +196,24 @@ export class FsError extends MicrosandboxError {
   }
 }
 
+/** Nothing exists at the path (ENOENT). */
 export class FsNotFoundError extends FsError {}
+/** The guest refused access (EACCES, EPERM, or a read-only filesystem). */
 export class FsPermissionError extends FsError {}
+/** Something already exists at the path (EEXIST). */
 export class FsExistsError extends FsError {}
+/** A component of the path is not a directory (ENOTDIR). */
 export class FsNotADirectoryError extends FsError {}
+/** The path is a directory where a file was expected (EISDIR). */
 export class FsIsADirectoryError extends FsError {}
+/** The directory is not empty (ENOTEMPTY). */
 export class FsNotEmptyError extends FsError {}
 
 /** A host-side file of copyFromHost/copyToHost could not be read or written. */
 export class HostIoError extends MicrosandboxError {
+  /** The host's error number. */
   readonly errno: number | undefined;
+  /** The host path that failed. */
   readonly path: string | undefined;
 
   constructor(message: string, errno?: number, path?: string) {
@@ -256,9 +250,13 @@ export class GuestProtocolError extends MicrosandboxError {
  * `stderr` hold the output collected before the process was killed.
  */
 export class LimitExceededError extends MicrosandboxError {
+  /** The limit's option: `maxOutputBytes`, `maxEntries`, `maxBytes` or `maxDepth`. */
   readonly field: string | undefined;
+  /** The guest path being listed or copied, for filesystem limits. */
   readonly path: string | undefined;
+  /** For `maxOutputBytes`: the stdout collected before the process was killed. */
   readonly stdout: Buffer | undefined;
+  /** For `maxOutputBytes`: the stderr collected before the process was killed. */
   readonly stderr: Buffer | undefined;
 
   constructor(message: string, details: { field?: string; path?: string; stdout?: Buffer; stderr?: Buffer } = {}) {

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
+use msb_control::{FromRuntime, HostEnded, ToRuntime, VmExit};
 use msb_protocol::{Envelope, FrameCodec, GuestMessage, INPUT_WINDOW, NO_REQUEST};
-use msb_runtime::control::{FromRuntime, HostEnded, ToRuntime, VmExit};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};

@@ -3,77 +3,109 @@
 
 use std::path::PathBuf;
 
-/// Stable codes, one per class of failure a caller may handle differently.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    InvalidOption,
-    ImageNotFound,
-    SandboxExists,
-    PortInUse,
-    MissingAsset,
-    BootFailed,
-    PatchFailed,
-    ImageInUse,
-    RegistryUnreachable,
-    RegistryUnauthorized,
-    ImageIntegrity,
-    LayerRejected,
-    PullFailed,
-    SandboxNotRunning,
-    CommandNotFound,
-    UserNotFound,
-    ExecFailed,
-    ExecTimeout,
-    FsNotFound,
-    FsPermissionDenied,
-    FsAlreadyExists,
-    FsNotADirectory,
-    FsIsADirectory,
-    FsNotEmpty,
-    FsError,
-    HostIo,
-    GuestProtocol,
-    LimitExceeded,
-    Aborted,
-    Internal,
+use msb_oci::PullError;
+use msb_state::StateError;
+
+/// The stable error codes, listed once. `$callback!` receives each code as
+/// `Variant = "CODE"` with its doc comment: the engine defines [`ErrorCode`]
+/// with it, and the napi layer the exported string enum from which the
+/// TypeScript `ErrorCode` union is generated, so the three cannot drift.
+// Docs are `#[doc = "..."]` with plain strings: they reach the generated
+// TypeScript typings through the napi layer, which copies literals verbatim.
+#[macro_export]
+macro_rules! for_each_error_code {
+    ($callback:ident) => {
+        $callback! {
+            #[doc = "An option is missing, malformed or out of range; `field` names it."]
+            InvalidOption = "INVALID_OPTION",
+            #[doc = "The image (a directory, a disk file or a reference) does not exist."]
+            ImageNotFound = "IMAGE_NOT_FOUND",
+            #[doc = "A running sandbox already has this name."]
+            SandboxExists = "SANDBOX_EXISTS",
+            #[doc = "A published port's host address is taken."]
+            PortInUse = "PORT_IN_USE",
+            #[doc = "The guest kernel, agent or runtime binary is not installed."]
+            MissingAsset = "MISSING_ASSET",
+            #[doc = "The VM did not come up."]
+            BootFailed = "BOOT_FAILED",
+            #[doc = "A script or patch could not be applied in the guest."]
+            PatchFailed = "PATCH_FAILED",
+            #[doc = "The image is used by a running sandbox."]
+            ImageInUse = "IMAGE_IN_USE",
+            #[doc = "The registry could not be reached."]
+            RegistryUnreachable = "REGISTRY_UNREACHABLE",
+            #[doc = "The registry refused the credentials."]
+            RegistryUnauthorized = "REGISTRY_UNAUTHORIZED",
+            #[doc = "Downloaded content did not match its digest or size."]
+            ImageIntegrity = "IMAGE_INTEGRITY",
+            #[doc = "The layer unpacker refused a layer."]
+            LayerRejected = "LAYER_REJECTED",
+            #[doc = "Any other failure of an image pull."]
+            PullFailed = "PULL_FAILED",
+            #[doc = "The sandbox was stopped, or its VM exited."]
+            SandboxNotRunning = "SANDBOX_NOT_RUNNING",
+            #[doc = "The program to run does not exist in the guest."]
+            CommandNotFound = "COMMAND_NOT_FOUND",
+            #[doc = "The user to run as is not in the guest's /etc/passwd."]
+            UserNotFound = "USER_NOT_FOUND",
+            #[doc = "The guest could not start the process."]
+            ExecFailed = "EXEC_FAILED",
+            #[doc = "The process outlived its timeout and was killed."]
+            ExecTimeout = "EXEC_TIMEOUT",
+            #[doc = "The caller's AbortSignal killed the process. Raised by the TypeScript"]
+            #[doc = "layer, which owns the signal; listed here so that the list is whole."]
+            ExecAborted = "EXEC_ABORTED",
+            #[doc = "The guest path does not exist."]
+            FsNotFound = "FS_NOT_FOUND",
+            #[doc = "The guest refused the access."]
+            FsPermissionDenied = "FS_PERMISSION_DENIED",
+            #[doc = "The guest path already exists."]
+            FsAlreadyExists = "FS_ALREADY_EXISTS",
+            #[doc = "A component of the guest path is not a directory."]
+            FsNotADirectory = "FS_NOT_A_DIRECTORY",
+            #[doc = "The guest path is a directory."]
+            FsIsADirectory = "FS_IS_A_DIRECTORY",
+            #[doc = "The guest directory is not empty."]
+            FsNotEmpty = "FS_NOT_EMPTY",
+            #[doc = "Any other failure of a guest filesystem operation."]
+            FsError = "FS_ERROR",
+            #[doc = "A host file of copyFromHost/copyToHost could not be read or written."]
+            HostIo = "HOST_IO",
+            #[doc = "The guest broke the agent protocol and was stopped."]
+            GuestProtocol = "GUEST_PROTOCOL",
+            #[doc = "A limit the caller set (or its default) was reached."]
+            LimitExceeded = "LIMIT_EXCEEDED",
+            #[doc = "The caller's AbortSignal stopped the operation."]
+            Aborted = "ABORTED",
+            #[doc = "Something failed on the host that options cannot fix."]
+            Internal = "INTERNAL",
+        }
+    };
 }
 
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidOption => "INVALID_OPTION",
-            ErrorCode::ImageNotFound => "IMAGE_NOT_FOUND",
-            ErrorCode::SandboxExists => "SANDBOX_EXISTS",
-            ErrorCode::PortInUse => "PORT_IN_USE",
-            ErrorCode::MissingAsset => "MISSING_ASSET",
-            ErrorCode::BootFailed => "BOOT_FAILED",
-            ErrorCode::PatchFailed => "PATCH_FAILED",
-            ErrorCode::ImageInUse => "IMAGE_IN_USE",
-            ErrorCode::RegistryUnreachable => "REGISTRY_UNREACHABLE",
-            ErrorCode::RegistryUnauthorized => "REGISTRY_UNAUTHORIZED",
-            ErrorCode::ImageIntegrity => "IMAGE_INTEGRITY",
-            ErrorCode::LayerRejected => "LAYER_REJECTED",
-            ErrorCode::PullFailed => "PULL_FAILED",
-            ErrorCode::SandboxNotRunning => "SANDBOX_NOT_RUNNING",
-            ErrorCode::CommandNotFound => "COMMAND_NOT_FOUND",
-            ErrorCode::UserNotFound => "USER_NOT_FOUND",
-            ErrorCode::ExecFailed => "EXEC_FAILED",
-            ErrorCode::ExecTimeout => "EXEC_TIMEOUT",
-            ErrorCode::FsNotFound => "FS_NOT_FOUND",
-            ErrorCode::FsPermissionDenied => "FS_PERMISSION_DENIED",
-            ErrorCode::FsAlreadyExists => "FS_ALREADY_EXISTS",
-            ErrorCode::FsNotADirectory => "FS_NOT_A_DIRECTORY",
-            ErrorCode::FsIsADirectory => "FS_IS_A_DIRECTORY",
-            ErrorCode::FsNotEmpty => "FS_NOT_EMPTY",
-            ErrorCode::FsError => "FS_ERROR",
-            ErrorCode::HostIo => "HOST_IO",
-            ErrorCode::GuestProtocol => "GUEST_PROTOCOL",
-            ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
-            ErrorCode::Aborted => "ABORTED",
-            ErrorCode::Internal => "INTERNAL",
+macro_rules! define_error_code {
+    ($($(#[$doc:meta])* $variant:ident = $code:literal,)*) => {
+        /// Stable codes, one per class of failure a caller may handle differently.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
         }
-    }
+
+        impl ErrorCode {
+            /// Every code, in the order listed.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The code as JavaScript sees it (`error.code`).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+        }
+    };
 }
+
+for_each_error_code!(define_error_code);
 
 /// What the engine reports about each error beyond its message: the stable
 /// code and the structured facts a caller may act on.
@@ -137,7 +169,7 @@ pub enum CreateError {
     #[error("image: {path} is not a directory")]
     ImageNotFound { path: PathBuf },
     #[error(transparent)]
-    Image(#[from] crate::images::ImageError),
+    Image(#[from] ImageError),
     #[error("a sandbox named {name:?} is already running")]
     SandboxExists { name: String },
     #[error("ports: {message}")]
@@ -427,5 +459,89 @@ pub enum StopError {
 impl HasCode for StopError {
     fn code(&self) -> ErrorCode {
         ErrorCode::Internal
+    }
+}
+
+/// Failures of the image service (pull, inspect, list, remove, prune).
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    InvalidOption(#[from] InvalidOption),
+    #[error("image {reference} is not in the local cache and pullPolicy is \"never\"")]
+    NotCached { reference: String },
+    #[error("image {reference} is not in the local cache")]
+    NotKnown { reference: String },
+    #[error(transparent)]
+    Pull(#[from] PullError),
+    #[error("image {reference} is used by running sandbox(es): {sandboxes}")]
+    InUse {
+        reference: String,
+        sandboxes: String,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("image cache")]
+    Cache(#[source] std::io::Error),
+}
+
+impl HasCode for ImageError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ImageError::InvalidOption(_) => ErrorCode::InvalidOption,
+            ImageError::NotCached { .. } | ImageError::NotKnown { .. } => ErrorCode::ImageNotFound,
+            ImageError::InUse { .. } => ErrorCode::ImageInUse,
+            ImageError::Pull(err) => match err {
+                PullError::Reference(msb_oci::ReferenceError::Invalid { .. }) => {
+                    ErrorCode::InvalidOption
+                }
+                PullError::NotFound { .. } | PullError::NoPlatform { .. } => {
+                    ErrorCode::ImageNotFound
+                }
+                PullError::Unreachable { .. } => ErrorCode::RegistryUnreachable,
+                PullError::Unauthorized { .. } => ErrorCode::RegistryUnauthorized,
+                PullError::DigestMismatch { .. } | PullError::SizeMismatch { .. } => {
+                    ErrorCode::ImageIntegrity
+                }
+                PullError::Unpack { .. } | PullError::UnsupportedLayer { .. } => {
+                    ErrorCode::LayerRejected
+                }
+                _ => ErrorCode::PullFailed,
+            },
+            ImageError::State(_) | ImageError::Cache(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn details(&self) -> ErrorDetails {
+        match self {
+            ImageError::InvalidOption(invalid) => invalid.details(),
+            ImageError::Pull(PullError::Reference(_)) => ErrorDetails {
+                field: Some("image".into()),
+                ..Default::default()
+            },
+            _ => ErrorDetails::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_upper_snake_strings() {
+        let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        let mut unique = codes.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), codes.len(), "{codes:?}");
+        for code in &codes {
+            assert!(
+                code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
+                "{code}"
+            );
+        }
+        assert_eq!(ErrorCode::InvalidOption.as_str(), "INVALID_OPTION");
+        assert_eq!(ErrorCode::FsNotADirectory.as_str(), "FS_NOT_A_DIRECTORY");
+        assert_eq!(ErrorCode::ALL.len(), 31);
     }
 }

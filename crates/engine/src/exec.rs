@@ -16,17 +16,13 @@ use std::time::Duration;
 
 use msb_protocol::{
     ExecRequest, ExitStatus, Failure, FailureKind, GuestMessage, HostMessage, StdinMode, TtySize,
-    User,
 };
 use tokio::time::Instant;
 
-use crate::config::{validate_env, validate_guest_path};
 use crate::conn::RuntimeConn;
 use crate::error::{ExecError, InvalidOption};
-use crate::request::{self, RequestEvents, RequestSender};
-
-/// Output bytes in flight per process before the guest waits for the consumer.
-pub const OUTPUT_WINDOW: u32 = 1 << 20;
+use crate::options::exec::{validate_tty_size, ExecOptions, StdinSource, DEFAULT_MAX_OUTPUT_BYTES};
+use crate::request::{self, RequestEvents, RequestSender, OUTPUT_WINDOW};
 
 /// After a timeout's kill, how long to wait for the guest to report the exit.
 const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -34,71 +30,6 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 /// How long the guest may take to report a process started. The agent answers
 /// at once; this bounds a guest (or an impostor) that never does.
 const START_DEADLINE: Duration = Duration::from_secs(60);
-
-/// Default cap on the output [`ExecEvents::collect`] keeps in memory.
-pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 64 << 20;
-
-#[derive(Debug, Clone, Default)]
-pub enum StdinSource {
-    /// Stdin reads end-of-file at once.
-    #[default]
-    Null,
-    /// These bytes, then end-of-file.
-    Bytes(Vec<u8>),
-    /// Written by the caller through [`ExecControl::write_stdin`].
-    Pipe,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ExecOptions {
-    pub cwd: Option<String>,
-    pub env: Vec<(String, String)>,
-    pub user: Option<User>,
-    pub timeout: Option<Duration>,
-    pub stdin: StdinSource,
-    /// Run under a pseudo-terminal of this size.
-    pub tty: Option<TtySize>,
-    /// Most stdout and stderr bytes together that [`ExecEvents::collect`]
-    /// keeps; beyond it the process is killed. `None`: [`DEFAULT_MAX_OUTPUT_BYTES`].
-    pub max_output_bytes: Option<u64>,
-}
-
-impl ExecOptions {
-    fn validate(&self) -> Result<(), InvalidOption> {
-        if let Some(cwd) = &self.cwd {
-            validate_guest_path("cwd", cwd)?;
-        }
-        validate_env("env", &self.env)?;
-        if let Some(User::Name(name)) = &self.user {
-            if name.is_empty() || name.contains(':') || name.contains('\0') {
-                return Err(InvalidOption::new(
-                    "user",
-                    format!("{name:?} is not a user name"),
-                ));
-            }
-        }
-        if self.timeout == Some(Duration::ZERO) {
-            return Err(InvalidOption::new("timeout", "must be positive"));
-        }
-        if self.max_output_bytes == Some(0) {
-            return Err(InvalidOption::new("maxOutputBytes", "must be positive"));
-        }
-        if let Some(size) = self.tty {
-            validate_tty_size(size)?;
-        }
-        Ok(())
-    }
-}
-
-pub fn validate_tty_size(size: TtySize) -> Result<(), InvalidOption> {
-    if size.cols == 0 || size.rows == 0 {
-        return Err(InvalidOption::new(
-            "tty",
-            "columns and rows must be at least 1",
-        ));
-    }
-    Ok(())
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecEvent {

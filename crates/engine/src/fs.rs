@@ -20,8 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::conn::RuntimeConn;
 use crate::copy_out::HostDir;
 use crate::error::{FsError, FsErrorKind, InvalidOption};
-use crate::exec::OUTPUT_WINDOW;
-use crate::request::{self, RequestEvents, RequestSender};
+use crate::request::{self, RequestEvents, RequestSender, OUTPUT_WINDOW};
 
 /// How long the guest may take over one answer (a reply, a batch of entries,
 /// a chunk of a file) before the call fails. The agent answers in

@@ -6,95 +6,30 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use msb_oci::{ImageRef, PullError, PullEvent, PullOptions, RegistryOptions, RuntimeConfig, Store};
-use msb_state::{ImageRecord, State, StateError};
+use msb_oci::{
+    ImageRef, PullEvent, PullOptions, PulledImage, RegistryOptions, RuntimeConfig, Store,
+};
+use msb_state::{ImageRecord, State};
 
-use crate::config::PullPolicy;
-use crate::error::{ErrorCode, ErrorDetails, HasCode, InvalidOption};
-use crate::paths::EngineSettings;
+use crate::error::{ImageError, InvalidOption};
+use crate::options::sandbox::PullPolicy;
+use crate::settings::EngineSettings;
 
 pub type Progress = Arc<dyn Fn(PullEvent) + Send + Sync>;
 
-/// An image in the local cache.
+/// An image in the local cache: what the pull produced (the OCI crate's
+/// [`PulledImage`]) and when it was pulled.
 #[derive(Debug, Clone)]
 pub struct ImageInfo {
-    /// Canonical reference.
-    pub reference: String,
-    pub manifest_digest: String,
-    pub config_digest: String,
-    /// The image configuration exactly as the registry served it (JSON).
-    pub config_json: String,
-    pub config: RuntimeConfig,
-    pub layers: Vec<String>,
-    pub size: u64,
+    pub image: PulledImage,
+    /// Seconds since the Unix epoch.
     pub pulled_at: i64,
-    pub rootfs: PathBuf,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PruneReport {
     pub images: u64,
     pub layers: u64,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    #[error(transparent)]
-    InvalidOption(#[from] InvalidOption),
-    #[error("image {reference} is not in the local cache and pullPolicy is \"never\"")]
-    NotCached { reference: String },
-    #[error("image {reference} is not in the local cache")]
-    NotKnown { reference: String },
-    #[error(transparent)]
-    Pull(#[from] PullError),
-    #[error("image {reference} is used by running sandbox(es): {sandboxes}")]
-    InUse {
-        reference: String,
-        sandboxes: String,
-    },
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error("image cache")]
-    Cache(#[source] std::io::Error),
-}
-
-impl HasCode for ImageError {
-    fn code(&self) -> ErrorCode {
-        match self {
-            ImageError::InvalidOption(_) => ErrorCode::InvalidOption,
-            ImageError::NotCached { .. } | ImageError::NotKnown { .. } => ErrorCode::ImageNotFound,
-            ImageError::InUse { .. } => ErrorCode::ImageInUse,
-            ImageError::Pull(err) => match err {
-                PullError::Reference(msb_oci::ReferenceError::Invalid { .. }) => {
-                    ErrorCode::InvalidOption
-                }
-                PullError::NotFound { .. } | PullError::NoPlatform { .. } => {
-                    ErrorCode::ImageNotFound
-                }
-                PullError::Unreachable { .. } => ErrorCode::RegistryUnreachable,
-                PullError::Unauthorized { .. } => ErrorCode::RegistryUnauthorized,
-                PullError::DigestMismatch { .. } | PullError::SizeMismatch { .. } => {
-                    ErrorCode::ImageIntegrity
-                }
-                PullError::Unpack { .. } | PullError::UnsupportedLayer { .. } => {
-                    ErrorCode::LayerRejected
-                }
-                _ => ErrorCode::PullFailed,
-            },
-            ImageError::State(_) | ImageError::Cache(_) => ErrorCode::Internal,
-        }
-    }
-
-    fn details(&self) -> ErrorDetails {
-        match self {
-            ImageError::InvalidOption(invalid) => invalid.details(),
-            ImageError::Pull(PullError::Reference(_)) => ErrorDetails {
-                field: Some("image".into()),
-                ..Default::default()
-            },
-            _ => ErrorDetails::default(),
-        }
-    }
 }
 
 /// The image service of one state home.
@@ -158,10 +93,13 @@ impl Images {
             size: pulled.size,
             pulled_at: now(),
         };
-        let stored = record.clone();
-        self.with_state(move |state| Ok(state.put_image(&stored)?))
+        let pulled_at = record.pulled_at;
+        self.with_state(move |state| Ok(state.put_image(&record)?))
             .await?;
-        Ok(info(record, &store))
+        Ok(ImageInfo {
+            image: pulled,
+            pulled_at,
+        })
     }
 
     /// The cached image for `reference`, pulling it as `policy` says.
@@ -199,7 +137,7 @@ impl Images {
             .await?;
         Ok(record
             .map(|r| info(r, &store))
-            .filter(|image| image.rootfs.is_dir()))
+            .filter(|info| info.image.rootfs.is_dir()))
     }
 
     pub async fn inspect(
@@ -228,8 +166,8 @@ impl Images {
         registry: &RegistryOptions,
     ) -> Result<(), ImageError> {
         let image = self.inspect(reference, registry).await?;
-        let name = image.reference.clone();
-        let manifest = image.manifest_digest.clone();
+        let name = image.image.name.clone();
+        let manifest = image.image.manifest_digest.clone();
         self.with_state(move |state| {
             let running: Vec<String> = state
                 .sandboxes_using(&manifest)?
@@ -314,27 +252,27 @@ impl Images {
 }
 
 fn info(record: ImageRecord, store: &Store) -> ImageInfo {
-    let config = serde_json::from_str::<serde_json::Value>(&record.config_json)
-        .ok()
-        .and_then(|v| v.get("config").cloned())
-        .and_then(|c| serde_json::from_value(c).ok())
-        .unwrap_or_default();
+    // The configuration was checked when the image was pulled; a record that
+    // no longer parses gets no defaults rather than failing every listing.
+    let config = RuntimeConfig::from_config_json(&record.config_json).unwrap_or_default();
     ImageInfo {
-        rootfs: store.rootfs_dir(&record.manifest_digest),
-        reference: record.reference,
-        manifest_digest: record.manifest_digest,
-        config_digest: record.config_digest,
-        config_json: record.config_json,
-        config,
-        layers: record.layers,
-        size: record.size,
+        image: PulledImage {
+            rootfs: store.rootfs_dir(&record.manifest_digest),
+            name: record.reference,
+            manifest_digest: record.manifest_digest,
+            config_digest: record.config_digest,
+            config_json: record.config_json,
+            config,
+            layers: record.layers,
+            size: record.size,
+        },
         pulled_at: record.pulled_at,
     }
 }
 
 /// Whether a sandbox's runtime is alive: it holds the sandbox lock.
 pub fn sandbox_alive(dir: &Path) -> bool {
-    match std::fs::File::open(dir.join(msb_runtime::control::files::LOCK)) {
+    match std::fs::File::open(dir.join(msb_control::files::LOCK)) {
         Ok(file) => matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
         Err(_) => false,
     }

@@ -1,8 +1,19 @@
 //! The microsandbox engine: sandboxes as the SDK and CLI see them, with no
 //! Node types. The napi binding (`src/` at the repository root) is a thin layer
 //! over this crate.
+//!
+//! Layout, and which module may use which:
+//! - [`options`]: what callers give, and its validation (depends only on
+//!   [`error`]).
+//! - `error`: one error enum per operation, each with a stable [`ErrorCode`].
+//! - `settings`: [`EngineSettings`], every environment variable the engine obeys, read once.
+//! - `launch`: the steps of `Sandbox::create`, with their cleanup;
+//!   `sandbox`: the handle. Both use the runtime connection (`conn`,
+//!   `request`), `exec`, `fs` (with `copy_out`), `images` and `initramfs`.
+//!
+//! The engine talks to its runtime in `msb_control` messages and links no VMM
+//! and no network stack (a test in `tests/dependencies.rs` keeps it so).
 
-mod config;
 mod conn;
 mod copy_out;
 mod error;
@@ -10,31 +21,33 @@ mod exec;
 mod fs;
 mod images;
 mod initramfs;
-mod network;
-mod patch;
-mod paths;
+mod launch;
+pub mod options;
 mod request;
 mod sandbox;
+mod settings;
 
-pub use config::{PullPolicy, SandboxOptions, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, MAX_CPUS};
 pub use conn::Lifecycle;
 pub use error::{
-    CreateError, ErrorCode, ErrorDetails, ExecError, FsError, FsErrorKind, HasCode, InvalidOption,
-    NotRunning, StopError,
+    CreateError, ErrorCode, ErrorDetails, ExecError, FsError, FsErrorKind, HasCode, ImageError,
+    InvalidOption, NotRunning, StopError,
 };
-pub use exec::{
-    ExecControl, ExecEvent, ExecEvents, ExecOptions, ExecOutput, StdinSource, OUTPUT_WINDOW,
-};
+pub use exec::{ExecControl, ExecEvent, ExecEvents, ExecOutput};
 pub use fs::{
     CopyToHostOptions, FileReader, FileWriter, SandboxFs, WriteOptions, DEFAULT_MAX_LIST_ENTRIES,
 };
-pub use images::{ImageError, ImageInfo, Images, Progress, PruneReport};
-pub use msb_oci::{Credentials, PullEvent, RegistryOptions, RuntimeConfig};
+pub use images::{ImageInfo, Images, Progress, PruneReport};
+pub use msb_control::vm::Accel;
+pub use msb_control::BootInfo;
+pub use msb_oci::{Credentials, PullEvent, PulledImage, RegistryOptions, RuntimeConfig};
 pub use msb_protocol::{DirEntry, ExitStatus, FileKind, FileStat, TtySize, User};
-pub use msb_runtime::control::BootInfo;
-pub use msb_vmm::Accel;
-pub use network::{NetworkOptions, PortOption, RuleOptions};
-pub use patch::{Patch, SCRIPTS_DIR};
-pub use paths::EngineSettings;
+pub use options::exec::{ExecOptions, StdinSource};
+pub use options::network::{NetworkOptions, PortOption, RuleOptions};
+pub use options::patch::{Patch, SCRIPTS_DIR};
+pub use options::sandbox::{
+    PullPolicy, SandboxOptions, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, MAX_CPUS,
+};
+pub use request::OUTPUT_WINDOW;
 pub use sandbox::Sandbox;
+pub use settings::EngineSettings;
 pub use tokio_util::sync::CancellationToken;

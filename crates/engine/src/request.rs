@@ -4,11 +4,15 @@
 
 use std::sync::Arc;
 
+use msb_control::{FromRuntime, ToRuntime};
 use msb_protocol::{output_charge, GuestMessage, HostMessage, MAX_DATA_CHUNK};
-use msb_runtime::control::{FromRuntime, ToRuntime};
 use tokio::sync::{mpsc, Mutex, Semaphore};
 
 use crate::conn::{Closed, RuntimeConn};
+
+/// Output charge in flight per request (a process's output, a file being
+/// read) before the guest waits for the consumer's credit.
+pub const OUTPUT_WINDOW: u32 = 1 << 20;
 
 /// The receiving half: guest messages of one request, in order.
 pub struct RequestEvents {

@@ -64,6 +64,7 @@ const SHIPPED: &[&str] = &[
     "ts",
     "crates/engine/src",
     "crates/runtime/src",
+    "crates/control/src",
     "crates/vmm/src",
     "crates/netstack/src",
     "crates/protocol/src",

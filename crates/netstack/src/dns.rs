@@ -17,7 +17,7 @@
 //!
 //! An upstream answer is checked before the guest sees it: its id and question must match;
 //! a CNAME chain that leads to a blocked name gives **NXDOMAIN**; an A or AAAA record whose
-//! address the policy would never let the guest reach ([`Policy::admits_answer`]) makes the
+//! address the policy would never let the guest reach ([`crate::PolicyEval::admits_answer`]) makes the
 //! whole answer **SERVFAIL** (DNS rebinding protection; SERVFAIL rather than NXDOMAIN because the
 //! name may well exist: the stack just will not vouch for it), logged. Addresses that pass are
 //! recorded with the names of the chain, which is what domain rules match on.
@@ -39,12 +39,12 @@ use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{RData, Record, RecordType};
 use tokio::net::UdpSocket;
 
-use crate::config::DnsConfig;
 use crate::enforce::Enforcer;
 use crate::netlog::EventKind;
 use crate::packet::MAX_UDP_PAYLOAD;
-use crate::policy::{normalize_name, PolicyKind};
+use crate::policy::{normalize_name, PolicyEval, PolicyKind};
 use crate::stats::Counters;
+use crate::DnsConfig;
 
 /// TTL of answers from the hosts table.
 const HOSTS_TTL: u32 = 60;

@@ -20,7 +20,7 @@ use std::time::Instant;
 use crate::hostaddrs::HostAddrs;
 use crate::names::ResolvedNames;
 use crate::netlog::{EventKind, NetLog};
-use crate::policy::{Decision, Destination, Policy, Transport};
+use crate::policy::{Decision, Destination, Policy, PolicyEval, Transport};
 use crate::stats::Counters;
 
 pub(crate) struct Enforcer {
@@ -82,7 +82,7 @@ impl Enforcer {
         decision.is_allowed()
     }
 
-    /// Whether a DNS answer may carry `ip` (see [`Policy::admits_answer`]).
+    /// Whether a DNS answer may carry `ip` (see [`PolicyEval::admits_answer`]).
     pub(crate) fn admits_answer(&mut self, ip: IpAddr, names: &[String], now: Instant) -> Decision {
         let host = self.host.get(now);
         self.policy.admits_answer(ip, names, host)

@@ -95,10 +95,10 @@
 //! out, and guest frames dropped (malformed, not for the gateway, unsupported, oversized), with
 //! the oversized ones also counted on their own.
 
-mod config;
 mod device;
 mod dns;
 mod enforce;
+mod flow;
 mod hostaddrs;
 pub mod link;
 mod names;
@@ -113,7 +113,7 @@ mod udp;
 
 use std::future::poll_fn;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -121,29 +121,29 @@ use smoltcp::wire::EthernetAddress;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-pub use config::{
-    system_nameservers, ConfigError, DnsConfig, Limits, NetConfig, PortMapping, PortProtocol,
-};
 pub use link::RunError;
-pub use policy::{Action, Policy, PolicyKind, PortRange, Protocol, Rule};
+// The configuration is plain data from the contract crate (the engine builds it without linking
+// this stack); re-exported so that users of the stack need no second import.
+pub use msb_control::net::{
+    system_nameservers, ConfigError, DnsConfig, Limits, NetConfig, PortMapping, PortProtocol,
+    GATEWAY_IPV4, GUEST_IPV4, MTU, PREFIX_LEN,
+};
+pub use policy::{Action, Policy, PolicyEval, PolicyKind, PortRange, Protocol, Rule};
 pub use stats::{NetStats, NetStatsSnapshot};
 
-/// The guest's address.
-pub const GUEST_IPV4: Ipv4Addr = Ipv4Addr::new(100, 96, 0, 2);
-/// The gateway's address; also the guest's DNS server.
-pub const GATEWAY_IPV4: Ipv4Addr = Ipv4Addr::new(100, 96, 0, 1);
-/// The guest's prefix length: a /30 holding just the guest and the gateway.
-pub const PREFIX_LEN: u8 = 30;
-/// The guest's MAC (locally administered), to pass to the VMM.
-pub const GUEST_MAC: EthernetAddress = EthernetAddress([0x02, 0x6d, 0x73, 0x62, 0x00, 0x02]);
+// The guest's addresses ([`GUEST_IPV4`], [`PREFIX_LEN`], [`GATEWAY_IPV4`]) and [`MTU`] are in
+// `msb_control::net`, because the engine hands them to the guest agent.
+//
+// Why [`MTU`] is 65520: the link is a virtual wire to the VMM, never a real network, so it
+// carries 64 KiB frames (as passt does): a bulk TCP transfer costs the TCG-emulated guest a
+// fortieth of the segments a 1500-byte MTU would. Host sockets on the far side segment for their
+// own paths. Measured (benchmark/RESULTS.md, the two development runs of 2026-11-25):
+// host-to-guest bulk 102 MB/s at 1500, 206 MB/s at 65520.
+
+/// The guest's MAC (locally administered), as the VMM is given it.
+pub const GUEST_MAC: EthernetAddress = EthernetAddress(msb_control::net::GUEST_MAC);
 /// The gateway's MAC.
 pub const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x02, 0x6d, 0x73, 0x62, 0x00, 0x01]);
-/// The guest interface's MTU. The link is a virtual wire to the VMM, never a real network, so
-/// it carries 64 KiB frames (as passt does): a bulk TCP transfer costs the TCG-emulated guest a
-/// fortieth of the segments a 1500-byte MTU would. Host sockets on the far side segment for
-/// their own paths. Measured (benchmark/RESULTS.md, the two development runs of 2026-11-25):
-/// host-to-guest bulk 102 MB/s at 1500, 206 MB/s at 65520.
-pub const MTU: usize = 65520;
 pub(crate) const ETHERNET_HEADER_LEN: usize = 14;
 
 /// Why [`NetStack::new`] failed.

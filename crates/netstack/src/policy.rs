@@ -36,49 +36,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
-
-/// What happens to destinations no rule matched.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PolicyKind {
-    /// Allow only publicly routable addresses (see [`classify`]). The default.
-    #[default]
-    PublicOnly,
-    /// Allow every destination.
-    AllowAll,
-    /// Allow nothing; rules are ignored. DNS answers only from the hosts table.
-    None,
-}
-
-impl fmt::Display for PolicyKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PolicyKind::PublicOnly => "public-only",
-            PolicyKind::AllowAll => "allow-all",
-            PolicyKind::None => "none",
-        })
-    }
-}
-
-/// Allow or deny.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    Allow,
-    Deny,
-}
-
-/// The transport protocol a rule applies to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Protocol {
-    #[default]
-    Any,
-    Tcp,
-    Udp,
-}
+pub use msb_control::net::{Action, Policy, PolicyKind, PortRange, Protocol, Rule};
 
 /// The transport protocol of a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -96,150 +54,44 @@ impl fmt::Display for Transport {
     }
 }
 
-/// An inclusive range of ports; a single port is `start == end`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortRange {
-    pub start: u16,
-    pub end: u16,
+/// Whether the address-level matchers (CIDR, domain, suffix) match.
+fn matches_address(rule: &Rule, ip: IpAddr, names: &[String]) -> bool {
+    if let Some(cidr) = &rule.cidr {
+        if !cidr.contains(&ip) {
+            return false;
+        }
+    }
+    if let Some(domain) = &rule.domain {
+        let domain = normalize_name(domain);
+        if !names.iter().any(|n| normalize_name(n) == domain) {
+            return false;
+        }
+    }
+    if let Some(suffix) = &rule.domain_suffix {
+        if !names.iter().any(|n| name_has_suffix(n, suffix)) {
+            return false;
+        }
+    }
+    true
 }
 
-impl PortRange {
-    pub fn contains(&self, port: u16) -> bool {
-        (self.start..=self.end).contains(&port)
-    }
+/// Whether the rule is restricted by port or protocol.
+fn is_conditional(rule: &Rule) -> bool {
+    rule.ports.is_some() || rule.protocol != Protocol::Any
 }
 
-/// One allow or deny rule. Every matcher that is set must match (they combine with AND); a rule
-/// with no matcher matches every destination.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rule {
-    pub action: Action,
-    /// Destination address range. IPv4 ranges also match IPv4-mapped IPv6 destinations.
-    #[serde(default)]
-    pub cidr: Option<IpNet>,
-    /// Destination port(s).
-    #[serde(default)]
-    pub ports: Option<PortRange>,
-    #[serde(default)]
-    pub protocol: Protocol,
-    /// A name this sandbox resolved to the destination address, exactly.
-    #[serde(default)]
-    pub domain: Option<String>,
-    /// A name this sandbox resolved to the destination address, by suffix (see module docs).
-    #[serde(default)]
-    pub domain_suffix: Option<String>,
-}
-
-impl Rule {
-    /// A rule that allows everything until matchers are added.
-    pub fn allow() -> Rule {
-        Rule::new(Action::Allow)
-    }
-
-    /// A rule that denies everything until matchers are added.
-    pub fn deny() -> Rule {
-        Rule::new(Action::Deny)
-    }
-
-    fn new(action: Action) -> Rule {
-        Rule {
-            action,
-            cidr: None,
-            ports: None,
-            protocol: Protocol::Any,
-            domain: None,
-            domain_suffix: None,
+fn matches(rule: &Rule, dst: &Destination, names: &[String]) -> bool {
+    if let Some(ports) = &rule.ports {
+        if !ports.contains(dst.port) {
+            return false;
         }
     }
-
-    pub fn cidr(mut self, cidr: IpNet) -> Rule {
-        self.cidr = Some(cidr);
-        self
-    }
-
-    pub fn port(self, port: u16) -> Rule {
-        self.ports(port, port)
-    }
-
-    pub fn ports(mut self, start: u16, end: u16) -> Rule {
-        self.ports = Some(PortRange { start, end });
-        self
-    }
-
-    pub fn protocol(mut self, protocol: Protocol) -> Rule {
-        self.protocol = protocol;
-        self
-    }
-
-    pub fn domain(mut self, name: &str) -> Rule {
-        self.domain = Some(name.to_owned());
-        self
-    }
-
-    pub fn domain_suffix(mut self, suffix: &str) -> Rule {
-        self.domain_suffix = Some(suffix.to_owned());
-        self
-    }
-
-    /// Whether the address-level matchers (CIDR, domain, suffix) match.
-    fn matches_address(&self, ip: IpAddr, names: &[String]) -> bool {
-        if let Some(cidr) = &self.cidr {
-            if !cidr.contains(&ip) {
-                return false;
-            }
-        }
-        if let Some(domain) = &self.domain {
-            let domain = normalize_name(domain);
-            if !names.iter().any(|n| normalize_name(n) == domain) {
-                return false;
-            }
-        }
-        if let Some(suffix) = &self.domain_suffix {
-            if !names.iter().any(|n| name_has_suffix(n, suffix)) {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Whether the rule is restricted by port or protocol.
-    fn is_conditional(&self) -> bool {
-        self.ports.is_some() || self.protocol != Protocol::Any
-    }
-
-    fn matches(&self, dst: &Destination, names: &[String]) -> bool {
-        if let Some(ports) = &self.ports {
-            if !ports.contains(dst.port) {
-                return false;
-            }
-        }
-        let protocol_ok = match self.protocol {
-            Protocol::Any => true,
-            Protocol::Tcp => dst.transport == Transport::Tcp,
-            Protocol::Udp => dst.transport == Transport::Udp,
-        };
-        protocol_ok && self.matches_address(dst.ip, names)
-    }
-}
-
-/// A sandbox's network policy.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Policy {
-    #[serde(default)]
-    pub default: PolicyKind,
-    /// Evaluated in order; the first match decides.
-    #[serde(default)]
-    pub rules: Vec<Rule>,
-    /// Names answered NXDOMAIN by the stack's DNS, exactly (case-insensitive).
-    #[serde(default)]
-    pub block_domains: Vec<String>,
-    /// Names answered NXDOMAIN by suffix (see module docs for the matching rule).
-    #[serde(default)]
-    pub block_domain_suffixes: Vec<String>,
-    /// Destinations resolved from these exact names are allowed (after the rules, before the
-    /// default). They also vouch for the addresses those names resolve to (no rebinding refusal).
-    #[serde(default)]
-    pub allow_domains: Vec<String>,
+    let protocol_ok = match rule.protocol {
+        Protocol::Any => true,
+        Protocol::Tcp => dst.transport == Transport::Tcp,
+        Protocol::Udp => dst.transport == Transport::Udp,
+    };
+    protocol_ok && matches_address(rule, dst.ip, names)
 }
 
 /// The addresses of the host's own interfaces: a destination among them is the host itself
@@ -322,11 +174,28 @@ impl Decision {
     }
 }
 
-impl Policy {
+/// What a [`Policy`] decides. The policy is plain data (`msb_control::net`, built by the engine);
+/// evaluating it is the stack's business, so the rules live here, in the order the module doc
+/// gives.
+pub trait PolicyEval {
     /// Decides whether the guest may open a flow to `dst`. `names` are the names this sandbox
     /// resolved to `dst.ip` through the stack (empty when it resolved none); `host` the
     /// addresses of the host's own interfaces.
-    pub fn decide(&self, dst: &Destination, names: &[String], host: &HostAddresses) -> Decision {
+    fn decide(&self, dst: &Destination, names: &[String], host: &HostAddresses) -> Decision;
+
+    /// Decides whether a DNS answer may carry `ip` for a query whose CNAME chain is `names`
+    /// (DNS rebinding protection); see the implementation for the walk.
+    fn admits_answer(&self, ip: IpAddr, names: &[String], host: &HostAddresses) -> Decision;
+
+    /// Whether the stack's DNS answers `name` with NXDOMAIN.
+    fn blocks_name(&self, name: &str) -> bool;
+}
+
+impl PolicyEval for Policy {
+    /// Decides whether the guest may open a flow to `dst`. `names` are the names this sandbox
+    /// resolved to `dst.ip` through the stack (empty when it resolved none); `host` the
+    /// addresses of the host's own interfaces.
+    fn decide(&self, dst: &Destination, names: &[String], host: &HostAddresses) -> Decision {
         let dst = Destination {
             ip: canonical(dst.ip),
             ..*dst
@@ -345,20 +214,20 @@ impl Policy {
             .rules
             .iter()
             .enumerate()
-            .find(|(_, rule)| rule.matches(&dst, names))
+            .find(|(_, rule)| matches(rule, &dst, names))
         {
             return Decision {
                 action: rule.action,
                 reason: Reason::Rule { index },
             };
         }
-        if self.resolved_from_allowed_domain(names) {
+        if resolved_from_allowed_domain(self, names) {
             return Decision {
                 action: Action::Allow,
                 reason: Reason::AllowDomain,
             };
         }
-        self.default_decision(class)
+        default_decision(self, class)
     }
 
     /// Decides whether a DNS answer may carry `ip` for a query whose CNAME chain is `names`
@@ -367,14 +236,14 @@ impl Policy {
     /// (its port or protocol restrictions are enforced later, per flow); a deny rule whose
     /// address matchers match refuses it only if it has no port or protocol restriction; then
     /// `allow_domains`, then the default.
-    pub fn admits_answer(&self, ip: IpAddr, names: &[String], host: &HostAddresses) -> Decision {
+    fn admits_answer(&self, ip: IpAddr, names: &[String], host: &HostAddresses) -> Decision {
         let ip = canonical(ip);
         let class = classify_with(ip, host);
         if self.default == PolicyKind::None {
-            return self.default_decision(class);
+            return default_decision(self, class);
         }
         for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.matches_address(ip, names) {
+            if !matches_address(rule, ip, names) {
                 continue;
             }
             match rule.action {
@@ -384,7 +253,7 @@ impl Policy {
                         reason: Reason::Rule { index },
                     }
                 }
-                Action::Deny if !rule.is_conditional() => {
+                Action::Deny if !is_conditional(rule) => {
                     return Decision {
                         action: Action::Deny,
                         reason: Reason::Rule { index },
@@ -393,17 +262,17 @@ impl Policy {
                 Action::Deny => {}
             }
         }
-        if self.resolved_from_allowed_domain(names) {
+        if resolved_from_allowed_domain(self, names) {
             return Decision {
                 action: Action::Allow,
                 reason: Reason::AllowDomain,
             };
         }
-        self.default_decision(class)
+        default_decision(self, class)
     }
 
     /// Whether the stack's DNS answers `name` with NXDOMAIN.
-    pub fn blocks_name(&self, name: &str) -> bool {
+    fn blocks_name(&self, name: &str) -> bool {
         let name = normalize_name(name);
         self.block_domains
             .iter()
@@ -413,28 +282,28 @@ impl Policy {
                 .iter()
                 .any(|suffix| name_has_suffix(&name, suffix))
     }
+}
 
-    fn resolved_from_allowed_domain(&self, names: &[String]) -> bool {
-        !names.is_empty()
-            && self.allow_domains.iter().any(|allowed| {
-                let allowed = normalize_name(allowed);
-                names.iter().any(|n| normalize_name(n) == allowed)
-            })
-    }
+fn resolved_from_allowed_domain(policy: &Policy, names: &[String]) -> bool {
+    !names.is_empty()
+        && policy.allow_domains.iter().any(|allowed| {
+            let allowed = normalize_name(allowed);
+            names.iter().any(|n| normalize_name(n) == allowed)
+        })
+}
 
-    fn default_decision(&self, class: AddressClass) -> Decision {
-        let allowed = match self.default {
-            PolicyKind::AllowAll => true,
-            PolicyKind::PublicOnly => class == AddressClass::Public,
-            PolicyKind::None => false,
-        };
-        Decision {
-            action: if allowed { Action::Allow } else { Action::Deny },
-            reason: Reason::Default {
-                kind: self.default,
-                class,
-            },
-        }
+fn default_decision(policy: &Policy, class: AddressClass) -> Decision {
+    let allowed = match policy.default {
+        PolicyKind::AllowAll => true,
+        PolicyKind::PublicOnly => class == AddressClass::Public,
+        PolicyKind::None => false,
+    };
+    Decision {
+        action: if allowed { Action::Allow } else { Action::Deny },
+        reason: Reason::Default {
+            kind: policy.default,
+            class,
+        },
     }
 }
 

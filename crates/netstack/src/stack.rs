@@ -17,10 +17,10 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpListe
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 
-use crate::config::{Limits, PortMapping};
 use crate::device::{LinkDevice, MAX_ETHERNET_FRAME};
 use crate::dns::{Client, DnsServer};
 use crate::enforce::Enforcer;
+use crate::flow::FlowKey;
 use crate::link::{FrameLink, Received, RunError};
 use crate::packet::{self, Inspected, TcpSegment};
 use crate::policy::Transport;
@@ -28,6 +28,7 @@ use crate::ready::{FlowId, FlowWaker, ReadyQueue};
 use crate::stats::Counters;
 use crate::tcp::{Progress, Relay, Stage, TcpFlow};
 use crate::udp::UdpFlow;
+use crate::{Limits, PortMapping};
 use crate::{GATEWAY_IPV4, GATEWAY_MAC, GUEST_IPV4, GUEST_MAC, PREFIX_LEN};
 
 /// Frames read from the link per round, and rounds per poll before the task yields to others
@@ -49,14 +50,6 @@ const OUT_QUEUE_LIMIT: usize = 256 * 1024;
 const MIN_TIMER: Duration = Duration::from_millis(1);
 /// Local ports the gateway opens published-port connections to the guest from.
 const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
-
-/// A flow as the guest sees it: its own port and the remote endpoint (for published ports, the
-/// gateway's ephemeral port).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct FlowKey {
-    pub(crate) guest_port: u16,
-    pub(crate) remote: SocketAddrV4,
-}
 
 /// A flow's registration in the ready queue.
 struct Wake {

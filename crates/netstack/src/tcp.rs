@@ -42,7 +42,7 @@ use smoltcp::socket::tcp::{self, State};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::stack::FlowKey;
+use crate::flow::FlowKey;
 
 pub(crate) type Connect = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
 

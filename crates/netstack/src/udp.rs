@@ -14,8 +14,8 @@ use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 
 use crate::device::LinkDevice;
+use crate::flow::FlowKey;
 use crate::packet::{write_udp_frame, MAX_UDP_PAYLOAD};
-use crate::stack::FlowKey;
 
 /// Datagrams relayed to the guest per service of one flow before others get a turn.
 const BUDGET: usize = 64;

@@ -90,7 +90,17 @@ struct ConfigFile {
     config: Option<RuntimeConfig>,
 }
 
-/// A pulled image, ready to boot.
+impl RuntimeConfig {
+    /// The runtime defaults in an image configuration (the JSON the registry
+    /// served); a configuration without a `config` section has none.
+    pub fn from_config_json(json: &str) -> Result<RuntimeConfig, serde_json::Error> {
+        let file: ConfigFile = serde_json::from_str(json)?;
+        Ok(file.config.unwrap_or_default())
+    }
+}
+
+/// A pulled image, ready to boot; also what the engine reports of a cached
+/// image (rebuilt from its state record).
 #[derive(Debug, Clone)]
 pub struct PulledImage {
     pub name: String,
@@ -225,8 +235,8 @@ pub async fn pull(
     };
     let (manifest, manifest_digest) = pull.manifest().await?;
     let config_json = pull.config(&manifest.config).await?;
-    let parsed: ConfigFile =
-        serde_json::from_str(&config_json).map_err(|source| PullError::BadConfig {
+    let config =
+        RuntimeConfig::from_config_json(&config_json).map_err(|source| PullError::BadConfig {
             digest: manifest.config.digest.clone(),
             source,
         })?;
@@ -266,7 +276,7 @@ pub async fn pull(
         manifest_digest,
         config_digest: manifest.config.digest.clone(),
         config_json,
-        config: parsed.config.unwrap_or_default(),
+        config,
         layers: layers.into_iter().map(|(d, _)| d).collect(),
         size,
         rootfs,

@@ -1,11 +1,15 @@
 //! The sandbox runtime: one process per sandbox that owns the VM and everything
 //! around it. Its client (the engine inside Node, later the CLI) talks to it in
-//! [`control`] messages over a stream socket; agent traffic passes through it
-//! with the runtime checking what the guest sends.
+//! `msb_control` messages over a stream socket; agent traffic passes through it
+//! with the runtime checking what the guest sends ([`guard`]).
+//!
+//! The guard is runtime logic with no VMM in it; it is public so that the
+//! fuzz target `guest_messages` can drive it.
 
 mod console;
-pub mod control;
 pub mod guard;
 mod relay;
+mod settings;
 
 pub use relay::run;
+pub use settings::RuntimeSettings;

@@ -7,7 +7,8 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
-use msb_runtime::control::LOCK_FD;
+use msb_control::LOCK_FD;
+use msb_runtime::RuntimeSettings;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
         .with_ansi(false)
         .init();
 
+    let settings = RuntimeSettings::from_env();
     let client = match client_socket() {
         Ok(client) => client,
         Err(message) => {
@@ -40,7 +42,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let client = tokio::net::UnixStream::from_std(client)?;
-        msb_runtime::run(client).await
+        msb_runtime::run(client, &settings).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

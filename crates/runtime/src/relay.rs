@@ -17,26 +17,26 @@
 
 use std::fs::File;
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
+use msb_control::{
+    files, BootInfo, BootSpec, FromRuntime, HostEnded, RuntimeFailure, RuntimeFailureKind,
+    ToRuntime, VmExit,
+};
 use msb_netstack::{NetError, NetStack};
 use msb_protocol::{
     check_version, Envelope, FrameCodec, GuestMessage, HostMessage, INIT_ID, LIVENESS_ID,
     NO_REQUEST,
 };
-use msb_vmm::{Backend, GuestLinks, Qemu, VmProcess};
+use msb_vmm::{GuestLinks, VmProcess};
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 
 use crate::console::{self, ConsoleTail};
-use crate::control::{
-    files, BootInfo, BootSpec, FromRuntime, HostEnded, RuntimeFailure, RuntimeFailureKind,
-    ToRuntime, VmExit,
-};
 use crate::guard::Guard;
+use crate::settings::RuntimeSettings;
 
 type ClientLink = Framed<UnixStream, FrameCodec<ToRuntime, FromRuntime>>;
 type AgentLink = Framed<UnixStream, FrameCodec<GuestMessage, HostMessage>>;
@@ -51,7 +51,7 @@ const LIVENESS_TIMEOUT: Duration = Duration::from_secs(3);
 const CONSOLE_DRAIN: Duration = Duration::from_millis(500);
 
 /// Serves one client connection for the life of one VM.
-pub async fn run(client: UnixStream) -> std::io::Result<()> {
+pub async fn run(client: UnixStream, settings: &RuntimeSettings) -> std::io::Result<()> {
     let mut client = Framed::new(client, FrameCodec::new());
     let (boot_id, spec) = match client.next().await {
         None => return Ok(()),
@@ -83,7 +83,7 @@ pub async fn run(client: UnixStream) -> std::io::Result<()> {
                     NetError::PortInUse { .. } => RuntimeFailureKind::PortInUse,
                     _ => RuntimeFailureKind::Launch,
                 };
-                let failure = failure(kind, error_chain(&err));
+                let failure = failure(kind, format!("{:#}", anyhow::Error::new(err)));
                 let _ = client
                     .send(Envelope::new(boot_id, FromRuntime::Failed(failure)))
                     .await;
@@ -95,7 +95,7 @@ pub async fn run(client: UnixStream) -> std::io::Result<()> {
         .as_ref()
         .map(NetStack::published)
         .unwrap_or_default();
-    let mut vm = match Vm::launch(&spec, network) {
+    let mut vm = match Vm::launch(&spec, network, settings) {
         Ok(vm) => vm,
         Err(failure) => {
             let _ = client
@@ -155,7 +155,11 @@ struct Vm {
 }
 
 impl Vm {
-    fn launch(spec: &BootSpec, network: Option<NetStack>) -> Result<Vm, RuntimeFailure> {
+    fn launch(
+        spec: &BootSpec,
+        network: Option<NetStack>,
+        settings: &RuntimeSettings,
+    ) -> Result<Vm, RuntimeFailure> {
         let launch_failure = |what: &str, err: &dyn std::fmt::Display| {
             failure(RuntimeFailureKind::Launch, format!("{what}: {err}"))
         };
@@ -179,9 +183,14 @@ impl Vm {
             net: net_guest,
         };
         let launched = Instant::now();
-        let process = Qemu::from_env()
+        let process = msb_vmm::select(spec.vm.backend, &settings.vmm)
             .launch(&spec.vm, links, vmm_log_file)
-            .map_err(|e| launch_failure("cannot start the VM", &error_chain(&e)))?;
+            .map_err(|e| {
+                launch_failure(
+                    "cannot start the VM",
+                    &format!("{:#}", anyhow::Error::new(e)),
+                )
+            })?;
 
         if let (Some(stack), Some(link)) = (network, net_host) {
             tokio::spawn(async move {
@@ -262,7 +271,7 @@ impl Vm {
             },
             status = self.process.child.wait() => {
                 let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                let vmm = tail_of_file(&self.vmm_log, 2048);
+                let vmm = files::tail(&self.vmm_log, 2048);
                 let mut message = format!("the VM exited during boot ({status})");
                 if !vmm.trim().is_empty() {
                     message.push_str(": ");
@@ -430,21 +439,4 @@ fn socket_pair() -> std::io::Result<(UnixStream, StdUnixStream)> {
     let (host, guest) = StdUnixStream::pair()?;
     host.set_nonblocking(true)?;
     Ok((UnixStream::from_std(host)?, guest))
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-fn tail_of_file(path: &Path, max: usize) -> String {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    let start = bytes.len().saturating_sub(max);
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
 }

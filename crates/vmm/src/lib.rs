@@ -1,7 +1,8 @@
 //! Virtual machine monitors behind one interface.
 //!
 //! A backend turns a [`VmSpec`] and the guest ends of the host's links (agent
-//! channel, console) into a running VM process. The VM is always a child
+//! channel, console) into a running VM process; [`select`] is the one place
+//! that picks the backend for a spec's [`BackendChoice`]. The VM is always a child
 //! process: QEMU by nature, and libkrun because `krun_start_enter` takes over
 //! the process that calls it. The caller (the sandbox runtime) owns the other
 //! ends of the links and never learns which backend feeds them.
@@ -14,83 +15,55 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
 pub use qemu::Qemu;
 
-/// What the VM is made of.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VmSpec {
-    /// ELF vmlinux with a PVH entry note.
-    pub kernel: PathBuf,
-    /// Initramfs whose `/init` is the guest agent.
-    pub initramfs: PathBuf,
-    pub cpus: u8,
-    pub memory_mib: u32,
-    /// What the guest mounts read-only as the lower layer of its root.
-    pub root: RootDevice,
-    /// Host directory shared read-only for bulk transfers into the guest: the
-    /// host drops a file there and the agent copies it in over 9p, far faster
-    /// than the agent channel (QEMU moves at most 4 KiB per main-loop turn
-    /// into a virtio-serial port).
-    pub transfer_share: Option<PathBuf>,
-    pub accel: AccelChoice,
-    /// Appended to the kernel command line.
-    pub kernel_args: Vec<String>,
-    /// The guest's network interface, if it has one.
-    pub net: Option<NetDevice>,
+// The spec is plain data shared with the engine, which must not link this crate.
+pub use msb_control::vm::{
+    Accel, AccelChoice, BackendChoice, NetDevice, RootDevice, VmSpec, ROOT_SHARE_TAG,
+    TRANSFER_SHARE_TAG,
+};
+
+/// Settings of the backends, read once by the runtime at startup and passed down: nothing in
+/// this crate reads the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmmSettings {
+    /// The QEMU binary (`MSB_QEMU`, else `qemu-system-x86_64` from `PATH`).
+    pub qemu: PathBuf,
 }
 
-/// Where the guest's Ethernet frames go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum NetDevice {
-    /// To the host-side stack over [`GuestLinks::net`] (frames with a 4-byte
-    /// big-endian length prefix). `mac` is the guest's address, `aa:bb:...`.
-    Stream { mac: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RootDevice {
-    /// A host directory, shared over 9p (mount tag [`ROOT_SHARE_TAG`]).
-    Share(PathBuf),
-    /// A filesystem image file, attached as the first virtio block device.
-    Disk(PathBuf),
-}
-
-/// Mount tag of the root share, known to the guest through `RootSpec`.
-pub const ROOT_SHARE_TAG: &str = "msbroot";
-
-/// Mount tag of the transfer share.
-pub const TRANSFER_SHARE_TAG: &str = "msbxfer";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AccelChoice {
-    /// KVM when the probe shows guests run at native speed, else emulation.
-    Auto,
-    /// KVM, and fail if it is not native.
-    Kvm,
-    /// Software emulation (QEMU TCG) always.
-    Tcg,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Accel {
-    Kvm,
-    Tcg,
-}
-
-impl Accel {
-    pub fn resolve(choice: AccelChoice) -> Result<Accel, LaunchError> {
-        let native = || kvm_probe::probe_cached().verdict == kvm_probe::KvmVerdict::Native;
-        match choice {
-            AccelChoice::Tcg => Ok(Accel::Tcg),
-            AccelChoice::Auto if native() => Ok(Accel::Kvm),
-            AccelChoice::Auto => Ok(Accel::Tcg),
-            AccelChoice::Kvm if native() => Ok(Accel::Kvm),
-            AccelChoice::Kvm => Err(LaunchError::KvmNotNative(
-                kvm_probe::probe_cached().detail.clone(),
-            )),
+impl Default for VmmSettings {
+    fn default() -> Self {
+        Self {
+            qemu: PathBuf::from("qemu-system-x86_64"),
         }
+    }
+}
+
+/// The one place a backend is chosen. The rule:
+///
+/// - [`BackendChoice::Qemu`] picks QEMU.
+/// - [`BackendChoice::Auto`] picks QEMU too. A krun backend will be picked by `Auto` only where KVM
+///   runs guests at native speed ([`kvm_probe`]) and only once it has passed the end-to-end
+///   suite on such a host; until then it will be opt-in by name.
+///
+/// The accelerator is a separate choice ([`resolve_accel`]), made by the backend at launch.
+pub fn select(choice: BackendChoice, settings: &VmmSettings) -> Box<dyn Backend> {
+    match choice {
+        BackendChoice::Auto | BackendChoice::Qemu => Box::new(Qemu::new(settings.qemu.clone())),
+    }
+}
+
+/// The accelerator for `choice`: KVM only when the probe shows it runs guests at native speed.
+pub fn resolve_accel(choice: AccelChoice) -> Result<Accel, LaunchError> {
+    let native = || kvm_probe::probe_cached().verdict == kvm_probe::KvmVerdict::Native;
+    match choice {
+        AccelChoice::Tcg => Ok(Accel::Tcg),
+        AccelChoice::Auto if native() => Ok(Accel::Kvm),
+        AccelChoice::Auto => Ok(Accel::Tcg),
+        AccelChoice::Kvm if native() => Ok(Accel::Kvm),
+        AccelChoice::Kvm => Err(LaunchError::KvmNotNative(
+            kvm_probe::probe_cached().detail.clone(),
+        )),
     }
 }
 
@@ -133,4 +106,16 @@ pub enum LaunchError {
     },
     #[error("KVM was requested but does not run guests at native speed here: {0}")]
     KvmNotNative(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_and_qemu_select_qemu() {
+        let settings = VmmSettings::default();
+        assert_eq!(select(BackendChoice::Auto, &settings).name(), "qemu");
+        assert_eq!(select(BackendChoice::Qemu, &settings).name(), "qemu");
+    }
 }

@@ -28,11 +28,8 @@ pub struct Qemu {
 }
 
 impl Qemu {
-    /// Uses `MSB_QEMU` when set, else `qemu-system-x86_64` from `PATH`.
-    pub fn from_env() -> Self {
-        let binary = std::env::var_os("MSB_QEMU")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"));
+    /// Runs `binary` (see [`crate::VmmSettings::qemu`]).
+    pub fn new(binary: PathBuf) -> Self {
         Self { binary }
     }
 }
@@ -54,7 +51,7 @@ impl Backend for Qemu {
             RootDevice::Share(dir) => require(dir, "root directory")?,
             RootDevice::Disk(file) => require(file, "root disk image")?,
         }
-        let accel = Accel::resolve(spec.accel)?;
+        let accel = crate::resolve_accel(spec.accel)?;
 
         let mut command = tokio::process::Command::new(&self.binary);
         command
@@ -116,10 +113,7 @@ fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
         cmdline.push(' ');
         cmdline.push_str(arg);
     }
-    let accel = match accel {
-        Accel::Kvm => "kvm",
-        Accel::Tcg => "tcg",
-    };
+    let accel = accel.as_str();
     [
         // No ACPI, PCI or firmware tables: virtio-mmio devices announced on the
         // kernel command line, which QEMU appends itself when ACPI is off.
@@ -226,10 +220,11 @@ fn escape_option(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::AccelChoice;
+    use crate::{AccelChoice, BackendChoice};
 
     fn spec() -> VmSpec {
         VmSpec {
+            backend: BackendChoice::Qemu,
             kernel: "/k/vmlinux".into(),
             initramfs: "/k/initramfs".into(),
             cpus: 2,

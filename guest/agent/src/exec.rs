@@ -20,10 +20,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::cgroup::ExecCgroup;
 use crate::input::{self, InputEvent, InputSender};
+use crate::outbox::Outbox;
 use crate::pty;
 use crate::pump::{Pump, Window};
 use crate::reaper::Reaper;
-use crate::server::Outbox;
 use crate::users::{self, Account, LookupError};
 
 /// Settings from `Init` that every process starts with.

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 
 use crate::exec::io_failure;
 use crate::input::{self, InputReceiver, InputSender};
+use crate::outbox::Outbox;
 use crate::pump::{self, Window};
-use crate::server::Outbox;
 
 /// Directory entries per `Entries` message: well under the frame limit even
 /// with long names.

@@ -10,7 +10,7 @@ use msb_protocol::{Envelope, GuestMessage};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::server::Outbox;
+use crate::outbox::Outbox;
 
 pub enum InputEvent {
     Data(Vec<u8>),

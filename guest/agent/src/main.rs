@@ -16,6 +16,7 @@ mod exec;
 mod fs;
 mod input;
 mod net;
+mod outbox;
 mod pty;
 mod pump;
 mod reaper;

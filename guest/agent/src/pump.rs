@@ -19,7 +19,7 @@ use msb_protocol::{Envelope, GuestMessage, MAX_DATA_CHUNK, OUTPUT_MESSAGE_COST};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{watch, Semaphore};
 
-use crate::server::Outbox;
+use crate::outbox::Outbox;
 
 /// How long to keep reading a dead process's output with nothing arriving.
 pub const DRAIN_IDLE: Duration = Duration::from_millis(200);

@@ -6,24 +6,19 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use msb_protocol::{
     Envelope, Failure, FailureKind, FrameCodec, FsRequest, GuestInit, GuestMessage, Hello,
     HostMessage, NO_REQUEST, VERSION,
 };
-use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::exec::{self, io_failure, Defaults, Exec};
 use crate::fs::{self, Transfer};
 use crate::input::InputEvent;
+use crate::outbox::{self, Outbox};
 use crate::reaper::Reaper;
 use crate::{channel, rootfs, system};
-
-/// Messages waiting for the port. Bounded: a full port makes senders wait.
-pub type Outbox = mpsc::Sender<Envelope<GuestMessage>>;
-
-const OUTBOX_DEPTH: usize = 64;
 
 /// Time running processes get between SIGTERM and SIGKILL at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -36,16 +31,7 @@ pub async fn serve() -> io::Result<()> {
     let (port_in, port_out) = channel::open().await?;
     system::phase("agent port open");
     let mut frames_in = FramedRead::new(port_in, Codec::new());
-    let mut frames_out = FramedWrite::new(port_out, Codec::new());
-    let (outbox, mut outgoing) = mpsc::channel::<Envelope<GuestMessage>>(OUTBOX_DEPTH);
-    tokio::spawn(async move {
-        while let Some(envelope) = outgoing.recv().await {
-            if let Err(err) = frames_out.send(envelope).await {
-                system::log(&format!("writing to the host failed: {err}"));
-                return;
-            }
-        }
-    });
+    let outbox = outbox::start(FramedWrite::new(port_out, Codec::new()));
     outbox
         .send(Envelope::new(
             NO_REQUEST,

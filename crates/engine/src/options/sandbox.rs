@@ -1,13 +1,15 @@
-//! Options as callers give them ([`SandboxOptions`], numbers as JavaScript has
-//! them) and the validated configuration the engine builds from them
-//! ([`SandboxConfig`]). Every rule names the field it checks.
+//! Sandbox options as callers give them ([`SandboxOptions`], numbers as
+//! JavaScript has them) and the validated configuration the engine builds from
+//! them ([`SandboxConfig`]). Every rule names the field it checks.
 
 use std::path::{Path, PathBuf};
 
-use crate::error::InvalidOption;
-use crate::network::{NetworkOptions, PortOption};
-use crate::patch::{self, Patch, SCRIPTS_DIR};
 use msb_oci::RegistryOptions;
+
+use super::network::{NetworkOptions, PortOption};
+use super::patch::{self, Patch, SCRIPTS_DIR};
+use super::{integer_in, validate_env, validate_guest_path};
+use crate::error::InvalidOption;
 
 pub const DEFAULT_CPUS: u8 = 1;
 pub const MAX_CPUS: u8 = 64;
@@ -217,53 +219,6 @@ fn parse_image(image: &str) -> Result<ImageSource, InvalidOption> {
         });
     }
     Ok(ImageSource::Reference(image.to_string()))
-}
-
-fn integer_in(
-    field: &str,
-    value: Option<f64>,
-    default: u32,
-    min: u32,
-    max: u32,
-) -> Result<u32, InvalidOption> {
-    let Some(value) = value else {
-        return Ok(default);
-    };
-    if value.fract() != 0.0 || !value.is_finite() || value < min as f64 || value > max as f64 {
-        return Err(InvalidOption::new(
-            field,
-            format!("must be an integer from {min} to {max}, got {value}"),
-        ));
-    }
-    Ok(value as u32)
-}
-
-pub fn validate_env(field: &str, env: &[(String, String)]) -> Result<(), InvalidOption> {
-    for (key, value) in env {
-        if key.is_empty() || key.contains('=') || key.contains('\0') {
-            return Err(InvalidOption::new(
-                field,
-                format!("{key:?} is not a valid variable name"),
-            ));
-        }
-        if value.contains('\0') {
-            return Err(InvalidOption::new(
-                format!("{field}.{key}"),
-                "contains a NUL byte",
-            ));
-        }
-    }
-    Ok(())
-}
-
-pub fn validate_guest_path(field: &str, path: &str) -> Result<(), InvalidOption> {
-    if !path.starts_with('/') || path.contains('\0') {
-        return Err(InvalidOption::new(
-            field,
-            format!("{path:?} must be an absolute guest path"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,15 +1,190 @@
-//! Configuration of a sandbox's network: plain data, validated by [`NetConfig::validate`] before
-//! anything is bound or started.
+//! A sandbox's network configuration: plain data the engine builds from the
+//! caller's options and the runtime's stack (`msb-netstack`) enforces.
+//! [`NetConfig::validate`] checks it before anything is bound or started; what
+//! a policy *decides* for a destination is evaluated in `msb_netstack::policy`,
+//! whose module doc states the evaluation order.
+//!
+//! The guest's side of the link is fixed: [`GUEST_IPV4`]/[`PREFIX_LEN`] behind
+//! the gateway [`GATEWAY_IPV4`] (also its DNS server), MAC [`GUEST_MAC`], MTU
+//! [`MTU`] (the reasons are in `msb-netstack`'s crate doc).
 
-use std::net::{IpAddr, SocketAddr};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Policy;
+/// The guest's address.
+pub const GUEST_IPV4: Ipv4Addr = Ipv4Addr::new(100, 96, 0, 2);
+/// The gateway's address; also the guest's DNS server.
+pub const GATEWAY_IPV4: Ipv4Addr = Ipv4Addr::new(100, 96, 0, 1);
+/// The guest's prefix length: a /30 holding just the guest and the gateway.
+pub const PREFIX_LEN: u8 = 30;
+/// The guest's MAC (locally administered), to pass to the VMM.
+pub const GUEST_MAC: [u8; 6] = [0x02, 0x6d, 0x73, 0x62, 0x00, 0x02];
+/// The guest interface's MTU: 64 KiB frames on a link that never touches a
+/// real network (measured in `msb-netstack`'s crate doc).
+pub const MTU: usize = 65520;
 
-/// Everything [`crate::NetStack::new`] needs.
+/// [`GUEST_MAC`] as the VMM's `mac=` option takes it (`02-6d-73-62-00-02`).
+pub fn guest_mac_string() -> String {
+    GUEST_MAC
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// What happens to destinations no rule matched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyKind {
+    /// Allow only publicly routable addresses (`msb_netstack::policy::classify`). The default.
+    #[default]
+    PublicOnly,
+    /// Allow every destination.
+    AllowAll,
+    /// Allow nothing; rules are ignored. DNS answers only from the hosts table.
+    None,
+}
+
+impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PolicyKind::PublicOnly => "public-only",
+            PolicyKind::AllowAll => "allow-all",
+            PolicyKind::None => "none",
+        })
+    }
+}
+
+/// Allow or deny.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+/// The transport protocol a rule applies to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    #[default]
+    Any,
+    Tcp,
+    Udp,
+}
+
+/// An inclusive range of ports; a single port is `start == end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
+}
+
+/// One allow or deny rule. Every matcher that is set must match (they combine with AND); a rule
+/// with no matcher matches every destination.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub action: Action,
+    /// Destination address range. IPv4 ranges also match IPv4-mapped IPv6 destinations.
+    #[serde(default)]
+    pub cidr: Option<IpNet>,
+    /// Destination port(s).
+    #[serde(default)]
+    pub ports: Option<PortRange>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// A name this sandbox resolved to the destination address, exactly.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// A name this sandbox resolved to the destination address, by suffix (the matching rule is in `msb_netstack::policy`).
+    #[serde(default)]
+    pub domain_suffix: Option<String>,
+}
+
+impl Rule {
+    /// A rule that allows everything until matchers are added.
+    pub fn allow() -> Rule {
+        Rule::new(Action::Allow)
+    }
+
+    /// A rule that denies everything until matchers are added.
+    pub fn deny() -> Rule {
+        Rule::new(Action::Deny)
+    }
+
+    fn new(action: Action) -> Rule {
+        Rule {
+            action,
+            cidr: None,
+            ports: None,
+            protocol: Protocol::Any,
+            domain: None,
+            domain_suffix: None,
+        }
+    }
+
+    pub fn cidr(mut self, cidr: IpNet) -> Rule {
+        self.cidr = Some(cidr);
+        self
+    }
+
+    pub fn port(self, port: u16) -> Rule {
+        self.ports(port, port)
+    }
+
+    pub fn ports(mut self, start: u16, end: u16) -> Rule {
+        self.ports = Some(PortRange { start, end });
+        self
+    }
+
+    pub fn protocol(mut self, protocol: Protocol) -> Rule {
+        self.protocol = protocol;
+        self
+    }
+
+    pub fn domain(mut self, name: &str) -> Rule {
+        self.domain = Some(name.to_owned());
+        self
+    }
+
+    pub fn domain_suffix(mut self, suffix: &str) -> Rule {
+        self.domain_suffix = Some(suffix.to_owned());
+        self
+    }
+}
+
+/// A sandbox's network policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    #[serde(default)]
+    pub default: PolicyKind,
+    /// Evaluated in order; the first match decides.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Names answered NXDOMAIN by the stack's DNS, exactly (case-insensitive).
+    #[serde(default)]
+    pub block_domains: Vec<String>,
+    /// Names answered NXDOMAIN by suffix (the matching rule is in `msb_netstack::policy`).
+    #[serde(default)]
+    pub block_domain_suffixes: Vec<String>,
+    /// Destinations resolved from these exact names are allowed (after the rules, before the
+    /// default). They also vouch for the addresses those names resolve to (no rebinding refusal).
+    #[serde(default)]
+    pub allow_domains: Vec<String>,
+}
+
+/// Everything the runtime's network stack (`msb_netstack::NetStack::new`) needs.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NetConfig {
     #[serde(default)]
@@ -78,7 +253,7 @@ fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortMapping {
     /// Where the host listens, e.g. `127.0.0.1:8080`. Port 0 picks a free port
-    /// (see [`crate::NetStack::published`]).
+    /// (the stack reports the port it bound).
     pub host: SocketAddr,
     pub guest_port: u16,
     #[serde(default)]
@@ -242,7 +417,11 @@ impl NetConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Rule;
+
+    #[test]
+    fn the_guest_mac_is_written_as_the_vmm_takes_it() {
+        assert_eq!(guest_mac_string(), "02-6d-73-62-00-02");
+    }
 
     #[test]
     fn resolv_conf() {

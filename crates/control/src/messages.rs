@@ -1,17 +1,19 @@
 //! Messages between the runtime and its client, framed like agent messages
-//! ([`msb_protocol::FrameCodec`]). Agent requests and events travel inside
+//! (`msb_protocol::FrameCodec`). Agent requests and events travel inside
 //! [`ToRuntime::Agent`] and [`FromRuntime::Agent`] under the agent request id.
+//!
+//! Contract: the first client message is `Boot`, answered by `Booted` or
+//! `Failed`; `Stop`/`Kill` are answered by `Stopped`, and `Stopped` with id 0
+//! means the VM ended by itself. After `Stopped` the runtime exits; if the
+//! client's connection closes, the runtime kills the VM and exits.
 
 use std::path::PathBuf;
 
-use msb_netstack::NetConfig;
 use msb_protocol::{GuestInit, GuestMessage, HostMessage};
-use msb_vmm::{Accel, VmSpec};
 use serde::{Deserialize, Serialize};
 
-/// The runtime's stdin is the client connection; this fd carries the sandbox's
-/// lock, held for as long as the runtime lives.
-pub const LOCK_FD: i32 = 3;
+use crate::net::NetConfig;
+use crate::vm::{Accel, VmSpec};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToRuntime {
@@ -72,7 +74,8 @@ pub struct VmExit {
 /// The runtime's reasons for ending a VM nobody asked it to stop.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostEnded {
-    /// The guest sent something the host never allows (see `guard`): what.
+    /// The guest sent something the host never allows (see the runtime's
+    /// guard): what.
     ProtocolViolation(String),
     /// The guest answered no liveness check for this long (halted, hung, or an
     /// impostor that stopped talking).
@@ -97,12 +100,4 @@ pub enum RuntimeFailureKind {
     PortInUse,
     /// The client broke the protocol (e.g. a request before `Boot`).
     BadRequest,
-}
-
-/// Names of the files the runtime writes in the sandbox directory.
-pub mod files {
-    pub const CONSOLE_LOG: &str = "console.log";
-    pub const VMM_LOG: &str = "vmm.log";
-    pub const RUNTIME_LOG: &str = "runtime.log";
-    pub const LOCK: &str = "lock";
 }

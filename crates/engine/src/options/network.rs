@@ -1,5 +1,6 @@
 //! Network options as callers give them, validated into the stack's config
-//! ([`msb_netstack::NetConfig`]) and the guest's interface settings.
+//! ([`msb_control::net::NetConfig`], which the runtime's stack enforces) and
+//! the guest's interface settings.
 //!
 //! Defaults: policy `public-only`, DNS forwarded to the host's nameservers,
 //! no published ports.
@@ -7,25 +8,61 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
-use msb_netstack::{
-    DnsConfig, Limits, NetConfig, Policy, PolicyKind, PortMapping, PortProtocol, Protocol, Rule,
+use msb_control::files::NETWORK_LOG;
+use msb_control::net::{
+    self, DnsConfig, Limits, NetConfig, Policy, PolicyKind, PortMapping, PortProtocol, Protocol,
+    Rule,
 };
 use msb_protocol::GuestNetwork;
 
 use crate::error::InvalidOption;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RuleOptions {
-    /// "allow" or "deny".
-    pub action: String,
-    pub cidr: Option<String>,
-    /// A port ("443") or an inclusive range ("8000-8100").
-    pub ports: Option<String>,
-    /// "tcp", "udp" or "any" (default).
-    pub protocol: Option<String>,
-    pub domain: Option<String>,
-    pub domain_suffix: Option<String>,
+/// The fields of a network rule as callers give them, listed once:
+/// `$callback!` receives the required and the optional fields (all strings,
+/// validated by [`NetworkOptions::build`]). The engine defines [`RuleOptions`]
+/// with it; the napi layer defines its JavaScript object type and the
+/// conversion into [`RuleOptions`], so the two cannot drift.
+// Docs are `#[doc = "..."]` with plain strings: they reach the generated
+// TypeScript typings through the napi layer, which copies literals verbatim.
+#[macro_export]
+macro_rules! for_each_rule_option {
+    ($callback:ident) => {
+        $callback! {
+            required {
+                #[doc = "'allow' or 'deny'."]
+                action,
+            }
+            optional {
+                #[doc = "An address or a CIDR range."]
+                cidr,
+                #[doc = "A port ('443') or an inclusive range ('8000-8100')."]
+                ports,
+                #[doc = "'tcp', 'udp' or 'any' (default)."]
+                protocol,
+                #[doc = "A name this sandbox resolved to the destination, exactly."]
+                domain,
+                #[doc = "A name this sandbox resolved to the destination, by suffix."]
+                domain_suffix,
+            }
+        }
+    };
 }
+
+macro_rules! define_rule_options {
+    (
+        required { $($(#[doc = $rdoc:tt])* $required:ident,)* }
+        optional { $($(#[doc = $odoc:tt])* $optional:ident,)* }
+    ) => {
+        /// One allow or deny rule as callers give it.
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct RuleOptions {
+            $($(#[doc = $rdoc])* pub $required: String,)*
+            $($(#[doc = $odoc])* pub $optional: Option<String>,)*
+        }
+    };
+}
+
+for_each_rule_option!(define_rule_options);
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NetworkOptions {
@@ -155,7 +192,7 @@ impl NetworkOptions {
             hosts.push((name.clone(), parsed));
         }
         let upstream = match &self.dns_servers {
-            None => msb_netstack::system_nameservers(),
+            None => net::system_nameservers(),
             Some(servers) => servers
                 .iter()
                 .map(|s| {
@@ -215,22 +252,20 @@ impl NetworkOptions {
     }
 }
 
-/// The sandbox's network log, in its directory.
-pub const NETWORK_LOG: &str = "network.log";
-
 /// The interface settings matching the host-side stack.
 pub fn stack_guest_network() -> GuestNetwork {
     GuestNetwork {
-        address: msb_netstack::GUEST_IPV4,
-        prefix_len: msb_netstack::PREFIX_LEN,
-        gateway: msb_netstack::GATEWAY_IPV4,
-        nameservers: vec![msb_netstack::GATEWAY_IPV4],
-        mtu: msb_netstack::MTU as u32,
+        address: net::GUEST_IPV4,
+        prefix_len: net::PREFIX_LEN,
+        gateway: net::GATEWAY_IPV4,
+        nameservers: vec![net::GATEWAY_IPV4],
+        mtu: net::MTU as u32,
     }
 }
 
+/// The guest's MAC as the VMM takes it.
 pub fn guest_mac() -> String {
-    msb_netstack::GUEST_MAC.to_string()
+    net::guest_mac_string()
 }
 
 /// The stack's name for a config field as the caller spelled the option
@@ -279,7 +314,7 @@ mod tests {
             network.stack.log_path.as_deref(),
             Some(Path::new("/tmp/x/network.log"))
         );
-        assert_eq!(network.guest.address, msb_netstack::GUEST_IPV4);
+        assert_eq!(network.guest.address, net::GUEST_IPV4);
     }
 
     #[test]
@@ -301,7 +336,7 @@ mod tests {
         let rule = &network.stack.policy.rules[0];
         assert_eq!(
             rule.ports,
-            Some(msb_netstack::PortRange {
+            Some(net::PortRange {
                 start: 8000,
                 end: 8001
             })

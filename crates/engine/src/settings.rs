@@ -1,5 +1,8 @@
-//! Where things live: the state home (`MSB_HOME`) and the shipped assets (guest
-//! kernel, guest agent, runtime binary).
+//! The engine's settings: where things live (the state home `MSB_HOME`, the
+//! shipped assets: guest kernel, guest agent, runtime binary) and how VMs are
+//! run. Every environment variable the engine obeys is read here, once, by
+//! [`EngineSettings::from_env`] (the napi layer calls it at each entry point);
+//! everything below gets the values passed down.
 //!
 //! ```text
 //! $MSB_HOME/
@@ -9,22 +12,30 @@
 
 use std::path::{Path, PathBuf};
 
+use msb_control::vm::AccelChoice;
+
 use crate::error::CreateError;
 
-/// Locations the engine works with. Built once by the caller (the Node binding
-/// resolves the package's asset directory) and cheap to clone.
+/// What the engine works with. Built by the caller (the Node binding resolves
+/// the package's asset directory) and cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineSettings {
     pub home: PathBuf,
     pub kernel: PathBuf,
     pub agent: PathBuf,
     pub runtime: PathBuf,
+    /// The accelerator VMs ask for.
+    pub accel: AccelChoice,
+    /// Whether the agent logs its boot phases, with times, to the console log.
+    pub guest_debug: bool,
 }
 
 impl EngineSettings {
     /// Assets from `assets_dir` and the home from `MSB_HOME` (default
     /// `~/.microsandbox`); `MSB_KERNEL`, `MSB_AGENT` and `MSB_RUNTIME` override
-    /// single assets.
+    /// single assets. `MSB_ACCEL=kvm|tcg` forces an accelerator (anything else
+    /// lets the runtime's probe decide); `MSB_GUEST_DEBUG=1` turns on the
+    /// agent's boot log.
     pub fn from_env(assets_dir: &Path) -> Self {
         let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
         let home = var("MSB_HOME").unwrap_or_else(|| {
@@ -37,6 +48,12 @@ impl EngineSettings {
             kernel: var("MSB_KERNEL").unwrap_or_else(|| assets_dir.join("vmlinux")),
             agent: var("MSB_AGENT").unwrap_or_else(|| assets_dir.join("msb-agent")),
             runtime: var("MSB_RUNTIME").unwrap_or_else(|| assets_dir.join("msb-runtime")),
+            accel: match std::env::var("MSB_ACCEL").as_deref() {
+                Ok("kvm") => AccelChoice::Kvm,
+                Ok("tcg") => AccelChoice::Tcg,
+                _ => AccelChoice::Auto,
+            },
+            guest_debug: std::env::var("MSB_GUEST_DEBUG").as_deref() == Ok("1"),
         }
     }
 

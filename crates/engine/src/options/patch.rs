@@ -2,9 +2,10 @@
 //! returns, so no process of the caller's ever sees the root without them.
 //!
 //! They are written through the guest filesystem API right after the agent
-//! reports ready, into the sandbox's private overlay: the shared image is never
-//! touched, and a second sandbox of the same image sees none of them. Paths
-//! resolve as the guest resolves them (the image's own symlinks apply).
+//! reports ready (`crate::launch::apply_patches`), into the sandbox's private
+//! overlay: the shared image is never touched, and a second sandbox of the
+//! same image sees none of them. Paths resolve as the guest resolves them (the
+//! image's own symlinks apply).
 //!
 //! Validation happens on the host before any process starts: every path must be
 //! absolute, a copied host path must exist, and no patch may need a directory
@@ -14,8 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use crate::error::{FsError, InvalidOption};
-use crate::fs::{SandboxFs, WriteOptions};
+use crate::error::InvalidOption;
 
 /// Where scripts live in the guest; the directory is added to `PATH`.
 pub const SCRIPTS_DIR: &str = "/.msb/scripts";
@@ -37,7 +37,7 @@ pub enum Patch {
 }
 
 impl Patch {
-    fn path(&self) -> &str {
+    pub fn path(&self) -> &str {
         match self {
             Patch::Text { path, .. }
             | Patch::Mkdir { path, .. }
@@ -136,52 +136,6 @@ pub fn validate(patches: &[Patch], image: &Path, field: &str) -> Result<(), Inva
     Ok(())
 }
 
-/// Applies the patches in order. Returns the failing patch's index with the error.
-pub async fn apply(patches: &[Patch], fs: &SandboxFs) -> Result<(), (usize, FsError)> {
-    for (i, patch) in patches.iter().enumerate() {
-        let result = match patch {
-            Patch::Text {
-                path,
-                content,
-                mode,
-            } => fs
-                .write(
-                    path,
-                    content,
-                    WriteOptions {
-                        mode: Some(mode.unwrap_or(0o644)),
-                        append: false,
-                        create_parents: true,
-                    },
-                )
-                .await
-                .map(drop),
-            Patch::Mkdir { path, mode } => fs.mkdir(path, mode.unwrap_or(0o755), true).await,
-            Patch::Append { path, content } => fs
-                .write(
-                    path,
-                    content,
-                    WriteOptions {
-                        mode: None,
-                        append: true,
-                        create_parents: true,
-                    },
-                )
-                .await
-                .map(drop),
-            Patch::Copy { host_path, path } => {
-                let parent = parent_of(path);
-                match fs.mkdir(&parent, 0o755, true).await {
-                    Ok(()) => fs.copy_from_host(host_path, path).await.map(drop),
-                    Err(err) => Err(err),
-                }
-            }
-        };
-        result.map_err(|err| (i, err))?;
-    }
-    Ok(())
-}
-
 /// `path` made absolute-lexical: `.` and empty parts dropped, `..` applied.
 /// `None` for relative paths or NUL bytes.
 fn normalize(path: &str) -> Option<String> {
@@ -201,7 +155,7 @@ fn normalize(path: &str) -> Option<String> {
     Some(format!("/{}", parts.join("/")))
 }
 
-fn parent_of(path: &str) -> String {
+pub(crate) fn parent_of(path: &str) -> String {
     let normalized = normalize(path).unwrap_or_else(|| "/".into());
     match normalized.rfind('/') {
         Some(0) | None => "/".into(),

@@ -1,0 +1,317 @@
+//! Sandboxes: the options of `createSandbox` (patches, network, ports,
+//! registry) and the handle of a running sandbox.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use msb_engine::{
+    CreateError, InvalidOption, NetworkOptions, Patch, PortOption, RuleOptions, Sandbox,
+    SandboxOptions as EngineOptions,
+};
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::ThreadsafeFunction;
+use napi_derive::napi;
+
+use crate::error::{done, failure, outcome, NativeFailure};
+use crate::exec::{
+    exec_options, exec_output, sorted_pairs, NativeExecHandle, NativeExecOptions, NativeExecOutput,
+};
+use crate::fs::NativeFs;
+use crate::image::{progress, registry_options, NativePullEvent, NativeRegistryOptions};
+use crate::{settings, EngineConfig};
+
+#[napi(object)]
+pub struct NativePatch {
+    /// "text", "mkdir", "append" or "copy".
+    pub kind: Option<String>,
+    pub path: String,
+    pub content: Option<Buffer>,
+    pub mode: Option<u32>,
+    pub host_path: Option<String>,
+}
+
+#[napi(object)]
+pub struct SandboxOptions {
+    pub name: Option<String>,
+    pub image: String,
+    pub cpus: Option<f64>,
+    pub memory_mib: Option<f64>,
+    pub env: Option<HashMap<String, String>>,
+    pub workdir: Option<String>,
+    pub scripts: Option<HashMap<String, String>>,
+    pub patches: Option<Vec<NativePatch>>,
+    /// "always", "if-missing" or "never".
+    pub pull_policy: Option<String>,
+    pub registry: Option<NativeRegistryOptions>,
+    pub network: Option<NativeNetworkOptions>,
+    /// Host port (as an object key) to guest port.
+    pub ports: Option<HashMap<String, f64>>,
+}
+
+macro_rules! native_rule {
+    (
+        required { $($(#[doc = $rdoc:tt])* $required:ident,)* }
+        optional { $($(#[doc = $odoc:tt])* $optional:ident,)* }
+    ) => {
+        /// One allow or deny rule, as the engine's `RuleOptions` (the fields
+        /// come from its one list, `msb_engine::for_each_rule_option`).
+        #[napi(object)]
+        pub struct NativeRule {
+            $($(#[doc = $rdoc])* pub $required: String,)*
+            $($(#[doc = $odoc])* pub $optional: Option<String>,)*
+        }
+
+        impl From<NativeRule> for RuleOptions {
+            fn from(rule: NativeRule) -> RuleOptions {
+                RuleOptions {
+                    $($required: rule.$required,)*
+                    $($optional: rule.$optional,)*
+                }
+            }
+        }
+    };
+}
+
+msb_engine::for_each_rule_option!(native_rule);
+
+#[napi(object)]
+pub struct NativeNetworkOptions {
+    pub policy: Option<String>,
+    pub rules: Option<Vec<NativeRule>>,
+    pub block_domains: Option<Vec<String>>,
+    pub block_domain_suffixes: Option<Vec<String>>,
+    pub allow_domains: Option<Vec<String>>,
+    pub hosts: Option<HashMap<String, Vec<String>>>,
+    pub dns_servers: Option<Vec<String>>,
+    pub max_flows: Option<f64>,
+}
+
+#[napi(object)]
+pub struct NativePublishedPort {
+    /// Where the host listens, e.g. `127.0.0.1:8080`.
+    pub host: String,
+    pub host_port: u32,
+    pub guest_port: u32,
+}
+
+#[napi(object)]
+pub struct NativeBootInfo {
+    pub accel: String,
+    pub vm_pid: u32,
+    pub boot_ms: f64,
+    pub agent_version: String,
+    pub published_ports: Vec<NativePublishedPort>,
+}
+
+fn network_options(options: Option<NativeNetworkOptions>) -> NetworkOptions {
+    let Some(o) = options else {
+        return NetworkOptions::default();
+    };
+    let mut hosts: Vec<(String, Vec<String>)> = o.hosts.unwrap_or_default().into_iter().collect();
+    hosts.sort();
+    NetworkOptions {
+        policy: o.policy,
+        rules: o
+            .rules
+            .unwrap_or_default()
+            .into_iter()
+            .map(RuleOptions::from)
+            .collect(),
+        block_domains: o.block_domains.unwrap_or_default(),
+        block_domain_suffixes: o.block_domain_suffixes.unwrap_or_default(),
+        allow_domains: o.allow_domains.unwrap_or_default(),
+        hosts,
+        dns_servers: o.dns_servers,
+        max_flows: o.max_flows,
+    }
+}
+
+/// Object keys are strings: each must be a number (the engine checks the range).
+fn port_options(
+    ports: Option<HashMap<String, f64>>,
+) -> std::result::Result<Vec<PortOption>, InvalidOption> {
+    let mut pairs = ports
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(host, guest)| match host.trim().parse::<f64>() {
+            Ok(host) => Ok((host, guest)),
+            Err(_) => Err(InvalidOption::new(
+                "ports",
+                format!("{host:?} is not a port number"),
+            )),
+        })
+        .collect::<std::result::Result<Vec<PortOption>, _>>()?;
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(pairs)
+}
+
+fn to_patch(index: usize, patch: NativePatch) -> std::result::Result<Patch, InvalidOption> {
+    let content = patch.content.map(|c| c.to_vec()).unwrap_or_default();
+    Ok(match patch.kind.as_deref() {
+        Some("text") => Patch::Text {
+            path: patch.path,
+            content,
+            mode: patch.mode,
+        },
+        Some("mkdir") => Patch::Mkdir {
+            path: patch.path,
+            mode: patch.mode,
+        },
+        Some("append") => Patch::Append {
+            path: patch.path,
+            content,
+        },
+        Some("copy") => Patch::Copy {
+            host_path: match patch.host_path {
+                Some(host_path) => PathBuf::from(host_path),
+                None => {
+                    return Err(InvalidOption::new(
+                        format!("patches[{index}].hostPath"),
+                        "is required for a copy",
+                    ))
+                }
+            },
+            path: patch.path,
+        },
+        other => {
+            return Err(InvalidOption::new(
+                format!("patches[{index}].kind"),
+                format!("{other:?} is not one of \"text\", \"mkdir\", \"append\", \"copy\""),
+            ))
+        }
+    })
+}
+
+fn engine_options(options: SandboxOptions) -> std::result::Result<EngineOptions, InvalidOption> {
+    let patches = options
+        .patches
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(index, patch)| to_patch(index, patch))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(EngineOptions {
+        name: options.name,
+        image: options.image,
+        cpus: options.cpus,
+        memory_mib: options.memory_mib,
+        env: sorted_pairs(options.env),
+        workdir: options.workdir,
+        scripts: sorted_pairs(options.scripts),
+        patches,
+        pull_policy: options.pull_policy,
+        registry: registry_options(options.registry)?,
+        network: network_options(options.network),
+        ports: port_options(options.ports)?,
+    })
+}
+
+#[napi]
+pub struct NativeSandbox {
+    inner: Sandbox,
+}
+
+#[napi]
+pub async fn create_sandbox(
+    options: SandboxOptions,
+    engine: EngineConfig,
+    on_progress: Option<ThreadsafeFunction<NativePullEvent, (), NativePullEvent, Status, false>>,
+) -> Either<NativeSandbox, NativeFailure> {
+    let settings = settings(engine);
+    let options = match engine_options(options) {
+        Ok(options) => options,
+        Err(invalid) => return Either::B(failure(CreateError::from(invalid))),
+    };
+    outcome(
+        Sandbox::create(&settings, options, progress(on_progress))
+            .await
+            .map(|inner| NativeSandbox { inner }),
+    )
+}
+
+#[napi]
+impl NativeSandbox {
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.inner.name().to_string()
+    }
+
+    #[napi(getter)]
+    pub fn running(&self) -> bool {
+        self.inner.is_running()
+    }
+
+    #[napi(getter)]
+    pub fn boot_info(&self) -> NativeBootInfo {
+        let info = self.inner.boot_info();
+        NativeBootInfo {
+            accel: info.accel.as_str().to_string(),
+            vm_pid: info.vm_pid,
+            boot_ms: info.boot_ms as f64,
+            agent_version: info.agent_version.clone(),
+            published_ports: info
+                .published
+                .iter()
+                .map(|(host, guest)| NativePublishedPort {
+                    host: host.to_string(),
+                    host_port: host.port() as u32,
+                    guest_port: *guest as u32,
+                })
+                .collect(),
+        }
+    }
+
+    #[napi]
+    pub async fn exec(
+        &self,
+        command: String,
+        args: Vec<String>,
+        options: Option<NativeExecOptions>,
+    ) -> Either<NativeExecOutput, NativeFailure> {
+        let options = match exec_options(options) {
+            Ok(options) => options,
+            Err(invalid) => return Either::B(failure(invalid)),
+        };
+        outcome(
+            self.inner
+                .exec(command, args, options)
+                .await
+                .map(exec_output),
+        )
+    }
+
+    #[napi]
+    pub async fn exec_stream(
+        &self,
+        command: String,
+        args: Vec<String>,
+        options: Option<NativeExecOptions>,
+    ) -> Either<NativeExecHandle, NativeFailure> {
+        let options = match exec_options(options) {
+            Ok(options) => options,
+            Err(invalid) => return Either::B(failure(invalid)),
+        };
+        let result = self.inner.exec_stream(command, args, options).await;
+        outcome(result.map(|(events, control)| NativeExecHandle::new(events, control)))
+    }
+
+    #[napi]
+    pub fn fs(&self) -> NativeFs {
+        NativeFs::new(self.inner.fs())
+    }
+
+    #[napi]
+    pub async fn stop(&self) {
+        self.inner.stop().await
+    }
+
+    #[napi]
+    pub async fn stop_and_wait(&self) -> Option<NativeFailure> {
+        done(self.inner.stop_and_wait().await)
+    }
+
+    #[napi]
+    pub async fn kill(&self) -> Option<NativeFailure> {
+        done(self.inner.kill().await)
+    }
+}
