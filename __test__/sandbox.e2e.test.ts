@@ -13,6 +13,7 @@ import {
   ImageNotFoundError,
   InvalidOptionError,
   MicrosandboxError,
+  MissingAssetError,
   Sandbox,
   SandboxExistsError,
   SandboxNotRunningError,
@@ -20,6 +21,7 @@ import {
 import {
   busyboxRoot,
   commandOf,
+  eventually,
   isolatedHome,
   leftovers,
   processesOf,
@@ -220,6 +222,42 @@ describe("bad options are rejected before any process starts", () => {
       return true;
     });
     assert.deepEqual(processesOf(home), []);
+  });
+
+  test("a host without QEMU gets a MissingAssetError naming the program and its package", async () => {
+    const missing = "/nonexistent/qemu-system-x86_64";
+    const saved = process.env.MSB_QEMU;
+    process.env.MSB_QEMU = missing;
+    try {
+      await assert.rejects(Sandbox.create({ image: root }), (err: unknown) => {
+        assert.ok(err instanceof MissingAssetError, String(err));
+        assert.equal(err.code, "MISSING_ASSET");
+        assert.ok(err.message.includes(missing), err.message);
+        assert.match(err.message, /apt-get install qemu-system-x86/);
+        return true;
+      });
+    } finally {
+      if (saved === undefined) delete process.env.MSB_QEMU;
+      else process.env.MSB_QEMU = saved;
+    }
+    assert.ok(await eventually(() => processesOf(home).length === 0, 5000), "a runtime outlived the failed create");
+  });
+
+  test("a missing guest kernel names the command that builds it", async () => {
+    const saved = process.env.MSB_KERNEL;
+    process.env.MSB_KERNEL = "/nonexistent/vmlinux";
+    try {
+      await assert.rejects(Sandbox.create({ image: root }), (err: unknown) => {
+        assert.ok(err instanceof MissingAssetError, String(err));
+        assert.match(err.message, /guest kernel not found at \/nonexistent\/vmlinux/);
+        assert.match(err.message, /scripts\/build\.sh/);
+        assert.match(err.message, /MSB_KERNEL/);
+        return true;
+      });
+    } finally {
+      if (saved === undefined) delete process.env.MSB_KERNEL;
+      else process.env.MSB_KERNEL = saved;
+    }
   });
 
   test("a missing image option", async () => {

@@ -59,7 +59,11 @@ export class PortInUseError extends MicrosandboxError {
   }
 }
 
-/** The guest kernel, agent or runtime binary is not installed; run the setup script. */
+/**
+ * Something the SDK runs is missing: the guest kernel, agent or runtime binary
+ * (the message says which command or package provides it), or QEMU on the host
+ * (the message names the program and the package to install).
+ */
 export class MissingAssetError extends MicrosandboxError {
   constructor(message: string) {
     super("MISSING_ASSET", message);

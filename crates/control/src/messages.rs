@@ -92,8 +92,10 @@ pub struct RuntimeFailure {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RuntimeFailureKind {
-    /// The VMM could not be started (missing kernel, no QEMU, KVM refused).
+    /// The VMM could not be started (missing kernel, KVM refused).
     Launch,
+    /// The VMM program (QEMU) is not installed; the message says how to install it.
+    MissingProgram,
     /// The VM started but the agent never became ready.
     Boot,
     /// A published port's host address is taken.

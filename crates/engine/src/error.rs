@@ -174,8 +174,21 @@ pub enum CreateError {
     SandboxExists { name: String },
     #[error("ports: {message}")]
     PortInUse { message: String },
-    #[error("{what} not found at {path}; run the setup script (see README)")]
-    MissingAsset { what: &'static str, path: PathBuf },
+    #[error(
+        "{what} not found at {path}: in a checkout, scripts/build.sh builds it (scripts/setup.sh \
+         runs that); installed from npm, it comes from the optional package \
+         microsandbox-linux-x64-gnu, which npm leaves out on other platforms and with \
+         --omit=optional; {env} points at another file"
+    )]
+    MissingAsset {
+        what: &'static str,
+        path: PathBuf,
+        /// The variable that overrides this asset's path.
+        env: &'static str,
+    },
+    /// A program the host must provide (QEMU) is not installed.
+    #[error("{message}")]
+    MissingProgram { message: String },
     #[error(
         "sandbox {name:?} failed to boot: {reason}{}",
         console_section(console_tail)
@@ -216,7 +229,9 @@ impl HasCode for CreateError {
             CreateError::Image(err) => err.code(),
             CreateError::SandboxExists { .. } => ErrorCode::SandboxExists,
             CreateError::PortInUse { .. } => ErrorCode::PortInUse,
-            CreateError::MissingAsset { .. } => ErrorCode::MissingAsset,
+            CreateError::MissingAsset { .. } | CreateError::MissingProgram { .. } => {
+                ErrorCode::MissingAsset
+            }
             CreateError::BootFailed { .. } => ErrorCode::BootFailed,
             CreateError::PatchFailed { .. } => ErrorCode::PatchFailed,
             CreateError::Io { .. } => ErrorCode::Internal,

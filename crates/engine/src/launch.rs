@@ -235,6 +235,9 @@ impl Claimed<'_> {
                 let _ = images.untrack_sandbox(&config.name).await;
                 Err(match failure {
                     BootFailure::PortInUse(message) => CreateError::PortInUse { message },
+                    BootFailure::MissingProgram(message) => {
+                        CreateError::MissingProgram { message }
+                    }
                     BootFailure::Reported {
                         reason,
                         console_tail,
@@ -495,6 +498,8 @@ fn guest_debug_args(guest_debug: bool) -> Vec<String> {
 
 enum BootFailure {
     PortInUse(String),
+    /// The host lacks the VMM program; the message names it and its package.
+    MissingProgram(String),
     Reported {
         reason: String,
         console_tail: String,
@@ -513,6 +518,11 @@ async fn boot(conn: &RuntimeConn, spec: BootSpec) -> Result<BootInfo, BootFailur
         Some(FromRuntime::Booted(info)) => Ok(info),
         Some(FromRuntime::Failed(failure)) if failure.kind == RuntimeFailureKind::PortInUse => {
             Err(BootFailure::PortInUse(failure.message))
+        }
+        Some(FromRuntime::Failed(failure))
+            if failure.kind == RuntimeFailureKind::MissingProgram =>
+        {
+            Err(BootFailure::MissingProgram(failure.message))
         }
         Some(FromRuntime::Failed(failure)) => {
             let reason = match failure.kind {

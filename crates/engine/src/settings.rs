@@ -68,15 +68,16 @@ impl EngineSettings {
     /// Fails with the first asset that is missing, so setup problems surface
     /// before any process starts.
     pub fn check_assets(&self) -> Result<(), CreateError> {
-        for (what, path) in [
-            ("guest kernel", &self.kernel),
-            ("guest agent", &self.agent),
-            ("sandbox runtime", &self.runtime),
+        for (what, path, env) in [
+            ("guest kernel", &self.kernel, "MSB_KERNEL"),
+            ("guest agent", &self.agent, "MSB_AGENT"),
+            ("sandbox runtime", &self.runtime, "MSB_RUNTIME"),
         ] {
             if !path.is_file() {
                 return Err(CreateError::MissingAsset {
                     what,
                     path: path.clone(),
+                    env,
                 });
             }
         }

@@ -185,11 +185,15 @@ impl Vm {
         let launched = Instant::now();
         let process = msb_vmm::select(spec.vm.backend, &settings.vmm)
             .launch(&spec.vm, links, vmm_log_file)
-            .map_err(|e| {
-                launch_failure(
+            .map_err(|e| match e {
+                // Not a failure of this VM but of the host's setup: say what to install.
+                msb_vmm::LaunchError::ProgramNotFound { .. } => {
+                    failure(RuntimeFailureKind::MissingProgram, e.to_string())
+                }
+                e => launch_failure(
                     "cannot start the VM",
                     &format!("{:#}", anyhow::Error::new(e)),
-                )
+                ),
             })?;
 
         if let (Some(stack), Some(link)) = (network, net_host) {

@@ -98,6 +98,12 @@ pub trait Backend {
 pub enum LaunchError {
     #[error("{what} not found at {path}")]
     MissingFile { what: &'static str, path: PathBuf },
+    /// The VMM program is not installed (or not where it was said to be).
+    #[error(
+        "{program} not found: install QEMU (on Debian and Ubuntu: apt-get install qemu-system-x86), \
+         or set MSB_QEMU to its path"
+    )]
+    ProgramNotFound { program: String },
     #[error("cannot start {program}")]
     Spawn {
         program: String,

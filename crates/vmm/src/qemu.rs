@@ -77,9 +77,10 @@ impl Backend for Qemu {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(|source| LaunchError::Spawn {
-            program: self.binary.display().to_string(),
-            source,
+        let program = self.binary.display().to_string();
+        let child = command.spawn().map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => LaunchError::ProgramNotFound { program },
+            _ => LaunchError::Spawn { program, source },
         })?;
         // `command` holds the parent's copies of the links; drop them now so that
         // the guest ends live only in QEMU.
