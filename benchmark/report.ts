@@ -37,6 +37,17 @@ export function accelLine(accel: "kvm" | "tcg", baseline = "the raw QEMU baselin
   return `${accel.toUpperCase()}, as the SDK's probe chose (bootInfo.accel of every sandbox); ${baseline}`;
 }
 
+/** The checkout's commit, with "+changes" when the tree differs from it: which code a section measured. */
+function sourceCommit(): string {
+  const git = (...args: string[]) => execFileSync("git", args, { cwd: path.dirname(resultsPath), encoding: "utf8" }).trim();
+  try {
+    const commit = git("rev-parse", "--short=12", "HEAD");
+    return git("status", "--porcelain", "--untracked-files=no") === "" ? commit : `${commit}+changes`;
+  } catch {
+    return "unknown (not a git checkout)";
+  }
+}
+
 /**
  * Appends one dated section to RESULTS.md. The file is append-only and
  * written only here: a section is what one run measured, never edited after.
@@ -47,6 +58,7 @@ export function appendResults(title: string, command: string, accel: string, lin
     `## ${title}: ${date}`,
     "",
     `Machine: ${machineDescription()}.`,
+    `Commit: ${sourceCommit()}.`,
     `Command: \`${command}\``,
     `Accelerator: ${accel}.`,
     "",
