@@ -10,6 +10,7 @@ import { finished, pipeline } from "node:stream/promises";
 import { after, before, describe, test } from "node:test";
 
 import {
+  AbortedError,
   FsError,
   FsExistsError,
   FsIsADirectoryError,
@@ -19,6 +20,7 @@ import {
   FsPermissionError,
   HostIoError,
   InvalidOptionError,
+  LimitExceededError,
   Sandbox,
   type SandboxFs,
 } from "../ts/index";
@@ -205,6 +207,45 @@ describe("host copies", () => {
     await assert.rejects(gfs.copyToHost("/no/such", target), FsNotFoundError);
     assert.equal(fs.existsSync(target), false);
     assert.deepEqual(fs.readdirSync(hostDir).filter((f) => f.endsWith(".tmp")), []);
+  });
+
+  test("copyToHost limits reject with the limit's field and leave no temporary file", async () => {
+    await sb.shell(
+      "mkdir -p /opt/limits/a/b/c && head -c 300000 /dev/zero > /opt/limits/big && " +
+        "for i in 1 2 3 4 5 6; do echo $i > /opt/limits/f$i; done",
+    );
+    const temporaries = (dir: string): string[] =>
+      fs.existsSync(dir) ? fs.readdirSync(dir, { recursive: true }).map(String).filter((f) => f.includes(".msb-copy-")) : [];
+    const cases: Array<[string, object]> = [
+      ["maxBytes", { maxBytes: 100_000 }],
+      ["maxEntries", { maxEntries: 5 }],
+      ["maxDepth", { maxDepth: 1 }],
+    ];
+    for (const [field, limits] of cases) {
+      const dest = path.join(hostDir, `limits-${field}`);
+      await assert.rejects(gfs.copyToHost("/opt/limits", dest, limits), (err: unknown) => {
+        assert.ok(err instanceof LimitExceededError, String(err));
+        assert.equal(err.field, field);
+        return true;
+      });
+      assert.deepEqual(temporaries(dest), [], `${field} left a temporary file`);
+    }
+    await assert.rejects(gfs.copyToHost("/opt/limits", path.join(hostDir, "bad"), { maxDepth: 0 }), InvalidOptionError);
+    const whole = path.join(hostDir, "limits-whole");
+    assert.equal(await gfs.copyToHost("/opt/limits", whole, { maxBytes: 400_000, maxEntries: 20, maxDepth: 3 }), 300_012);
+  });
+
+  test("an aborted copyToHost rejects with AbortedError and leaves no temporary file", async () => {
+    // Large enough that the copy is still running when the signal fires.
+    await sb.shell("mkdir -p /opt/abort && head -c 200000000 /dev/zero > /opt/abort/big");
+    const dest = path.join(hostDir, "aborted");
+    const controller = new AbortController();
+    const copy = gfs.copyToHost("/opt/abort", dest, { signal: controller.signal });
+    setTimeout(() => controller.abort(), 300);
+    await assert.rejects(copy, AbortedError);
+    assert.deepEqual(fs.existsSync(dest) ? fs.readdirSync(dest) : [], [], "a partial file was left");
+    await assert.rejects(gfs.copyToHost("/opt/abort", dest, { signal: AbortSignal.abort() }), AbortedError);
+    await sb.shell("rm -rf /opt/abort");
   });
 });
 
