@@ -5,8 +5,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use msb_protocol::{FrameCodec, GuestMessage, HostMessage};
 use msb_control::{FromRuntime, ToRuntime};
+use msb_protocol::{FrameCodec, GuestMessage, HostMessage};
 use tokio_util::codec::Decoder;
 
 fn drain<D: Decoder>(mut decoder: D, data: &[u8], split: usize) {
