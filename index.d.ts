@@ -140,6 +140,11 @@ export declare const enum ErrorCode {
   HostIo = 'HOST_IO',
   /** The guest broke the agent protocol and was stopped. */
   GuestProtocol = 'GUEST_PROTOCOL',
+  /**
+   * The guest sent a secret's placeholder where it may not go, under
+   * `onViolation: "block-and-kill"`, and the sandbox was stopped.
+   */
+  SecretViolation = 'SECRET_VIOLATION',
   /** A limit the caller set (or its default) was reached. */
   LimitExceeded = 'LIMIT_EXCEEDED',
   /** The caller's AbortSignal stopped the operation. */
@@ -277,6 +282,7 @@ export interface NativeNetworkOptions {
   hosts?: Record<string, Array<string>>
   dnsServers?: Array<string>
   maxFlows?: number
+  tls?: NativeTlsOptions
 }
 
 export interface NativePatch {
@@ -338,6 +344,28 @@ export interface NativeRule {
   domainSuffix?: string
 }
 
+/** One secret environment variable (see docs/secrets.md). */
+export interface NativeSecret {
+  value: string
+  domain?: string
+  domains?: Array<string>
+  placeholder?: string
+  /** "headers", "basic-auth", "path", "query", "body". */
+  locations?: Array<string>
+  /** "block", "block-and-log" or "block-and-kill". */
+  onViolation?: string
+  requireTls?: boolean
+}
+
+/** TLS interception (see docs/secrets.md). */
+export interface NativeTlsOptions {
+  /** "secrets-only", "all" or "off". */
+  intercept?: string
+  bypassDomains?: Array<string>
+  /** PEM certificates the host trusts for upstream servers, besides its own store. */
+  caCertificates?: Array<string>
+}
+
 export interface NativeTtySize {
   cols: number
   rows: number
@@ -370,4 +398,6 @@ export interface SandboxOptions {
   network?: NativeNetworkOptions
   /** Host port (as an object key) to guest port. */
   ports?: Record<string, number>
+  /** Environment variable name to secret: the guest sees a placeholder, never the value. */
+  secretEnv?: Record<string, NativeSecret>
 }

@@ -9,6 +9,7 @@ import {
   InternalError,
   InvalidOptionError,
   MicrosandboxError,
+  SecretViolationError,
 } from "../ts/index";
 import { fromNative, unwrap } from "../ts/errors";
 import { checkArgs, checkExecOptions, checkSandboxOptions } from "../ts/options";
@@ -43,6 +44,23 @@ describe("option shapes", () => {
     assert.equal(field(() => checkArgs("ls", "-l")), "args");
     assert.equal(field(() => checkArgs(undefined, [])), "command");
   });
+
+  test("secretEnv and network.tls shapes name their field", () => {
+    const secret = { value: "sk-1", domain: "api.example.com" };
+    checkSandboxOptions({
+      image: "/r",
+      secretEnv: { K: { ...secret, domains: ["*.example.com"], onViolation: "block", requireTls: true } },
+      network: { tls: { intercept: "all", bypassDomains: ["x.example"], caCertificates: ["pem"] } },
+    });
+    assert.equal(field(() => checkSandboxOptions({ image: "/r", secretEnv: { K: "sk-1" } })), "secretEnv.K");
+    assert.equal(field(() => checkSandboxOptions({ image: "/r", secretEnv: { K: { domain: "a.example" } } })), "secretEnv.K.value");
+    assert.equal(field(() => checkSandboxOptions({ image: "/r", secretEnv: { K: { ...secret, domains: "a" } } })), "secretEnv.K.domains");
+    assert.equal(field(() => checkSandboxOptions({ image: "/r", secretEnv: { K: { ...secret, onViolation: 1 } } })), "secretEnv.K.onViolation");
+    assert.equal(field(() => checkSandboxOptions({ image: "/r", secretEnv: { K: { ...secret, domian: "x" } } })), "secretEnv.K.domian");
+    assert.equal(field(() => checkSandboxOptions({ image: "/r", network: { tls: { intercept: 3 } } })), "network.tls.intercept");
+    assert.equal(field(() => checkSandboxOptions({ image: "/r", network: { tls: { caCerts: [] } } })), "network.tls.caCerts");
+    assert.equal(field(() => checkSandboxOptions({ image: "/r", network: { tls: "all" } })), "network.tls");
+  });
 });
 
 describe("engine errors become typed classes", () => {
@@ -62,6 +80,9 @@ describe("engine errors become typed classes", () => {
     assert.equal(exec.errno, 13);
 
     assert.ok(fromNative({ code: "COMMAND_NOT_FOUND", message: "x" }) instanceof CommandNotFoundError);
+    const violation = fromNative({ code: "SECRET_VIOLATION", message: "secret K" });
+    assert.ok(violation instanceof SecretViolationError);
+    assert.equal(violation.code, "SECRET_VIOLATION");
     const unknown = fromNative({ code: "SOMETHING_NEW", message: "x" });
     assert.ok(unknown instanceof InternalError);
     assert.match(unknown.message, /SOMETHING_NEW/);

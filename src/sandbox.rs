@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use msb_engine::{
     CreateError, InvalidOption, NetworkOptions, Patch, PortOption, RuleOptions, Sandbox,
-    SandboxOptions as EngineOptions,
+    SandboxOptions as EngineOptions, SecretEnvOptions, SecretValue, TlsOptions,
 };
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeFunction;
@@ -46,6 +46,32 @@ pub struct SandboxOptions {
     pub network: Option<NativeNetworkOptions>,
     /// Host port (as an object key) to guest port.
     pub ports: Option<HashMap<String, f64>>,
+    /// Environment variable name to secret: the guest sees a placeholder, never the value.
+    pub secret_env: Option<HashMap<String, NativeSecret>>,
+}
+
+/// One secret environment variable (see docs/secrets.md).
+#[napi(object)]
+pub struct NativeSecret {
+    pub value: String,
+    pub domain: Option<String>,
+    pub domains: Option<Vec<String>>,
+    pub placeholder: Option<String>,
+    /// "headers", "basic-auth", "path", "query", "body".
+    pub locations: Option<Vec<String>>,
+    /// "block", "block-and-log" or "block-and-kill".
+    pub on_violation: Option<String>,
+    pub require_tls: Option<bool>,
+}
+
+/// TLS interception (see docs/secrets.md).
+#[napi(object)]
+pub struct NativeTlsOptions {
+    /// "secrets-only", "all" or "off".
+    pub intercept: Option<String>,
+    pub bypass_domains: Option<Vec<String>>,
+    /// PEM certificates the host trusts for upstream servers, besides its own store.
+    pub ca_certificates: Option<Vec<String>>,
 }
 
 macro_rules! native_rule {
@@ -84,6 +110,7 @@ pub struct NativeNetworkOptions {
     pub hosts: Option<HashMap<String, Vec<String>>>,
     pub dns_servers: Option<Vec<String>>,
     pub max_flows: Option<f64>,
+    pub tls: Option<NativeTlsOptions>,
 }
 
 #[napi(object)]
@@ -123,7 +150,32 @@ fn network_options(options: Option<NativeNetworkOptions>) -> NetworkOptions {
         hosts,
         dns_servers: o.dns_servers,
         max_flows: o.max_flows,
+        tls: o.tls.map_or_else(TlsOptions::default, |t| TlsOptions {
+            intercept: t.intercept,
+            bypass_domains: t.bypass_domains.unwrap_or_default(),
+            ca_certificates: t.ca_certificates.unwrap_or_default(),
+        }),
     }
+}
+
+/// Sorted by name, so that errors name the same secret first every time.
+fn secret_env_options(secrets: Option<HashMap<String, NativeSecret>>) -> Vec<SecretEnvOptions> {
+    let mut list: Vec<SecretEnvOptions> = secrets
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, s)| SecretEnvOptions {
+            name,
+            value: SecretValue::new(s.value),
+            domain: s.domain,
+            domains: s.domains.unwrap_or_default(),
+            placeholder: s.placeholder,
+            locations: s.locations,
+            on_violation: s.on_violation,
+            require_tls: s.require_tls,
+        })
+        .collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    list
 }
 
 /// Object keys are strings: each must be a number (the engine checks the range).
@@ -203,6 +255,7 @@ fn engine_options(options: SandboxOptions) -> std::result::Result<EngineOptions,
         registry: registry_options(options.registry)?,
         network: network_options(options.network),
         ports: port_options(options.ports)?,
+        secret_env: secret_env_options(options.secret_env),
     })
 }
 

@@ -249,6 +249,19 @@ export class GuestProtocolError extends MicrosandboxError {
 }
 
 /**
+ * The guest sent a secret's placeholder where it may not go (another host, an
+ * encoded form, a location not enabled) under `onViolation: "block-and-kill"`.
+ * The request was not forwarded and the sandbox was stopped; this and every
+ * later call on it reject with this error. The message names the secret (its
+ * variable name, never its value), the host and why.
+ */
+export class SecretViolationError extends MicrosandboxError {
+  constructor(message: string) {
+    super("SECRET_VIOLATION", message);
+  }
+}
+
+/**
  * A limit was reached: `field` names the option (`maxOutputBytes`,
  * `maxEntries`, `maxBytes`, `maxDepth`). For `maxOutputBytes`, `stdout` and
  * `stderr` hold the output collected before the process was killed.
@@ -334,6 +347,8 @@ export function fromNative(error: Native.NativeError): MicrosandboxError {
       return new HostIoError(message, error.errno, error.path);
     case "GUEST_PROTOCOL":
       return new GuestProtocolError(message);
+    case "SECRET_VIOLATION":
+      return new SecretViolationError(message);
     case "LIMIT_EXCEEDED":
       return new LimitExceededError(message, {
         field: error.field,

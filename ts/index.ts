@@ -21,6 +21,8 @@ export type {
   TtySize,
   NetworkOptions,
   NetworkRule,
+  SecretEnv,
+  TlsOptions,
 } from "./options";
 export {
   MicrosandboxError,
@@ -52,6 +54,7 @@ export {
   FsNotEmptyError,
   HostIoError,
   GuestProtocolError,
+  SecretViolationError,
   LimitExceededError,
   AbortedError,
   InternalError,

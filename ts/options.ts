@@ -49,6 +49,50 @@ export interface SandboxOptions {
    * guest port, e.g. `{ 8080: 80 }`. Default: none.
    */
   ports?: Record<number, number>;
+  /**
+   * Secret environment variables: each variable in the guest holds a
+   * placeholder, never the value; the host swaps the placeholder for the value
+   * only in HTTPS requests to the secret's domains (see docs/secrets.md), e.g.
+   * `{ OPENAI_API_KEY: { value: "sk-...", domain: "api.openai.com" } }`. Default: none.
+   */
+  secretEnv?: Record<string, SecretEnv>;
+}
+
+/** One secret environment variable; see {@link SandboxOptions.secretEnv}. */
+export interface SecretEnv {
+  /** The real value. It never enters the VM, a file or a log. */
+  value: string;
+  /** A host the value may be sent to (shorthand for a one-element `domains`). */
+  domain?: string;
+  /** Hosts the value may be sent to: exact names, or `*.example.com` for any name under example.com. */
+  domains?: string[];
+  /** What the guest sees instead of the value: 8 to 128 of `A-Za-z0-9_-.~$`. Default: generated (`msb_secret_<NAME>_<random>`). */
+  placeholder?: string;
+  /** Where in a request the placeholder is replaced. Default `["headers", "basic-auth"]`. */
+  locations?: ("headers" | "basic-auth" | "path" | "query" | "body")[];
+  /**
+   * What happens when the placeholder goes anywhere else (another host, an
+   * encoded form, a location not enabled): the request is never forwarded; "block-and-log" (default) also
+   * writes a line to network.log; "block-and-kill" also stops the sandbox (calls then reject with {@link SecretViolationError}).
+   */
+  onViolation?: "block" | "block-and-log" | "block-and-kill";
+  /** Substitute only over TLS the host intercepted. Default true. */
+  requireTls?: boolean;
+}
+
+/** TLS interception for secrets; see docs/secrets.md. */
+export interface TlsOptions {
+  /**
+   * "secrets-only" (default): intercept TLS only to hosts some secret names.
+   * "all": intercept every TLS connection with a server name, so a placeholder
+   * sent to any other host is caught as a violation (values are still only sent
+   * to their domains). "off": intercept nothing (placeholders are never replaced).
+   */
+  intercept?: "secrets-only" | "all" | "off";
+  /** Names never intercepted: exact names or `*.suffix`. Default: none. */
+  bypassDomains?: string[];
+  /** PEM CA certificates the host trusts for the real servers, besides its own trust store. Default: none. */
+  caCertificates?: string[];
 }
 
 /**
@@ -80,6 +124,8 @@ export interface NetworkOptions {
   dnsServers?: string[];
   /** Concurrent flows (connections, UDP peers) the guest may hold, 1 to 65536. Default 256. */
   maxFlows?: number;
+  /** TLS interception for `secretEnv`. Default: intercept only hosts a secret names. */
+  tls?: TlsOptions;
 }
 
 /**
@@ -202,6 +248,23 @@ const sandboxShape: Record<keyof SandboxOptions, Kind> = {
   onProgress: "function",
   network: "object",
   ports: "ports",
+  secretEnv: "object",
+};
+
+const secretShape: Record<keyof SecretEnv, Kind> = {
+  value: "string",
+  domain: "string",
+  domains: "string[]",
+  placeholder: "string",
+  locations: "string[]",
+  onViolation: "string",
+  requireTls: "boolean",
+};
+
+const tlsShape: Record<keyof TlsOptions, Kind> = {
+  intercept: "string",
+  bypassDomains: "string[]",
+  caCertificates: "string[]",
 };
 
 const execShape: Record<keyof ExecOptions, Kind> = {
@@ -328,12 +391,43 @@ const networkShape: Record<keyof NetworkOptions, Kind> = {
   hosts: "object",
   dnsServers: "string[]",
   maxFlows: "number",
+  tls: "object",
 };
+
+/** Checks an object option's keys and value types; `prefix` is its field path. */
+function checkNested(prefix: string, value: unknown, shape: Record<string, Kind>, required: string[] = []): void {
+  if (!isRecord(value)) {
+    throw new InvalidOptionError(`${prefix}: must be an object`, prefix);
+  }
+  for (const [key, v] of Object.entries(value)) {
+    const kind = shape[key];
+    if (kind === undefined) {
+      throw new InvalidOptionError(
+        `${prefix}.${key}: unknown option (known: ${Object.keys(shape).join(", ")})`,
+        `${prefix}.${key}`,
+      );
+    }
+    if (v !== undefined && !matches(kind, v)) {
+      throw new InvalidOptionError(`${prefix}.${key}: must be ${descriptions[kind]}`, `${prefix}.${key}`);
+    }
+  }
+  for (const key of required) {
+    if (value[key] === undefined) {
+      throw new InvalidOptionError(`${prefix}.${key}: is required`, `${prefix}.${key}`);
+    }
+  }
+}
 
 export function checkSandboxOptions(options: unknown): asserts options is SandboxOptions {
   checkShape("options", options, sandboxShape, ["image"]);
-  const { network } = options as SandboxOptions;
+  const { network, secretEnv } = options as SandboxOptions;
+  if (secretEnv !== undefined) {
+    for (const [name, secret] of Object.entries(secretEnv)) {
+      checkNested(`secretEnv.${name}`, secret, secretShape, ["value"]);
+    }
+  }
   if (network === undefined) return;
+  if (network.tls !== undefined) checkNested("network.tls", network.tls, tlsShape);
   for (const [key, value] of Object.entries(network)) {
     const kind = networkShape[key as keyof NetworkOptions];
     if (kind === undefined) {

@@ -20,6 +20,7 @@
 pub mod files;
 pub mod messages;
 pub mod net;
+pub mod secrets;
 pub mod vm;
 
 pub use files::LOCK_FD;

@@ -13,6 +13,7 @@ use msb_protocol::{GuestInit, GuestMessage, HostMessage};
 use serde::{Deserialize, Serialize};
 
 use crate::net::NetConfig;
+use crate::secrets::SecretsConfig;
 use crate::vm::{Accel, VmSpec};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +48,10 @@ pub struct BootSpec {
     pub boot_timeout_ms: u64,
     /// The host-side network stack, for a VM whose `net` is a stream.
     pub network: Option<NetConfig>,
+    /// Secret environment variables and TLS interception (see [`crate::secrets`]). Holds the
+    /// values: this spec only ever travels over the control socket, never to a file or a log
+    /// (its `Debug` shows values as `<redacted>`).
+    pub secrets: Option<SecretsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +85,13 @@ pub enum HostEnded {
     /// The guest answered no liveness check for this long (halted, hung, or an
     /// impostor that stopped talking).
     Unresponsive { silent_ms: u64 },
+    /// A secret's placeholder went where it may not, and the secret's `onViolation` is
+    /// `block-and-kill`. Names only: the secret's variable name, the TLS server name, why.
+    SecretViolation {
+        secret: String,
+        host: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

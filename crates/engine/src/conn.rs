@@ -48,6 +48,18 @@ impl Lifecycle {
             }) => format!(
                 "the guest stopped answering (no liveness reply for {silent_ms} ms) and was stopped"
             ),
+            Lifecycle::Exited(VmExit {
+                ended_by_host:
+                    Some(HostEnded::SecretViolation {
+                        secret,
+                        host,
+                        reason,
+                    }),
+                ..
+            }) => format!(
+                "the guest sent the placeholder of secret {secret} to {host} ({reason}) and was \
+                 stopped (onViolation: block-and-kill)"
+            ),
             Lifecycle::Exited(exit) if exit.requested => "it was stopped".into(),
             Lifecycle::Exited(exit) => {
                 let how = match (exit.code, exit.signal) {
@@ -59,6 +71,17 @@ impl Lifecycle {
             }
             Lifecycle::Lost => "its runtime process died".into(),
         }
+    }
+
+    /// Whether a secret's `block-and-kill` ended the VM.
+    pub fn secret_violation(&self) -> bool {
+        matches!(
+            self,
+            Lifecycle::Exited(VmExit {
+                ended_by_host: Some(HostEnded::SecretViolation { .. }),
+                ..
+            })
+        )
     }
 
     /// Whether the guest's own misbehaviour ended the VM.
@@ -217,6 +240,7 @@ impl RuntimeConn {
             name: sandbox.to_string(),
             reason: lifecycle.reason(),
             guest_fault: lifecycle.guest_fault(),
+            secret_violation: lifecycle.secret_violation(),
         }
     }
 

@@ -73,6 +73,9 @@ macro_rules! for_each_error_code {
             HostIo = "HOST_IO",
             #[doc = "The guest broke the agent protocol and was stopped."]
             GuestProtocol = "GUEST_PROTOCOL",
+            #[doc = "The guest sent a secret's placeholder where it may not go, under"]
+            #[doc = "`onViolation: \"block-and-kill\"`, and the sandbox was stopped."]
+            SecretViolation = "SECRET_VIOLATION",
             #[doc = "A limit the caller set (or its default) was reached."]
             LimitExceeded = "LIMIT_EXCEEDED",
             #[doc = "The caller's AbortSignal stopped the operation."]
@@ -268,18 +271,22 @@ impl HasCode for CreateError {
 }
 
 /// The sandbox's VM is gone (or going): why, and whether the guest's own
-/// misbehaviour ended it, which callers see as `GUEST_PROTOCOL`.
+/// misbehaviour ended it, which callers see as `GUEST_PROTOCOL` (or
+/// `SECRET_VIOLATION`, when a secret's `block-and-kill` ended it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("sandbox {name:?} is not running{}", reason_suffix(reason))]
 pub struct NotRunning {
     pub name: String,
     pub reason: String,
     pub guest_fault: bool,
+    pub secret_violation: bool,
 }
 
 impl NotRunning {
     fn code(&self) -> ErrorCode {
-        if self.guest_fault {
+        if self.secret_violation {
+            ErrorCode::SecretViolation
+        } else if self.guest_fault {
             ErrorCode::GuestProtocol
         } else {
             ErrorCode::SandboxNotRunning
@@ -557,6 +564,6 @@ mod tests {
         }
         assert_eq!(ErrorCode::InvalidOption.as_str(), "INVALID_OPTION");
         assert_eq!(ErrorCode::FsNotADirectory.as_str(), "FS_NOT_A_DIRECTORY");
-        assert_eq!(ErrorCode::ALL.len(), 31);
+        assert_eq!(ErrorCode::ALL.len(), 32);
     }
 }

@@ -164,7 +164,8 @@ impl Claimed<'_> {
             mut cleanup,
         } = self;
         let settings = launch.settings;
-        let config = launch.config;
+        let mut config = launch.config;
+        let secrets = std::mem::take(&mut config.secrets);
         let initramfs = {
             let agent = settings.agent.clone();
             let cache = settings.initramfs_cache();
@@ -206,10 +207,13 @@ impl Claimed<'_> {
                 workdir: launch.workdir.clone(),
                 transfer_tag: Some(TRANSFER_SHARE_TAG.to_string()),
                 network: Some(network.guest),
+                // The runtime adds its CA when it intercepts TLS for secrets.
+                ca_certificate: None,
             },
             sandbox_dir: dir.clone(),
             boot_timeout_ms: BOOT_TIMEOUT_MS,
             network: Some(network.stack),
+            secrets: (!secrets.secrets.is_empty() || secrets.intercepts()).then_some(secrets),
         };
         match boot(&conn, spec).await {
             Ok(boot) => {
@@ -235,9 +239,7 @@ impl Claimed<'_> {
                 let _ = images.untrack_sandbox(&config.name).await;
                 Err(match failure {
                     BootFailure::PortInUse(message) => CreateError::PortInUse { message },
-                    BootFailure::MissingProgram(message) => {
-                        CreateError::MissingProgram { message }
-                    }
+                    BootFailure::MissingProgram(message) => CreateError::MissingProgram { message },
                     BootFailure::Reported {
                         reason,
                         console_tail,

@@ -37,6 +37,7 @@ pub use fs::{
     CopyToHostOptions, FileReader, FileWriter, SandboxFs, WriteOptions, DEFAULT_MAX_LIST_ENTRIES,
 };
 pub use images::{ImageInfo, Images, Progress, PruneReport};
+pub use msb_control::secrets::SecretValue;
 pub use msb_control::vm::Accel;
 pub use msb_control::BootInfo;
 pub use msb_oci::{Credentials, PullEvent, PulledImage, RegistryOptions, RuntimeConfig};
@@ -47,6 +48,7 @@ pub use options::patch::{Patch, SCRIPTS_DIR};
 pub use options::sandbox::{
     PullPolicy, SandboxOptions, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, MAX_CPUS,
 };
+pub use options::secrets::{SecretEnvOptions, TlsOptions};
 pub use request::OUTPUT_WINDOW;
 pub use sandbox::Sandbox;
 pub use settings::EngineSettings;

@@ -56,6 +56,16 @@
 //! the smoltcp send buffer's free space and nothing else exists to bound. Host sockets are still
 //! tokio sockets, driven by the same runtime's reactor.
 //!
+//! The one exception is a flow intercepted for secrets (`intercept`, only in a sandbox that
+//! has secrets): TLS has to be terminated and re-originated, which is a future of its own, so
+//! that flow's host socket moves to a task of its own (spawned on the same current-thread
+//! runtime) running `msb_secrets::Interceptor::intercept`. The task and the flow's relay meet
+//! through an in-memory duplex of `intercept::DUPLEX_BUFFER` (64 KiB) each way: the stack's
+//! task drives its end exactly like a host socket (same wakers, same backpressure), the
+//! interception task drives the other end and the upstream socket. Violations come back to the
+//! stack through a bounded queue (`intercept::EVENT_QUEUE`), drained into the network log on
+//! each poll.
+//!
 //! What wakes it:
 //! - the link: a frame from the guest arrives, or room frees up to write frames to it;
 //! - a flow: each flow has its own waker, registered with its host socket (readable, writable,
@@ -82,6 +92,12 @@
 //!   frame of UDP in flight, the names map (`limits.max_resolved_addresses`), the log (rotated at
 //!   `limits.max_log_bytes`), and the list of the host's addresses (as many as the host has; the
 //!   guest cannot add to it).
+//! - Interception (only in a sandbox with secrets): a deciding flow holds the guest's first bytes
+//!   in its own receive buffer (peeked, at most `MAX_CLIENT_HELLO`, 16 KiB); an intercepted flow
+//!   adds its duplex (`intercept::DUPLEX_BUFFER`, 64 KiB each way) and the per-connection bounds
+//!   of `msb_secrets` (request heads, the rewriter's look-behind, a body held for rewriting);
+//!   intercepted flows count against `limits.max_flows` like any other; violation events wait in
+//!   a queue of `intercept::EVENT_QUEUE` (64).
 //! - Frames: the link buffers at most two frames of [`link::MAX_FRAME_LEN`] bytes. The guest
 //!   chooses its frames' sizes (it can raise its MTU to 65535), so no frame can end the link: one
 //!   longer than [`link::MAX_FRAME_LEN`] is skipped as its bytes arrive, never buffered, and one
@@ -100,6 +116,7 @@ mod dns;
 mod enforce;
 mod flow;
 mod hostaddrs;
+mod intercept;
 pub mod link;
 mod names;
 mod netlog;
@@ -121,6 +138,7 @@ use smoltcp::wire::EthernetAddress;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
+pub use intercept::{Interception, SecretKill};
 pub use link::RunError;
 // The configuration is plain data from the contract crate (the engine builds it without linking
 // this stack); re-exported so that users of the stack need no second import.
@@ -219,8 +237,16 @@ impl NetStack {
             dns: dns::DnsServer::new(&config.dns, limits.dns_timeout, limits.max_dns_inflight),
             listeners,
             limits,
+            intercepts: None,
         };
         Ok(NetStack { parts, stats })
+    }
+
+    /// Intercepts TLS for the sandbox's secrets (see `intercept`). Without this call no flow's
+    /// bytes are looked at.
+    pub fn with_interception(mut self, interception: Interception) -> NetStack {
+        self.parts.intercepts = Some(intercept::Intercepts::new(interception));
+        self
     }
 
     /// The stack's counters; the handle stays valid while and after it runs.

@@ -3,6 +3,7 @@
 //! ```text
 //! 2025-01-31T12:00:00.123Z deny tcp 127.0.0.1:8080 default public-only (loopback)
 //! 2025-01-31T12:00:00.200Z dns-block udp a.evil.test block_domain_suffixes
+//! 2025-01-31T12:00:01.000Z secret tls other.test:443 placeholder of secret `K` (literal) in header: host not allowed for this secret
 //! ```
 //!
 //! Fields are separated by one space: UTC time, event, protocol, destination (address and port,
@@ -36,6 +37,9 @@ pub(crate) enum EventKind {
     DnsRebind,
     /// Under policy `none`, a query not in the hosts table was answered REFUSED.
     DnsRefused,
+    /// A secret's placeholder where it may not go (the request was not forwarded), or a flow
+    /// to intercept whose address this sandbox did not resolve from its server name (reset).
+    Secret,
 }
 
 impl fmt::Display for EventKind {
@@ -46,6 +50,7 @@ impl fmt::Display for EventKind {
             EventKind::DnsBlock => "dns-block",
             EventKind::DnsRebind => "dns-rebind",
             EventKind::DnsRefused => "dns-refused",
+            EventKind::Secret => "secret",
         })
     }
 }

@@ -21,7 +21,9 @@ use crate::device::{LinkDevice, MAX_ETHERNET_FRAME};
 use crate::dns::{Client, DnsServer};
 use crate::enforce::Enforcer;
 use crate::flow::FlowKey;
+use crate::intercept::Intercepts;
 use crate::link::{FrameLink, Received, RunError};
+use crate::netlog::EventKind;
 use crate::packet::{self, Inspected, TcpSegment};
 use crate::policy::Transport;
 use crate::ready::{FlowId, FlowWaker, ReadyQueue};
@@ -30,6 +32,7 @@ use crate::tcp::{Progress, Relay, Stage, TcpFlow};
 use crate::udp::UdpFlow;
 use crate::{Limits, PortMapping};
 use crate::{GATEWAY_IPV4, GATEWAY_MAC, GUEST_IPV4, GUEST_MAC, PREFIX_LEN};
+use msb_secrets::{peek_sni, SniPeek, MAX_CLIENT_HELLO};
 
 /// Frames read from the link per round, and rounds per poll before the task yields to others
 /// on the runtime (it wakes itself to continue).
@@ -83,6 +86,7 @@ pub(crate) struct Parts {
     pub(crate) dns: DnsServer,
     pub(crate) listeners: Vec<Published>,
     pub(crate) limits: Limits,
+    pub(crate) intercepts: Option<Intercepts>,
 }
 
 pub(crate) struct Engine {
@@ -93,6 +97,8 @@ pub(crate) struct Engine {
     dns: DnsServer,
     listeners: Vec<Published>,
     limits: Limits,
+    /// TLS interception for secrets; `None`: no flow's bytes are ever looked at.
+    intercepts: Option<Intercepts>,
     tcp: HashMap<FlowId, Flow<TcpFlow>>,
     tcp_keys: HashMap<FlowKey, FlowId>,
     udp: HashMap<FlowId, Flow<UdpFlow>>,
@@ -139,6 +145,7 @@ impl Engine {
             dns: parts.dns,
             listeners: parts.listeners,
             limits: parts.limits,
+            intercepts: parts.intercepts,
             tcp: HashMap::new(),
             tcp_keys: HashMap::new(),
             udp: HashMap::new(),
@@ -205,6 +212,7 @@ impl Engine {
                 }
             }
             busy |= self.service_ready(now);
+            busy |= self.log_secret_events(cx);
             if now >= self.next_sweep {
                 self.sweep(now);
                 self.next_sweep = now + SWEEP_INTERVAL;
@@ -582,7 +590,8 @@ impl Engine {
             guest_port,
             remote: SocketAddrV4::new(GATEWAY_IPV4, local_port),
         };
-        self.insert_tcp(key, Stage::Relaying(Relay::new(handle, stream)), now);
+        // Published ports are connections into the guest: never intercepted.
+        self.insert_tcp(key, Stage::Relaying(Relay::new(handle, stream, false)), now);
     }
 
     fn alloc_local_port(&mut self, guest_port: u16) -> Option<u16> {
@@ -645,6 +654,17 @@ impl Engine {
                 self.on_connected(id, result, &syn, now);
             }
             Stage::Relaying(relay) => {
+                if relay.deciding {
+                    let key = flow.inner.key;
+                    self.decide(id, key, now);
+                }
+                let Some(flow) = self.tcp.get_mut(&id) else {
+                    return;
+                };
+                let Stage::Relaying(relay) = &mut flow.inner.stage else {
+                    return;
+                };
+                let mut cx = Context::from_waker(&flow.wake.waker);
                 let socket = self.sockets.get_mut::<tcp::Socket>(relay.handle);
                 if relay.step(socket, &mut cx) == Progress::Finished {
                     self.remove_tcp(id);
@@ -688,7 +708,8 @@ impl Engine {
         let took_it = socket.state() == tcp::State::SynReceived
             && socket.remote_endpoint().map(|ep| ep.port) == Some(key.guest_port);
         let flow = self.tcp.get_mut(&id).expect("flow is alive");
-        flow.inner.stage = Stage::Relaying(Relay::new(handle, stream));
+        let deciding = self.intercepts.is_some();
+        flow.inner.stage = Stage::Relaying(Relay::new(handle, stream, deciding));
         if took_it {
             // First step registers the flow's waker with both sockets.
             flow.wake.waker.wake_by_ref();
@@ -712,6 +733,88 @@ impl Engine {
                 relay.reset_host();
             }
         }
+    }
+
+    /// A deciding flow (see `intercept`): peeks at the guest's first bytes and, once they
+    /// say enough, relays the flow unchanged, hands it to an interception task, or (a server
+    /// name to intercept at an address not resolved from it) resets it.
+    fn decide(&mut self, id: FlowId, key: FlowKey, now: Instant) {
+        let Some(intercepts) = &self.intercepts else {
+            return;
+        };
+        let Some(Flow {
+            inner:
+                TcpFlow {
+                    stage: Stage::Relaying(relay),
+                    ..
+                },
+            ..
+        }) = self.tcp.get_mut(&id)
+        else {
+            return;
+        };
+        let socket = self.sockets.get_mut::<tcp::Socket>(relay.handle);
+        if !socket.may_recv() && !socket.can_recv() {
+            // Closed (or the guest sent FIN) before a ClientHello: nothing to intercept.
+            if socket.state() != tcp::State::SynReceived {
+                relay.deciding = false;
+            }
+            return;
+        }
+        let peeked = match socket.peek(MAX_CLIENT_HELLO) {
+            Ok(bytes) => peek_sni(bytes),
+            Err(_) => SniPeek::NotTls,
+        };
+        let host = match peeked {
+            SniPeek::NeedMore if socket.may_recv() && socket.recv_queue() < MAX_CLIENT_HELLO => {
+                return
+            }
+            SniPeek::Sni(host) if intercepts.config.wants(&host) => host,
+            _ => {
+                relay.deciding = false;
+                return;
+            }
+        };
+        let dst = host_destination(key.remote);
+        let resolved = self
+            .enforcer
+            .names
+            .lookup((*key.remote.ip()).into(), now)
+            .contains(&host);
+        if !resolved {
+            self.enforcer.log.record(
+                EventKind::Secret,
+                "tls",
+                &format!("{host}:{}", dst.port()),
+                &format_args!("{} was not resolved from this name", key.remote.ip()),
+            );
+            socket.abort();
+            relay.reset_host();
+            relay.deciding = false;
+            return;
+        }
+        let Some(upstream) = relay.take_tcp() else {
+            relay.deciding = false;
+            return;
+        };
+        let duplex = intercepts.spawn(upstream, host, dst);
+        relay.intercepted(duplex);
+    }
+
+    /// Writes what interception tasks reported to the network log. Returns whether there was
+    /// any.
+    fn log_secret_events(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(intercepts) = &mut self.intercepts else {
+            return false;
+        };
+        let mut any = false;
+        while let Poll::Ready(Some(event)) = intercepts.events_rx.poll_recv(cx) {
+            any = true;
+            self.enforcer
+                .log
+                .record(EventKind::Secret, "tls", &event.destination, &event.reason);
+        }
+        any
     }
 
     fn sweep(&mut self, now: Instant) {

@@ -70,10 +70,61 @@ pub(crate) enum Progress {
     Finished,
 }
 
+/// What a flow's guest side is relayed to: the host socket, or (for a flow intercepted for
+/// secrets) the stack's end of the in-memory duplex whose other end the flow's interception
+/// task drives (see `intercept`).
+pub(crate) enum HostStream {
+    Tcp(TcpStream),
+    Intercepted(tokio::io::DuplexStream),
+}
+
+impl AsyncRead for HostStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            HostStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            HostStream::Intercepted(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for HostStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            HostStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            HostStream::Intercepted(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            HostStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            HostStream::Intercepted(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            HostStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            HostStream::Intercepted(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 pub(crate) struct Relay {
     pub(crate) handle: SocketHandle,
     /// `None` once both directions are done on the host side (or it failed).
-    host: Option<TcpStream>,
+    host: Option<HostStream>,
+    /// Interception is on and the guest's first bytes have not been judged yet: guest bytes
+    /// stay in the smoltcp buffer (see `intercept`).
+    pub(crate) deciding: bool,
     /// The host sent end-of-file; the guest side was closed (FIN).
     host_eof: bool,
     /// The guest's FIN was passed on (`shutdown(Write)` on the host socket).
@@ -81,13 +132,14 @@ pub(crate) struct Relay {
 }
 
 impl Relay {
-    pub(crate) fn new(handle: SocketHandle, host: TcpStream) -> Relay {
+    pub(crate) fn new(handle: SocketHandle, host: TcpStream, deciding: bool) -> Relay {
         // Small writes from either side should leave promptly; the guest's TCP does its own
         // coalescing.
         let _ = host.set_nodelay(true);
         Relay {
             handle,
-            host: Some(host),
+            host: Some(HostStream::Tcp(host)),
+            deciding,
             host_eof: false,
             host_shutdown: false,
         }
@@ -97,8 +149,12 @@ impl Relay {
     /// `cx`'s waker with both sockets for whatever it is now waiting on.
     pub(crate) fn step(&mut self, socket: &mut tcp::Socket<'_>, cx: &mut Context<'_>) -> Progress {
         if let Some(host) = &mut self.host {
-            let result = pump_to_host(socket, host, cx, &mut self.host_shutdown)
-                .and_then(|()| pump_to_guest(socket, host, cx, &mut self.host_eof));
+            let result = if self.deciding {
+                Ok(())
+            } else {
+                pump_to_host(socket, host, cx, &mut self.host_shutdown)
+            }
+            .and_then(|()| pump_to_guest(socket, host, cx, &mut self.host_eof));
             if let Err(error) = result {
                 tracing::debug!(%error, "host side of a tcp flow failed; resetting the guest side");
                 socket.abort();
@@ -132,9 +188,26 @@ impl Relay {
 
     /// Drops the host socket so that its peer sees a reset rather than an orderly close.
     pub(crate) fn reset_host(&mut self) {
-        if let Some(host) = self.host.take() {
+        if let Some(HostStream::Tcp(host)) = self.host.take() {
             let _ = host.set_zero_linger();
         }
+    }
+
+    /// Takes the host socket for interception (only while deciding, before any guest byte was
+    /// forwarded); the caller puts the duplex end back with [`Relay::intercepted`].
+    pub(crate) fn take_tcp(&mut self) -> Option<TcpStream> {
+        match self.host.take() {
+            Some(HostStream::Tcp(tcp)) => Some(tcp),
+            other => {
+                self.host = other;
+                None
+            }
+        }
+    }
+
+    pub(crate) fn intercepted(&mut self, stream: tokio::io::DuplexStream) {
+        self.host = Some(HostStream::Intercepted(stream));
+        self.deciding = false;
     }
 
     pub(crate) fn has_host_socket(&self) -> bool {
@@ -152,7 +225,7 @@ fn guest_finished_sending(state: State) -> bool {
 
 fn pump_to_host(
     socket: &mut tcp::Socket<'_>,
-    host: &mut TcpStream,
+    host: &mut HostStream,
     cx: &mut Context<'_>,
     shutdown: &mut bool,
 ) -> io::Result<()> {
@@ -184,7 +257,7 @@ fn pump_to_host(
 
 fn pump_to_guest(
     socket: &mut tcp::Socket<'_>,
-    host: &mut TcpStream,
+    host: &mut HostStream,
     cx: &mut Context<'_>,
     eof: &mut bool,
 ) -> io::Result<()> {

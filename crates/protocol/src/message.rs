@@ -120,6 +120,10 @@ pub struct GuestInit {
     pub transfer_tag: Option<String>,
     /// The network interface's configuration; `None`: loopback only.
     pub network: Option<GuestNetwork>,
+    /// A CA certificate (PEM) the guest must trust: the sandbox's own, whose leaves the host
+    /// presents on TLS connections it intercepts for secrets. The agent appends it to the
+    /// image's trust bundles in the writable overlay. Public data, never a key.
+    pub ca_certificate: Option<String>,
 }
 
 /// Static IPv4 configuration of the guest's one interface.

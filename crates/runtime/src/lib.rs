@@ -9,6 +9,7 @@
 mod console;
 pub mod guard;
 mod relay;
+mod secrets;
 mod settings;
 
 pub use relay::run;

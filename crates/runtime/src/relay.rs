@@ -24,7 +24,7 @@ use msb_control::{
     files, BootInfo, BootSpec, FromRuntime, HostEnded, RuntimeFailure, RuntimeFailureKind,
     ToRuntime, VmExit,
 };
-use msb_netstack::{NetError, NetStack};
+use msb_netstack::{NetError, NetStack, SecretKill};
 use msb_protocol::{
     check_version, Envelope, FrameCodec, GuestMessage, HostMessage, INIT_ID, LIVENESS_ID,
     NO_REQUEST,
@@ -36,6 +36,7 @@ use tokio_util::codec::Framed;
 
 use crate::console::{self, ConsoleTail};
 use crate::guard::Guard;
+use crate::secrets;
 use crate::settings::RuntimeSettings;
 
 type ClientLink = Framed<UnixStream, FrameCodec<ToRuntime, FromRuntime>>;
@@ -53,7 +54,7 @@ const CONSOLE_DRAIN: Duration = Duration::from_millis(500);
 /// Serves one client connection for the life of one VM.
 pub async fn run(client: UnixStream, settings: &RuntimeSettings) -> std::io::Result<()> {
     let mut client = Framed::new(client, FrameCodec::new());
-    let (boot_id, spec) = match client.next().await {
+    let (boot_id, mut spec) = match client.next().await {
         None => return Ok(()),
         Some(Err(err)) => return Err(std::io::Error::other(err)),
         Some(Ok(Envelope {
@@ -91,6 +92,27 @@ pub async fn run(client: UnixStream, settings: &RuntimeSettings) -> std::io::Res
             }
         },
     };
+    // Secrets next: placeholders into the guest's environment, the CA into its trust store,
+    // the values into the stack's interceptor. The values leave the spec here (they are zeroed
+    // when the last copy is dropped).
+    let mut network = network;
+    let mut secret_kills = None;
+    if let Some(config) = spec.secrets.take() {
+        match secrets::prepare(config, &mut spec.guest) {
+            Ok(None) => {}
+            Ok(Some((interception, kills))) => {
+                network = network.map(|stack| stack.with_interception(interception));
+                secret_kills = Some(kills);
+            }
+            Err(message) => {
+                let failure = failure(RuntimeFailureKind::Launch, message);
+                let _ = client
+                    .send(Envelope::new(boot_id, FromRuntime::Failed(failure)))
+                    .await;
+                return Ok(());
+            }
+        }
+    }
     let published = network
         .as_ref()
         .map(NetStack::published)
@@ -134,7 +156,7 @@ pub async fn run(client: UnixStream, settings: &RuntimeSettings) -> std::io::Res
             return Ok(());
         }
     }
-    relay(client, vm).await
+    relay(client, vm, secret_kills).await
 }
 
 fn failure(kind: RuntimeFailureKind, message: impl Into<String>) -> RuntimeFailure {
@@ -306,7 +328,11 @@ fn boot_failure(message: impl Into<String>) -> RuntimeFailure {
 }
 
 /// Relays until the VM exits. Owns everything; see the module doc.
-async fn relay(mut client: ClientLink, mut vm: Vm) -> std::io::Result<()> {
+async fn relay(
+    mut client: ClientLink,
+    mut vm: Vm,
+    mut secret_kills: Option<tokio::sync::mpsc::Receiver<SecretKill>>,
+) -> std::io::Result<()> {
     let mut guard = Guard::default();
     let mut agent_open = true;
     // (request id to answer, deadline for the guest to finish shutting down)
@@ -401,6 +427,17 @@ async fn relay(mut client: ClientLink, mut vm: Vm) -> std::io::Result<()> {
                     agent_open = false;
                 }
             },
+            Some(kill) = next_kill(&mut secret_kills), if ended_by_host.is_none() => {
+                tracing::warn!(secret = %kill.secret, host = %kill.host, reason = %kill.reason,
+                    "secret violation under block-and-kill; killing the VM");
+                ended_by_host = Some(HostEnded::SecretViolation {
+                    secret: kill.secret,
+                    host: kill.host,
+                    reason: kill.reason,
+                });
+                agent_open = false;
+                let _ = vm.process.child.start_kill();
+            }
             _ = sleep_until_opt(stop_deadline) => {
                 tracing::info!("guest did not stop in time; killing the VM");
                 let _ = vm.process.child.start_kill();
@@ -430,6 +467,15 @@ async fn relay(mut client: ClientLink, mut vm: Vm) -> std::io::Result<()> {
         .send(Envelope::new(answer_id, FromRuntime::Stopped(exit)))
         .await;
     Ok(())
+}
+
+async fn next_kill(
+    kills: &mut Option<tokio::sync::mpsc::Receiver<SecretKill>>,
+) -> Option<SecretKill> {
+    match kills {
+        Some(kills) => kills.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

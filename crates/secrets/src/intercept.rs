@@ -185,16 +185,18 @@ impl Interceptor {
         self.relay(guest, upstream, &host, &mut on_violation).await
     }
 
-    async fn relay<G, U>(
+    // Generic over the callback (not `dyn`), so the future is `Send` when the callback is.
+    async fn relay<G, U, V>(
         &self,
         guest: G,
         upstream: U,
         host: &str,
-        on_violation: &mut dyn FnMut(&Violation),
+        on_violation: &mut V,
     ) -> Result<Transfer, InterceptError>
     where
         G: AsyncRead + AsyncWrite + Unpin,
         U: AsyncRead + AsyncWrite + Unpin,
+        V: FnMut(&Violation),
     {
         let (mut guest_rd, mut guest_wr) = tokio::io::split(guest);
         let (mut up_rd, mut up_wr) = tokio::io::split(upstream);

@@ -23,6 +23,7 @@ mod reaper;
 mod rootfs;
 mod server;
 mod system;
+mod trust;
 mod users;
 
 /// The agent's nice value: ahead of every process it starts (which run at 0).

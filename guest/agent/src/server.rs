@@ -150,8 +150,17 @@ impl State {
             std::fs::create_dir_all(workdir)
                 .map_err(|err| io_failure("create the working directory", err))?;
         }
+        let mut env = init.env;
+        if let Some(pem) = &init.ca_certificate {
+            let trust = crate::trust::install_ca(pem)
+                .map_err(|err| io_failure("install the sandbox CA", err))?;
+            for (name, value) in trust {
+                env.retain(|(k, _)| *k != name);
+                env.push((name, value));
+            }
+        }
         self.defaults = Some(Defaults {
-            env: init.env,
+            env,
             workdir: init.workdir,
         });
         Ok(())

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod network;
 pub mod patch;
 pub mod sandbox;
+pub mod secrets;
 
 use crate::error::InvalidOption;
 

@@ -15,6 +15,7 @@ use msb_control::net::{
 };
 use msb_protocol::GuestNetwork;
 
+use super::secrets::TlsOptions;
 use crate::error::InvalidOption;
 
 /// The fields of a network rule as callers give them, listed once:
@@ -78,6 +79,8 @@ pub struct NetworkOptions {
     pub dns_servers: Option<Vec<String>>,
     /// Concurrent flows a sandbox may hold (default 256).
     pub max_flows: Option<f64>,
+    /// TLS interception for secrets (validated with `secretEnv`, see [`super::secrets`]).
+    pub tls: TlsOptions,
 }
 
 /// Host port (0 picks a free one) published to a guest port.

@@ -4,10 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+use msb_control::secrets::SecretsConfig;
 use msb_oci::RegistryOptions;
 
 use super::network::{NetworkOptions, PortOption};
 use super::patch::{self, Patch, SCRIPTS_DIR};
+use super::secrets::{self, SecretEnvOptions};
 use super::{integer_in, validate_env, validate_guest_path};
 use crate::error::InvalidOption;
 
@@ -36,6 +38,8 @@ pub struct SandboxOptions {
     pub network: NetworkOptions,
     /// Host port (0: any free one) to guest port.
     pub ports: Vec<PortOption>,
+    /// Secret environment variables: the guest gets placeholders, the values stay on the host.
+    pub secret_env: Vec<SecretEnvOptions>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +98,8 @@ pub struct SandboxConfig {
     pub registry: RegistryOptions,
     pub network: NetworkOptions,
     pub ports: Vec<PortOption>,
+    /// `secretEnv` and `network.tls`, for the runtime (holds the values; `Debug` redacts them).
+    pub secrets: SecretsConfig,
 }
 
 impl SandboxOptions {
@@ -118,6 +124,7 @@ impl SandboxOptions {
         }
         let scripts = patch::scripts_as_patches(&self.scripts)?;
         let pull_policy = PullPolicy::parse("pullPolicy", self.pull_policy.as_deref())?;
+        let secrets = secrets::build(&self.secret_env, &self.network.tls)?;
         Ok(SandboxConfig {
             name,
             named,
@@ -132,6 +139,7 @@ impl SandboxOptions {
             registry: self.registry,
             network: self.network,
             ports: self.ports,
+            secrets,
         })
     }
 }
