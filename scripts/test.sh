@@ -8,7 +8,12 @@
 set -euo pipefail
 root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$root"
-step() { printf '\n== %s\n' "$*"; }
+# Each step heading is preceded by the previous step's wall time, so a slow step shows in CI's log.
+step() {
+    if [[ -n ${step_started:-} ]]; then printf '(%d s)\n' $((SECONDS - step_started)); fi
+    step_started=$SECONDS
+    printf '\n== %s\n' "$*"
+}
 started=$SECONDS
 
 # The test runner's flags used below (--test-reporter-destination, --test-concurrency) and the SDK
