@@ -26,8 +26,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("msb-state", &[]),
     ("msb-vmm", &["msb-control"]),
     // Secrets and TLS interception are the runtime's side (the real values
-    // never leave the runtime); the stack and the runtime may use them.
-    ("msb-secrets", &[]),
+    // never leave the runtime); the stack and the runtime may use them. The
+    // configuration they validate is msb-control's plain data.
+    ("msb-secrets", &["msb-control"]),
     ("msb-netstack", &["msb-control", "msb-secrets"]),
     (
         "msb-runtime",

@@ -35,8 +35,8 @@
 
 use std::net::SocketAddr;
 
-use msb_control::secrets::{domain_matches, InterceptMode};
-use msb_secrets::{Interceptor, OnViolation};
+use msb_control::secrets::{domain_matches, InterceptMode, OnViolation};
+use msb_secrets::Interceptor;
 use tokio::io::DuplexStream;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;

@@ -10,12 +10,9 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 
 use common::*;
-use msb_control::secrets::InterceptMode;
+use msb_control::secrets::{InterceptMode, OnViolation, SecretEnv, SecretLocation, SecretValue};
 use msb_netstack::{Interception, NetConfig, NetStack, Rule};
-use msb_secrets::{
-    upstream_client_config, Interceptor, Location, OnViolation, SandboxCa, SecretSpec, SecretValue,
-    Secrets, UpstreamTrust,
-};
+use msb_secrets::{upstream_client_config, Interceptor, SandboxCa, Secrets, UpstreamTrust};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -23,12 +20,12 @@ use tokio::sync::mpsc;
 const SECRET_HOST: &str = "api.example.test";
 
 fn interception() -> Interception {
-    let secrets = Secrets::new(vec![SecretSpec {
+    let secrets = Secrets::new(vec![SecretEnv {
         name: "K".into(),
         value: SecretValue::new("sk-never-seen"),
         domains: vec![SECRET_HOST.into()],
         placeholder: None,
-        locations: vec![Location::Headers],
+        locations: vec![SecretLocation::Headers],
         on_violation: OnViolation::BlockAndLog,
         require_tls: true,
     }])

@@ -6,12 +6,10 @@
 
 use std::sync::Arc;
 
-use msb_control::secrets::{InterceptMode, OnViolation, SecretLocation, SecretsConfig};
+use msb_control::secrets::{InterceptMode, SecretsConfig};
 use msb_netstack::{Interception, SecretKill};
 use msb_protocol::GuestInit;
-use msb_secrets::{
-    upstream_client_config, Interceptor, Location, SandboxCa, SecretSpec, Secrets, UpstreamTrust,
-};
+use msb_secrets::{upstream_client_config, Interceptor, SandboxCa, Secrets, UpstreamTrust};
 use tokio::sync::mpsc;
 
 /// What [`prepare`] hands the runtime: the stack's interception and where kills arrive.
@@ -24,24 +22,7 @@ pub(crate) fn prepare(
     guest: &mut GuestInit,
 ) -> Result<Option<Prepared>, String> {
     let intercepts = config.intercepts();
-    let specs = config
-        .secrets
-        .into_iter()
-        .map(|s| SecretSpec {
-            name: s.name,
-            value: msb_secrets::SecretValue::new(s.value.expose()),
-            domains: s.domains,
-            placeholder: s.placeholder,
-            locations: s.locations.into_iter().map(location).collect(),
-            on_violation: match s.on_violation {
-                OnViolation::Block => msb_secrets::OnViolation::Block,
-                OnViolation::BlockAndLog => msb_secrets::OnViolation::BlockAndLog,
-                OnViolation::BlockAndKill => msb_secrets::OnViolation::BlockAndKill,
-            },
-            require_tls: s.require_tls,
-        })
-        .collect();
-    let secrets = Secrets::new(specs).map_err(|e| e.to_string())?;
+    let secrets = Secrets::new(config.secrets).map_err(|e| e.to_string())?;
     for (name, placeholder) in secrets.guest_env() {
         guest.env.retain(|(k, _)| k != name);
         guest.env.push((name.to_owned(), placeholder.to_owned()));
@@ -67,19 +48,9 @@ pub(crate) fn prepare(
     Ok(Some((interception, kills)))
 }
 
-fn location(location: SecretLocation) -> Location {
-    match location {
-        SecretLocation::Headers => Location::Headers,
-        SecretLocation::BasicAuth => Location::BasicAuth,
-        SecretLocation::Path => Location::Path,
-        SecretLocation::Query => Location::Query,
-        SecretLocation::Body => Location::Body,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use msb_control::secrets::{SecretEnv, SecretValue};
+    use msb_control::secrets::{OnViolation, SecretEnv, SecretLocation, SecretValue};
     use msb_protocol::RootSpec;
 
     use super::*;

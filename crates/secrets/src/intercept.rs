@@ -23,10 +23,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
 use zeroize::Zeroize;
 
-use crate::config::normalize_host;
 use crate::rewrite::{Limits, RequestRewriter, RewriteError, Violation};
 use crate::secrets::Secrets;
 use crate::tls::{CaError, SandboxCa, ALPN_HTTP1};
+use msb_control::secrets::normalize_host;
 
 /// Bytes read from either side at a time.
 const READ_BUF: usize = 16 * 1024;

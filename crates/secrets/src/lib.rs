@@ -8,8 +8,9 @@
 //! placeholder is a [`Violation`]: the request is not forwarded and the caller is told.
 //!
 //! This crate is the library for that; it opens no socket and spawns no task of its own:
-//! - [`SecretSpec`] and friends: the caller's configuration (plain serde data), validated by
-//!   [`Secrets::new`] into the immutable set every connection shares;
+//! - [`Secrets::new`]: validates the caller's configuration (the contract crate's plain data,
+//!   [`msb_control::secrets::SecretEnv`] and friends) into the immutable set every connection
+//!   shares, placeholders fixed;
 //! - [`SandboxCa`]: the CA, generated in memory, and its leaf certificates;
 //!   [`upstream_client_config`]: how the real servers are verified;
 //! - [`peek_sni`]: the server name from a ClientHello the caller peeked at, to decide whether
@@ -52,14 +53,14 @@
 //!   exception is a `Content-Length` body in which a value may be substituted: its length
 //!   changes, so it is held whole, up to [`Limits::max_buffered_body`] (1 MiB);
 //! - replacements: [`Limits::max_substitutions`] per request, each at most
-//!   [`config::MAX_VALUE_LEN`] bytes;
+//!   [`msb_control::secrets::MAX_VALUE_LEN`] bytes;
 //! - two 16 KiB read buffers and rustls's own buffers; the leaf cache is shared,
 //!   [`LEAF_CACHE_SIZE`] entries;
 //! - time: each handshake and the upstream connect within [`Limits::handshake_timeout`];
 //!   idle connections are the caller's to time out (as for any flow).
 //!
 //! # What is never logged or shown
-//! Values: [`SecretValue`] is zeroed on drop and redacted in `Debug`; no error or violation
+//! Values: [`msb_control::secrets::SecretValue`] is zeroed on drop and redacted in `Debug`; no error or violation
 //! holds a value or request bytes (errors name fields, secrets and hosts). Buffers that held a
 //! value on the way out are zeroed after writing; copies inside rustls's buffers and the
 //! caller's own (a deserializer's input) are outside this crate's reach. The CA's private key
@@ -80,12 +81,14 @@ mod client_hello;
 pub mod config;
 mod intercept;
 mod rewrite;
+#[doc(hidden)]
+pub mod rewrite_check;
 mod scan;
 mod secrets;
 mod tls;
 
 pub use client_hello::{peek_sni, SniPeek, MAX_CLIENT_HELLO};
-pub use config::{ConfigError, Location, OnViolation, SecretSpec, SecretValue};
+pub use config::ConfigError;
 pub use intercept::{InterceptError, Interceptor, Transfer};
 pub use rewrite::{FoundIn, Limits, Reason, RequestRewriter, RewriteError, Violation};
 pub use scan::Form;

@@ -3,10 +3,14 @@
 use std::collections::HashSet;
 use std::fmt;
 
+use msb_control::secrets::{
+    domain_pattern_matches, is_env_name, is_placeholder_byte, normalize_host, OnViolation,
+    SecretEnv, SecretLocation, SecretValue, MAX_PLACEHOLDER_LEN, MAX_VALUE_LEN,
+    MIN_PLACEHOLDER_LEN,
+};
+
 use crate::config::{
-    field_prefix, invalid, is_env_name, is_placeholder_byte, normalize_host, ConfigError,
-    DomainPattern, Location, LocationSet, OnViolation, SecretSpec, SecretValue,
-    MAX_PLACEHOLDER_LEN, MAX_VALUE_LEN, MIN_PLACEHOLDER_LEN, PLACEHOLDER_PREFIX,
+    domain_pattern, field_prefix, invalid, ConfigError, LocationSet, PLACEHOLDER_PREFIX,
     PLACEHOLDER_RANDOM_LEN,
 };
 use crate::scan::Matcher;
@@ -16,16 +20,19 @@ pub(crate) struct Secret {
     pub(crate) name: String,
     pub(crate) value: SecretValue,
     pub(crate) placeholder: String,
-    pub(crate) domains: Vec<DomainPattern>,
+    /// Checked, lower case, without a trailing dot.
+    pub(crate) domains: Vec<String>,
     pub(crate) locations: LocationSet,
     pub(crate) on_violation: OnViolation,
     pub(crate) require_tls: bool,
 }
 
 impl Secret {
-    /// `host` normalized (lower case, no trailing dot).
+    /// `host` as [`normalize_host`] leaves it.
     pub(crate) fn allows_host(&self, host: &str) -> bool {
-        self.domains.iter().any(|d| d.matches(host))
+        self.domains
+            .iter()
+            .any(|pattern| domain_pattern_matches(pattern, host))
     }
 }
 
@@ -37,9 +44,9 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// Validates every spec and generates the placeholders not given. Errors name the field as
+    /// Validates every secret and generates the placeholders not given. Errors name the field as
     /// the caller spells it and never contain a value.
-    pub fn new(specs: Vec<SecretSpec>) -> Result<Secrets, ConfigError> {
+    pub fn new(specs: Vec<SecretEnv>) -> Result<Secrets, ConfigError> {
         let mut entries: Vec<Secret> = Vec::with_capacity(specs.len());
         let mut names = HashSet::new();
         for spec in specs {
@@ -61,7 +68,7 @@ impl Secrets {
                 .domains
                 .iter()
                 .enumerate()
-                .map(|(i, d)| DomainPattern::parse(format!("{prefix}.domains[{i}]"), d))
+                .map(|(i, d)| domain_pattern(format!("{prefix}.domains[{i}]"), d))
                 .collect::<Result<Vec<_>, _>>()?;
             let locations = LocationSet::from_list(&spec.locations);
             if locations.is_empty() {
@@ -154,7 +161,7 @@ impl fmt::Debug for Secrets {
     }
 }
 
-fn check_value(prefix: &str, spec: &SecretSpec) -> Result<(), ConfigError> {
+fn check_value(prefix: &str, spec: &SecretEnv) -> Result<(), ConfigError> {
     let field = || format!("{prefix}.value");
     let value = spec.value.expose();
     if value.is_empty() {
@@ -164,7 +171,7 @@ fn check_value(prefix: &str, spec: &SecretSpec) -> Result<(), ConfigError> {
         return Err(invalid(field(), "longer than 16 KiB"));
     }
     // Substituted into a header as is: a line break would end the header and start another.
-    if spec.locations.contains(&Location::Headers)
+    if spec.locations.contains(&SecretLocation::Headers)
         && value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
     {
         return Err(invalid(
@@ -217,19 +224,19 @@ fn generate_placeholder(name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    pub(crate) fn spec(name: &str, value: &str, domains: &[&str]) -> SecretSpec {
-        SecretSpec {
+    pub(crate) fn spec(name: &str, value: &str, domains: &[&str]) -> SecretEnv {
+        SecretEnv {
             name: name.into(),
             value: SecretValue::new(value),
             domains: domains.iter().map(|d| d.to_string()).collect(),
             placeholder: None,
-            locations: vec![Location::Headers, Location::BasicAuth],
+            locations: vec![SecretLocation::Headers, SecretLocation::BasicAuth],
             on_violation: OnViolation::BlockAndLog,
             require_tls: true,
         }
     }
 
-    fn err(specs: Vec<SecretSpec>) -> String {
+    fn err(specs: Vec<SecretEnv>) -> String {
         Secrets::new(specs).unwrap_err().to_string()
     }
 
@@ -280,7 +287,7 @@ mod tests {
         );
         // Without header substitution a multi-line value (a PEM key in a body) is fine.
         let mut body_only = newline;
-        body_only.locations = vec![Location::Body];
+        body_only.locations = vec![SecretLocation::Body];
         Secrets::new(vec![body_only]).unwrap();
 
         assert!(err(vec![spec("1X", "v", &["a.example"])]).contains("secretEnv[\"1X\"]"));

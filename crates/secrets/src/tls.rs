@@ -151,7 +151,7 @@ impl SandboxCa {
     /// sent), with a leaf certificate for it. Cached per name, at most [`LEAF_CACHE_SIZE`],
     /// least recently used evicted first.
     pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, CaError> {
-        let host = crate::config::normalize_host(host);
+        let host = msb_control::secrets::normalize_host(host);
         if let Some(config) = self.lock_leaves().get(&host) {
             return Ok(config);
         }

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use msb_control::secrets::{OnViolation, SecretEnv, SecretLocation, SecretValue};
 use msb_secrets::{
-    upstream_client_config, FoundIn, InterceptError, Interceptor, Location, OnViolation, Reason,
-    SandboxCa, SecretSpec, SecretValue, Secrets, Transfer, UpstreamTrust, Violation,
+    upstream_client_config, FoundIn, InterceptError, Interceptor, Reason, SandboxCa, Secrets,
+    Transfer, UpstreamTrust, Violation,
 };
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -137,12 +138,12 @@ impl Sandbox {
     /// Secret `KEY` allowed to [`API`] only; the interceptor trusts `trusted` upstream.
     fn new(trusted: &TestCa) -> Sandbox {
         let secrets = Arc::new(
-            Secrets::new(vec![SecretSpec {
+            Secrets::new(vec![SecretEnv {
                 name: "KEY".into(),
                 value: SecretValue::new(VALUE),
                 domains: vec![API.into()],
                 placeholder: None,
-                locations: vec![Location::Headers, Location::BasicAuth],
+                locations: vec![SecretLocation::Headers, SecretLocation::BasicAuth],
                 on_violation: OnViolation::BlockAndKill,
                 require_tls: true,
             }])

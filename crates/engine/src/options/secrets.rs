@@ -8,8 +8,8 @@
 //! boot naming the field. No error here ever holds a value.
 
 use msb_control::secrets::{
-    is_domain_pattern, InterceptMode, OnViolation, SecretEnv, SecretLocation, SecretValue,
-    SecretsConfig,
+    is_domain_pattern, is_env_name, is_placeholder_byte, InterceptMode, OnViolation, SecretEnv,
+    SecretLocation, SecretValue, SecretsConfig, MAX_PLACEHOLDER_LEN, MIN_PLACEHOLDER_LEN,
 };
 
 use crate::error::InvalidOption;
@@ -92,13 +92,6 @@ pub fn build(
     })
 }
 
-fn is_env_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && name.len() <= 128
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
 fn secret(s: &SecretEnvOptions) -> Result<SecretEnv, InvalidOption> {
     if !is_env_name(&s.name) {
         let shown: String = s.name.chars().take(64).collect();
@@ -175,10 +168,8 @@ fn secret(s: &SecretEnvOptions) -> Result<SecretEnv, InvalidOption> {
         }
     };
     if let Some(p) = &s.placeholder {
-        let ok = (8..=128).contains(&p.len())
-            && p.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'~' | b'$')
-            });
+        let ok = (MIN_PLACEHOLDER_LEN..=MAX_PLACEHOLDER_LEN).contains(&p.len())
+            && p.bytes().all(is_placeholder_byte);
         if !ok {
             return Err(InvalidOption::new(
                 field("placeholder"),

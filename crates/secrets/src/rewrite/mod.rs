@@ -38,7 +38,8 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::config::{normalize_host, Location, OnViolation};
+use msb_control::secrets::{normalize_host, OnViolation, SecretLocation};
+
 use crate::scan::{scan_complete, Encoding, Form, Region, ScanStop, Scanner};
 use crate::secrets::Secrets;
 
@@ -57,7 +58,7 @@ pub struct Limits {
     /// goes out with the body.)
     pub max_buffered_body: usize,
     /// Placeholders replaced in one request: each adds up to a value's length
-    /// ([`crate::config::MAX_VALUE_LEN`]) to what the rewriter writes.
+    /// ([`msb_control::secrets::MAX_VALUE_LEN`]) to what the rewriter writes.
     pub max_substitutions: usize,
     /// How long each TLS handshake (guest, upstream) and the upstream connect may take.
     pub handshake_timeout: Duration,
@@ -97,13 +98,13 @@ pub enum FoundIn {
 
 impl FoundIn {
     /// The configurable location this is, if any.
-    pub fn location(self) -> Option<Location> {
+    pub fn location(self) -> Option<SecretLocation> {
         match self {
-            FoundIn::Path => Some(Location::Path),
-            FoundIn::Query => Some(Location::Query),
-            FoundIn::Header => Some(Location::Headers),
-            FoundIn::BasicAuth => Some(Location::BasicAuth),
-            FoundIn::Body => Some(Location::Body),
+            FoundIn::Path => Some(SecretLocation::Path),
+            FoundIn::Query => Some(SecretLocation::Query),
+            FoundIn::Header => Some(SecretLocation::Headers),
+            FoundIn::BasicAuth => Some(SecretLocation::BasicAuth),
+            FoundIn::Body => Some(SecretLocation::Body),
             FoundIn::RequestLine
             | FoundIn::HeaderName
             | FoundIn::Trailer

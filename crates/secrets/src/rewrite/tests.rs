@@ -2,15 +2,15 @@
 //! every byte boundary.
 
 use super::*;
-use crate::config::{SecretSpec, SecretValue};
+use msb_control::secrets::{SecretEnv, SecretValue};
 
 const P: &str = "msb_secret_KEY_0123456789abcdefghijklmn";
 const V: &str = "sk-REAL+value/&\"x";
 const Q: &str = "msb_secret_OTHER_ABCDEFGHIJKLMNOPQRSTUVWX";
 const HOST: &str = "api.example.com";
 
-fn spec(locations: &[Location]) -> SecretSpec {
-    SecretSpec {
+fn spec(locations: &[SecretLocation]) -> SecretEnv {
+    SecretEnv {
         name: "KEY".into(),
         value: SecretValue::new(V),
         domains: vec![HOST.into()],
@@ -21,24 +21,24 @@ fn spec(locations: &[Location]) -> SecretSpec {
     }
 }
 
-fn other() -> SecretSpec {
-    SecretSpec {
+fn other() -> SecretEnv {
+    SecretEnv {
         name: "OTHER".into(),
         value: SecretValue::new("other-value"),
         domains: vec!["*.other.example".into()],
         placeholder: Some(Q.into()),
-        locations: vec![Location::Headers],
+        locations: vec![SecretLocation::Headers],
         on_violation: OnViolation::BlockAndKill,
         require_tls: true,
     }
 }
 
-fn secrets(locations: &[Location]) -> Arc<Secrets> {
+fn secrets(locations: &[SecretLocation]) -> Arc<Secrets> {
     Arc::new(Secrets::new(vec![spec(locations), other()]).unwrap())
 }
 
 fn default_secrets() -> Arc<Secrets> {
-    secrets(&[Location::Headers, Location::BasicAuth])
+    secrets(&[SecretLocation::Headers, SecretLocation::BasicAuth])
 }
 
 /// Feeds `input` cut at `cuts` (sorted positions), then finishes.
@@ -200,7 +200,7 @@ const STANDARD_NO_PAD_ENGINE: GeneralPurpose = base64::engine::general_purpose::
 
 #[test]
 fn disabled_locations_are_violations() {
-    let s = secrets(&[Location::Headers]);
+    let s = secrets(&[SecretLocation::Headers]);
     let creds = STANDARD.encode(format!("user:{P}"));
     let v = violation(run(
         &s,
@@ -241,7 +241,7 @@ fn disabled_locations_are_violations() {
 
 #[test]
 fn query_and_path_get_the_value_percent_encoded() {
-    let s = secrets(&[Location::Query, Location::Path]);
+    let s = secrets(&[SecretLocation::Query, SecretLocation::Path]);
     let req = format!("GET /bot{P}/send?key={P}&a=b HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
     let out = run(&s, HOST, &req).unwrap();
     let enc = "sk-REAL%2Bvalue%2F%26%22x";
@@ -259,7 +259,11 @@ fn query_and_path_get_the_value_percent_encoded() {
 
 #[test]
 fn encoded_forms_are_violations() {
-    let s = secrets(&[Location::Headers, Location::Query, Location::Body]);
+    let s = secrets(&[
+        SecretLocation::Headers,
+        SecretLocation::Query,
+        SecretLocation::Body,
+    ]);
     // Percent-encoded, wholly or partly, either hex case.
     let partly = P.replacen('_', "%5F", 1);
     let wholly: String = P.bytes().map(|b| format!("%{b:02x}")).collect();
@@ -311,7 +315,7 @@ fn post(headers: &str, body: &str) -> String {
 
 #[test]
 fn content_length_body_rewritten_with_new_length() {
-    let s = secrets(&[Location::Body]);
+    let s = secrets(&[SecretLocation::Body]);
     let body = format!("{{\"key\":\"{P}\"}}");
     let req = post(
         &format!(
@@ -352,7 +356,7 @@ fn content_length_body_rewritten_with_new_length() {
 
 #[test]
 fn chunked_body_rechunked_with_placeholder_across_chunks() {
-    let s = secrets(&[Location::Body]);
+    let s = secrets(&[SecretLocation::Body]);
     let (a, b) = P.split_at(10);
     let req = post(
         "Transfer-Encoding: chunked\r\n",
@@ -480,7 +484,7 @@ fn splits_at_every_byte_boundary() {
 
     // Chunked body rewritten: the same payload whatever the cuts (the chunking differs,
     // so compare payloads).
-    let s = secrets(&[Location::Body]);
+    let s = secrets(&[SecretLocation::Body]);
     let req = post(
         "Transfer-Encoding: chunked\r\n",
         &format!("{:x}\r\n<{P}>\r\n0\r\n\r\n", P.len() + 2),
@@ -512,7 +516,7 @@ fn splits_at_every_byte_boundary() {
 
 #[test]
 fn partial_placeholder_is_held_only_while_it_may_complete() {
-    let s = secrets(&[Location::Body]);
+    let s = secrets(&[SecretLocation::Body]);
     let mut rw = RequestRewriter::new(s.clone(), HOST, true, Limits::default());
     let mut out = Vec::new();
     rw.feed(
@@ -659,7 +663,7 @@ fn trace_and_plaintext_never_get_the_value() {
         }))
     ));
 
-    let mut plain_ok = spec(&[Location::Headers]);
+    let mut plain_ok = spec(&[SecretLocation::Headers]);
     plain_ok.require_tls = false;
     let s = Arc::new(Secrets::new(vec![plain_ok]).unwrap());
     let mut rw = RequestRewriter::new(s, HOST, false, Limits::default());
@@ -731,7 +735,7 @@ fn incomplete_requests_at_close() {
     assert!(matches!(rw.finish(&mut out), Err(RewriteError::Truncated)));
 
     // A rewritten Content-Length body cut short is never sent.
-    let s = secrets(&[Location::Body]);
+    let s = secrets(&[SecretLocation::Body]);
     let mut rw = RequestRewriter::new(s.clone(), HOST, true, Limits::default());
     rw.feed(post("Content-Length: 100\r\n", P).as_bytes(), &mut out)
         .unwrap();
