@@ -42,7 +42,9 @@ function sourceCommit(): string {
   const git = (...args: string[]) => execFileSync("git", args, { cwd: path.dirname(resultsPath), encoding: "utf8" }).trim();
   try {
     const commit = git("rev-parse", "--short=12", "HEAD");
-    return git("status", "--porcelain", "--untracked-files=no") === "" ? commit : `${commit}+changes`;
+    // RESULTS.md itself is not code: an earlier benchmark of the same session may have appended to it.
+    const changes = git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)benchmark/RESULTS.md");
+    return changes === "" ? commit : `${commit}+changes`;
   } catch {
     return "unknown (not a git checkout)";
   }
