@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import * as v8 from "node:v8";
+import * as vm from "node:vm";
 import { after, before, describe, test } from "node:test";
 
 import {
@@ -304,6 +306,29 @@ describe("lifecycle", () => {
     await sb.kill();
     assert.deepEqual(processesOf(home), []);
     await assert.rejects(sb.exec("true"), SandboxNotRunningError);
+  });
+
+  test("a sandbox whose every reference was dropped runs on until stopped", async () => {
+    // A full collection while nothing but a WeakRef points at the handle: the
+    // sandbox must survive it (the collector's timing must not decide when a
+    // VM dies), and the handle must still be there to stop it.
+    const started = async () => {
+      const sb = await Sandbox.create({ image: root });
+      return { ref: new WeakRef(sb), vmPid: sb.bootInfo.vmPid };
+    };
+    const { ref, vmPid } = await started();
+    v8.setFlagsFromString("--expose-gc");
+    const gc = vm.runInNewContext("gc") as () => void;
+    for (let i = 0; i < 3; i++) {
+      gc();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const sb = ref.deref();
+    assert.ok(sb, "the handle was collected");
+    assert.ok(processesOf(home).includes(vmPid), "the VM process is gone");
+    assert.equal((await sb.shell("echo still here")).stdout(), "still here\n");
+    await sb.stopAndWait();
+    assert.deepEqual(processesOf(home), []);
   });
 
   test("a running sandbox's name cannot be taken twice, and is free again after stop", async () => {

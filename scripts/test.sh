@@ -27,16 +27,21 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 # that is checked afterwards. Node exits 0 when nothing ran (a directory argument that matches no
 # file on Node 20, a file that defines no test), so this fails when GLOB matches no file, when a
 # file defined no test (TAP then reports the file itself as the test) or when node ran none.
+# Every process the tests start carries a marker in its environment; any still alive when node
+# returns is a leak (a fixture, runtime or VM a test failed to end) that would hold this script's
+# output open and hang the caller: it is listed, killed, and fails the step.
 node_tests() {
-    local glob=$1 files file tap count empty=()
+    local glob=$1 files file tap count status=0 marker empty=()
     shift
     mapfile -t files < <(compgen -G "$glob" | sort)
     ((${#files[@]} > 0)) || { echo "test.sh: no test files match $glob (is the TypeScript build missing?)" >&2; exit 1; }
     tap=$(mktemp)
-    "$@" node --test --test-concurrency=1 --test-timeout=600000 \
+    marker="MSB_TEST_RUN=$$-$RANDOM$RANDOM"
+    env "$marker" "$@" node --test --test-concurrency=1 --test-timeout=600000 \
         --test-reporter=spec --test-reporter-destination=stdout \
-        --test-reporter=tap --test-reporter-destination="$tap" "${files[@]}" ||
-        { rm -f -- "$tap"; exit 1; }
+        --test-reporter=tap --test-reporter-destination="$tap" "${files[@]}" || status=$?
+    kill_leftovers "$marker" || status=1
+    ((status == 0)) || { rm -f -- "$tap"; exit 1; }
     count=$(sed -n 's/^# tests \([0-9][0-9]*\)$/\1/p' "$tap" | tail -n 1)
     for file in "${files[@]}"; do
         if grep -qxF -- "# Subtest: $PWD/$file" "$tap"; then empty+=("$file"); fi
@@ -46,6 +51,23 @@ node_tests() {
     [[ -n $count && $count -gt 0 ]] ||
         { echo "test.sh: node ran ${count:-no} tests from ${#files[@]} files matching $glob" >&2; exit 1; }
     echo "$count tests from ${#files[@]} files matching $glob"
+}
+
+# kill_leftovers NAME=VALUE: kills every live process whose environment holds NAME=VALUE; fails
+# when there was one.
+kill_leftovers() {
+    local marker=$1 environ pid leaked=()
+    for environ in /proc/[0-9]*/environ; do
+        pid=${environ#/proc/}
+        pid=${pid%/environ}
+        grep -qxzsF -- "$marker" "$environ" && leaked+=("$pid")
+    done
+    ((${#leaked[@]} == 0)) && return 0
+    for pid in "${leaked[@]}"; do
+        echo "test.sh: left running by the tests: $pid $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" >&2
+    done
+    kill -KILL -- "${leaked[@]}" 2>/dev/null || true
+    return 1
 }
 
 # The generated bindings as they are before the build regenerates them: the drift check compares

@@ -46,9 +46,22 @@ function checkScript(script: unknown): asserts script is string {
   }
 }
 
+// Every sandbox not yet stopped through its handle. The native handle stops its
+// VM when it is garbage-collected, so without this set a sandbox whose last
+// reference the caller dropped (one serving a published port, say) would die
+// at whatever moment the collector ran. Holding it here makes its lifetime the
+// documented one: until stopped, or until this process ends. Entries whose VM
+// ended on its own are dropped at the next create.
+const unstopped = new Set<Sandbox>();
+
+function forgetEnded(): void {
+  for (const sandbox of unstopped) if (!sandbox.running) unstopped.delete(sandbox);
+}
+
 /**
- * A running microVM. It lives as long as the Node process that created it:
- * if that process exits or is killed, the VM goes too.
+ * A running microVM. It lives until it is stopped or until the Node process
+ * that created it ends, however that process ends; dropping every reference
+ * to the handle does not stop it.
  *
  * The guest is treated as hostile: a guest that breaks the agent protocol is
  * stopped and every later call rejects with GuestProtocolError; one that stops
@@ -90,7 +103,10 @@ export class Sandbox implements AsyncDisposable {
     const { onProgress, network, ...rest } = options;
     const nativeOptions = { ...rest, network: toNativeNetwork(network) };
     const handle = unwrap(await native.createSandbox(nativeOptions, { assetsDir }, toNativePullEvent(onProgress)));
-    return new Sandbox(handle);
+    forgetEnded();
+    const sandbox = new Sandbox(handle);
+    unstopped.add(sandbox);
+    return sandbox;
   }
 
   /** The sandbox's name: the one asked for, or the generated one. */
@@ -218,6 +234,7 @@ export class Sandbox implements AsyncDisposable {
 
   /** Asks the guest to shut down and returns without waiting for it. */
   async stop(): Promise<void> {
+    unstopped.delete(this);
     await this.#native.stop();
   }
 
@@ -227,6 +244,7 @@ export class Sandbox implements AsyncDisposable {
    * @throws {InternalError} Waiting for the runtime process failed.
    */
   async stopAndWait(): Promise<void> {
+    unstopped.delete(this);
     check(await this.#native.stopAndWait());
   }
 
@@ -236,6 +254,7 @@ export class Sandbox implements AsyncDisposable {
    * @throws {InternalError} Waiting for the runtime process failed.
    */
   async kill(): Promise<void> {
+    unstopped.delete(this);
     check(await this.#native.kill());
   }
 
