@@ -87,6 +87,10 @@ export declare const enum ErrorCode {
   ImageNotFound = 'IMAGE_NOT_FOUND',
   /** A running sandbox already has this name. */
   SandboxExists = 'SANDBOX_EXISTS',
+  /** No sandbox has this name (none was created with it, or it was removed). */
+  SandboxNotFound = 'SANDBOX_NOT_FOUND',
+  /** The sandbox is running and the operation needs it stopped (remove without force). */
+  SandboxRunning = 'SANDBOX_RUNNING',
   /** A published port's host address is taken. */
   PortInUse = 'PORT_IN_USE',
   /** The guest kernel, agent or runtime binary is not installed. */
@@ -153,9 +157,13 @@ export declare const enum ErrorCode {
   Internal = 'INTERNAL',
 }
 
+export declare function getSandbox(name: string, engine: EngineConfig): Promise<NativeSandbox | NativeFailure>
+
 export declare function inspectImage(reference: string, registry: NativeRegistryOptions | undefined | null, engine: EngineConfig): Promise<NativeImageInfo | NativeFailure>
 
 export declare function listImages(engine: EngineConfig): Promise<Array<NativeImageInfo> | NativeFailure>
+
+export declare function listSandboxes(engine: EngineConfig): Promise<Array<NativeSandboxSummary> | NativeFailure>
 
 export interface NativeBootInfo {
   accel: string
@@ -344,6 +352,22 @@ export interface NativeRule {
   domainSuffix?: string
 }
 
+/** A sandbox as `listSandboxes` reports it. */
+export interface NativeSandboxSummary {
+  name: string
+  /** "starting", "running", "stopping", "stopped" or "crashed". */
+  status: string
+  reason?: string
+  image: string
+  detached: boolean
+  cpus: number
+  memoryMib: number
+  /** Milliseconds since the Unix epoch. */
+  createdAtMs: number
+  stoppedAtMs?: number
+  pid?: number
+}
+
 /** One secret environment variable (see docs/secrets.md). */
 export interface NativeSecret {
   value: string
@@ -383,6 +407,8 @@ export declare function pullImage(reference: string, registry: NativeRegistryOpt
 
 export declare function removeImage(reference: string, registry: NativeRegistryOptions | undefined | null, engine: EngineConfig): Promise<NativeFailure | null>
 
+export declare function removeSandbox(name: string, force: boolean, engine: EngineConfig): Promise<NativeFailure | null>
+
 export interface SandboxOptions {
   name?: string
   image: string
@@ -400,4 +426,8 @@ export interface SandboxOptions {
   ports?: Record<string, number>
   /** Environment variable name to secret: the guest sees a placeholder, never the value. */
   secretEnv?: Record<string, NativeSecret>
+  /** Outlive the creating process; reachable by name from other processes. */
+  detached?: boolean
+  idleTimeoutMs?: number
+  maxLifetimeMs?: number
 }

@@ -48,6 +48,10 @@ pub struct SandboxOptions {
     pub ports: Option<HashMap<String, f64>>,
     /// Environment variable name to secret: the guest sees a placeholder, never the value.
     pub secret_env: Option<HashMap<String, NativeSecret>>,
+    /// Outlive the creating process; reachable by name from other processes.
+    pub detached: Option<bool>,
+    pub idle_timeout_ms: Option<f64>,
+    pub max_lifetime_ms: Option<f64>,
 }
 
 /// One secret environment variable (see docs/secrets.md).
@@ -256,6 +260,9 @@ fn engine_options(options: SandboxOptions) -> std::result::Result<EngineOptions,
         network: network_options(options.network),
         ports: port_options(options.ports)?,
         secret_env: secret_env_options(options.secret_env),
+        detached: options.detached,
+        idle_timeout_ms: options.idle_timeout_ms,
+        max_lifetime_ms: options.max_lifetime_ms,
     })
 }
 
@@ -280,6 +287,66 @@ pub async fn create_sandbox(
             .await
             .map(|inner| NativeSandbox { inner }),
     )
+}
+
+#[napi]
+pub async fn get_sandbox(
+    name: String,
+    engine: EngineConfig,
+) -> Either<NativeSandbox, NativeFailure> {
+    outcome(
+        Sandbox::get(&settings(engine), &name)
+            .await
+            .map(|inner| NativeSandbox { inner }),
+    )
+}
+
+/// A sandbox as `listSandboxes` reports it.
+#[napi(object)]
+pub struct NativeSandboxSummary {
+    pub name: String,
+    /// "starting", "running", "stopping", "stopped" or "crashed".
+    pub status: String,
+    pub reason: Option<String>,
+    pub image: String,
+    pub detached: bool,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: f64,
+    pub stopped_at_ms: Option<f64>,
+    pub pid: Option<u32>,
+}
+
+#[napi]
+pub async fn list_sandboxes(
+    engine: EngineConfig,
+) -> Either<Vec<NativeSandboxSummary>, NativeFailure> {
+    outcome(Sandbox::list(&settings(engine)).await.map(|list| {
+        list.into_iter()
+            .map(|s| NativeSandboxSummary {
+                name: s.name,
+                status: s.status.to_string(),
+                reason: s.reason,
+                image: s.image,
+                detached: s.detached,
+                cpus: s.cpus,
+                memory_mib: s.memory_mib,
+                created_at_ms: s.created_at_ms as f64,
+                stopped_at_ms: s.stopped_at_ms.map(|t| t as f64),
+                pid: s.pid,
+            })
+            .collect()
+    }))
+}
+
+#[napi]
+pub async fn remove_sandbox(
+    name: String,
+    force: bool,
+    engine: EngineConfig,
+) -> Option<NativeFailure> {
+    done(Sandbox::remove(&settings(engine), &name, force).await)
 }
 
 #[napi]

@@ -52,6 +52,20 @@ export class SandboxExistsError extends MicrosandboxError {
   }
 }
 
+/** No sandbox has this name: none was created with it, or it was removed. */
+export class SandboxNotFoundError extends MicrosandboxError {
+  constructor(message: string) {
+    super("SANDBOX_NOT_FOUND", message);
+  }
+}
+
+/** The sandbox is running and the operation needs it stopped (`remove` without `force`). */
+export class SandboxRunningError extends MicrosandboxError {
+  constructor(message: string) {
+    super("SANDBOX_RUNNING", message);
+  }
+}
+
 /** A published port's host address is taken by another process. */
 export class PortInUseError extends MicrosandboxError {
   constructor(message: string) {
@@ -313,6 +327,10 @@ export function fromNative(error: Native.NativeError): MicrosandboxError {
       return new ImageNotFoundError(message);
     case "SANDBOX_EXISTS":
       return new SandboxExistsError(message);
+    case "SANDBOX_NOT_FOUND":
+      return new SandboxNotFoundError(message);
+    case "SANDBOX_RUNNING":
+      return new SandboxRunningError(message);
     case "PORT_IN_USE":
       return new PortInUseError(message);
     case "MISSING_ASSET":

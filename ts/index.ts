@@ -1,5 +1,5 @@
 // microsandbox: run untrusted code inside microVMs from Node.
-export { Sandbox, type BootInfo } from "./sandbox";
+export { Sandbox, type BootInfo, type SandboxInfo, type SandboxStatus, type RemoveOptions } from "./sandbox";
 export { ExecOutput, ExecHandle, ExecStdin, type ExecEvent, type ExitEvent } from "./exec";
 export { SandboxFs, type FsStat, type FsEntry } from "./fs";
 export { Patch } from "./patch";
@@ -29,6 +29,8 @@ export {
   InvalidOptionError,
   ImageNotFoundError,
   SandboxExistsError,
+  SandboxNotFoundError,
+  SandboxRunningError,
   PortInUseError,
   MissingAssetError,
   BootFailedError,

@@ -9,7 +9,8 @@ import type { Patch } from "./patch";
 export interface SandboxOptions {
   /**
    * Unique among running sandboxes: 1 to 63 letters, digits, '-', '_' or '.',
-   * starting with a letter or digit. Default: generated (and its logs are not kept).
+   * starting with a letter or digit; other processes reach the sandbox by it
+   * ({@link Sandbox.get}). Default: generated (and its logs are not kept).
    */
   name?: string;
   /**
@@ -56,6 +57,21 @@ export interface SandboxOptions {
    * `{ OPENAI_API_KEY: { value: "sk-...", domain: "api.openai.com" } }`. Default: none.
    */
   secretEnv?: Record<string, SecretEnv>;
+  /**
+   * Outlive this process: the sandbox runs on after the process that created
+   * it exits, until a handle from any process (see {@link Sandbox.get}) stops
+   * it, or its idle timeout or maximum lifetime ends it. Its record (status,
+   * why it stopped) and logs stay until {@link Sandbox.remove}. Default: false
+   * (the sandbox ends with its creator).
+   */
+  detached?: boolean;
+  /**
+   * Stop the sandbox after this many milliseconds with no request from any
+   * handle and none running (at least 1000; checked once a second). Default: never.
+   */
+  idleTimeoutMs?: number;
+  /** Stop the sandbox this many milliseconds after it booted (at least 1000). Default: never. */
+  maxLifetimeMs?: number;
 }
 
 /** One secret environment variable; see {@link SandboxOptions.secretEnv}. */
@@ -249,6 +265,9 @@ const sandboxShape: Record<keyof SandboxOptions, Kind> = {
   network: "object",
   ports: "ports",
   secretEnv: "object",
+  detached: "boolean",
+  idleTimeoutMs: "number",
+  maxLifetimeMs: "number",
 };
 
 const secretShape: Record<keyof SecretEnv, Kind> = {

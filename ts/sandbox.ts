@@ -34,6 +34,48 @@ export interface BootInfo {
   }[];
 }
 
+/** Where a sandbox's life stands. */
+export type SandboxStatus = "starting" | "running" | "stopping" | "stopped" | "crashed";
+
+/** A sandbox as {@link Sandbox.list} reports it. */
+export interface SandboxInfo {
+  /** The sandbox's name, as {@link Sandbox.get} takes it. */
+  name: string;
+  /**
+   * "crashed" also covers a runtime that died without recording an end: a
+   * sandbox is never shown "running" without a live runtime.
+   */
+  status: SandboxStatus;
+  /** Why it stopped or crashed. */
+  reason?: string;
+  /** The image as its creator named it. */
+  image: string;
+  /** Whether it was created `detached` (outliving its creator). */
+  detached: boolean;
+  /** Virtual CPUs it was created with. */
+  cpus: number;
+  /** Guest memory it was created with, in MiB. */
+  memoryMib: number;
+  /** When it was created. */
+  createdAt: Date;
+  /** When it stopped or crashed, as far as its runtime recorded it. */
+  stoppedAt?: Date;
+  /** Host process id of the sandbox's runtime, while it runs. */
+  pid?: number;
+}
+
+/** Options of {@link Sandbox.remove}. */
+export interface RemoveOptions {
+  /** Kill a running sandbox first instead of refusing. Default: false. */
+  force?: boolean;
+}
+
+function checkName(name: unknown): asserts name is string {
+  if (typeof name !== "string") {
+    throw new InvalidOptionError("name: must be a string", "name");
+  }
+}
+
 function abortedBeforeStart(signal: AbortSignal | undefined): void {
   if (signal?.aborted) {
     throw new ExecAbortedError("the AbortSignal fired before the process started", { cause: signal.reason });
@@ -61,7 +103,8 @@ function forgetEnded(): void {
 /**
  * A running microVM. It lives until it is stopped or until the Node process
  * that created it ends, however that process ends; dropping every reference
- * to the handle does not stop it.
+ * to the handle does not stop it. A `detached` sandbox outlives its creator;
+ * any process of the same user reaches it with {@link Sandbox.get}.
  *
  * The guest is treated as hostile: a guest that breaks the agent protocol is
  * stopped and every later call rejects with GuestProtocolError; one that stops
@@ -105,8 +148,60 @@ export class Sandbox implements AsyncDisposable {
     const handle = unwrap(await native.createSandbox(nativeOptions, { assetsDir }, toNativePullEvent(onProgress)));
     forgetEnded();
     const sandbox = new Sandbox(handle);
-    unstopped.add(sandbox);
+    // A detached sandbox does not depend on its handle; others do.
+    if (!options.detached) unstopped.add(sandbox);
     return sandbox;
+  }
+
+  /**
+   * A handle to the running sandbox `name`, created by this or another process
+   * of the same user. Several handles may serve one sandbox at once, each
+   * seeing only its own processes' output; dropping this one leaves the
+   * sandbox running, and its `stop` stops it for every handle.
+   *
+   * @throws {SandboxNotFoundError} No sandbox has this name.
+   * @throws {SandboxNotRunningError} The sandbox stopped or crashed; the message says why.
+   * @throws {InvalidOptionError} The name is not a valid sandbox name.
+   */
+  static async get(name: string): Promise<Sandbox> {
+    checkName(name);
+    return new Sandbox(unwrap(await native.getSandbox(name, { assetsDir })));
+  }
+
+  /**
+   * Every sandbox with a record: running ones, and detached ones until removed
+   * (with their status and why they ended).
+   *
+   * @throws {InternalError} The state database could not be read.
+   */
+  static async list(): Promise<SandboxInfo[]> {
+    return unwrap(await native.listSandboxes({ assetsDir })).map((s) => ({
+      name: s.name,
+      status: s.status as SandboxStatus,
+      ...(s.reason != null && { reason: s.reason }),
+      image: s.image,
+      detached: s.detached,
+      cpus: s.cpus,
+      memoryMib: s.memoryMib,
+      createdAt: new Date(s.createdAtMs),
+      ...(s.stoppedAtMs != null && { stoppedAt: new Date(s.stoppedAtMs) }),
+      ...(s.pid != null && { pid: s.pid }),
+    }));
+  }
+
+  /**
+   * Forgets a sandbox and deletes its directory, logs included.
+   *
+   * @throws {SandboxNotFoundError} No sandbox has this name.
+   * @throws {SandboxRunningError} It is running and `force` is not set.
+   * @throws {InvalidOptionError} The name is not a valid sandbox name.
+   */
+  static async remove(name: string, options: RemoveOptions = {}): Promise<void> {
+    checkName(name);
+    if (options.force !== undefined && typeof options.force !== "boolean") {
+      throw new InvalidOptionError("force: must be a boolean", "force");
+    }
+    check(await native.removeSandbox(name, options.force ?? false, { assetsDir }));
   }
 
   /** The sandbox's name: the one asked for, or the generated one. */

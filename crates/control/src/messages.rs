@@ -2,10 +2,14 @@
 //! (`msb_protocol::FrameCodec`). Agent requests and events travel inside
 //! [`ToRuntime::Agent`] and [`FromRuntime::Agent`] under the agent request id.
 //!
-//! Contract: the first client message is `Boot`, answered by `Booted` or
-//! `Failed`; `Stop`/`Kill` are answered by `Stopped`, and `Stopped` with id 0
-//! means the VM ended by itself. After `Stopped` the runtime exits; if the
-//! client's connection closes, the runtime kills the VM and exits.
+//! Contract: the creator's first message (on the runtime's stdin) is `Boot`,
+//! answered by `Booted` or `Failed`. Once booted, the runtime also accepts
+//! clients on the sandbox's control socket ([`LifecycleSpec::socket`]); their
+//! first message is `Attach`, answered by `Attached`. Each client numbers its own
+//! requests. `Stop`/`Kill` from any client are answered by `Stopped`; every other
+//! client gets `Stopped` with id 0, which is also how a VM that ended by itself
+//! is reported. After `Stopped` the runtime exits. If the creator's connection
+//! closes and the sandbox is not detached, the runtime kills the VM.
 
 use std::path::PathBuf;
 
@@ -26,6 +30,8 @@ pub enum ToRuntime {
     Stop { grace_ms: u32 },
     /// Kill the VM now. Answered by `Stopped`.
     Kill,
+    /// First message of a client on the control socket. Answered by `Attached`.
+    Attach,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +42,8 @@ pub enum FromRuntime {
     /// ended on its own. The runtime exits after sending it.
     Stopped(VmExit),
     Failed(RuntimeFailure),
+    /// Answer to `Attach`: how the running VM came up.
+    Attached(BootInfo),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +60,25 @@ pub struct BootSpec {
     /// values: this spec only ever travels over the control socket, never to a file or a log
     /// (its `Debug` shows values as `<redacted>`).
     pub secrets: Option<SecretsConfig>,
+    pub lifecycle: LifecycleSpec,
+}
+
+/// Who the sandbox belongs to, where other clients reach it, and when the
+/// runtime ends it by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleSpec {
+    pub name: String,
+    /// Whether the sandbox outlives its creator's connection.
+    pub detached: bool,
+    /// The control socket the runtime listens on once booted. Its directory is
+    /// the caller's to create, mode 0700.
+    pub socket: PathBuf,
+    /// The state database in which the runtime records the run's status.
+    pub state_db: PathBuf,
+    /// Stop after this long with no request from any client and no request open.
+    pub idle_timeout_ms: Option<u64>,
+    /// Stop this long after boot, whatever is running.
+    pub max_lifetime_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +119,52 @@ pub enum HostEnded {
         host: String,
         reason: String,
     },
+    /// The process that created the sandbox went away, and it was not detached.
+    CreatorLeft,
+    /// No client asked anything and no request was open for this long.
+    IdleTimeout { idle_ms: u64 },
+    /// The sandbox reached its maximum lifetime.
+    MaxLifetime { lifetime_ms: u64 },
+}
+
+impl VmExit {
+    /// Why the VM is gone, in words: for error messages and the recorded status.
+    pub fn describe(&self) -> String {
+        match &self.ended_by_host {
+            Some(HostEnded::ProtocolViolation(what)) => {
+                format!("the guest broke the agent protocol and was stopped ({what})")
+            }
+            Some(HostEnded::Unresponsive { silent_ms }) => format!(
+                "the guest stopped answering (no liveness reply for {silent_ms} ms) and was stopped"
+            ),
+            Some(HostEnded::SecretViolation {
+                secret,
+                host,
+                reason,
+            }) => format!(
+                "the guest sent the placeholder of secret {secret} to {host} ({reason}) and was \
+                 stopped (onViolation: block-and-kill)"
+            ),
+            Some(HostEnded::CreatorLeft) => {
+                "the process that created it exited (it was not detached)".into()
+            }
+            Some(HostEnded::IdleTimeout { idle_ms }) => {
+                format!("it was idle for {idle_ms} ms (idleTimeoutMs) and was stopped")
+            }
+            Some(HostEnded::MaxLifetime { lifetime_ms }) => {
+                format!("it reached its maximum lifetime of {lifetime_ms} ms (maxLifetimeMs) and was stopped")
+            }
+            None if self.requested => "it was stopped".into(),
+            None => {
+                let how = match (self.code, self.signal) {
+                    (_, Some(signal)) => format!("killed by signal {signal}"),
+                    (Some(code), None) => format!("exit status {code}"),
+                    (None, None) => "unknown status".into(),
+                };
+                format!("the VM exited by itself ({how})")
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

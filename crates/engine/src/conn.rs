@@ -38,37 +38,7 @@ impl Lifecycle {
     pub fn reason(&self) -> String {
         match self {
             Lifecycle::Running => String::new(),
-            Lifecycle::Exited(VmExit {
-                ended_by_host: Some(HostEnded::ProtocolViolation(what)),
-                ..
-            }) => format!("the guest broke the agent protocol and was stopped ({what})"),
-            Lifecycle::Exited(VmExit {
-                ended_by_host: Some(HostEnded::Unresponsive { silent_ms }),
-                ..
-            }) => format!(
-                "the guest stopped answering (no liveness reply for {silent_ms} ms) and was stopped"
-            ),
-            Lifecycle::Exited(VmExit {
-                ended_by_host:
-                    Some(HostEnded::SecretViolation {
-                        secret,
-                        host,
-                        reason,
-                    }),
-                ..
-            }) => format!(
-                "the guest sent the placeholder of secret {secret} to {host} ({reason}) and was \
-                 stopped (onViolation: block-and-kill)"
-            ),
-            Lifecycle::Exited(exit) if exit.requested => "it was stopped".into(),
-            Lifecycle::Exited(exit) => {
-                let how = match (exit.code, exit.signal) {
-                    (_, Some(signal)) => format!("killed by signal {signal}"),
-                    (Some(code), None) => format!("exit status {code}"),
-                    (None, None) => "unknown status".into(),
-                };
-                format!("the VM exited by itself ({how})")
-            }
+            Lifecycle::Exited(exit) => exit.describe(),
             Lifecycle::Lost => "its runtime process died".into(),
         }
     }

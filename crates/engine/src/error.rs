@@ -22,6 +22,10 @@ macro_rules! for_each_error_code {
             ImageNotFound = "IMAGE_NOT_FOUND",
             #[doc = "A running sandbox already has this name."]
             SandboxExists = "SANDBOX_EXISTS",
+            #[doc = "No sandbox has this name (none was created with it, or it was removed)."]
+            SandboxNotFound = "SANDBOX_NOT_FOUND",
+            #[doc = "The sandbox is running and the operation needs it stopped (remove without force)."]
+            SandboxRunning = "SANDBOX_RUNNING",
             #[doc = "A published port's host address is taken."]
             PortInUse = "PORT_IN_USE",
             #[doc = "The guest kernel, agent or runtime binary is not installed."]
@@ -484,6 +488,63 @@ impl HasCode for StopError {
     }
 }
 
+/// Failures of the operations on sandboxes by name (get, list, remove).
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    InvalidOption(#[from] InvalidOption),
+    #[error("there is no sandbox named {name:?}")]
+    NotFound { name: String },
+    #[error(transparent)]
+    NotRunning(#[from] NotRunning),
+    #[error("sandbox {name:?} is running: stop it first, or remove it with force")]
+    Running { name: String },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Stop(#[from] StopError),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl LifecycleError {
+    pub(crate) fn io(what: &str, source: std::io::Error) -> LifecycleError {
+        LifecycleError::Io {
+            what: what.to_string(),
+            source,
+        }
+    }
+}
+
+impl HasCode for LifecycleError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            LifecycleError::InvalidOption(_) => ErrorCode::InvalidOption,
+            LifecycleError::NotFound { .. } => ErrorCode::SandboxNotFound,
+            LifecycleError::NotRunning(not_running) => not_running.code(),
+            LifecycleError::Running { .. } => ErrorCode::SandboxRunning,
+            LifecycleError::State(_) | LifecycleError::Stop(_) | LifecycleError::Io { .. } => {
+                ErrorCode::Internal
+            }
+        }
+    }
+
+    fn details(&self) -> ErrorDetails {
+        match self {
+            LifecycleError::InvalidOption(invalid) => invalid.details(),
+            LifecycleError::NotFound { .. } | LifecycleError::Running { .. } => ErrorDetails {
+                field: Some("name".into()),
+                ..Default::default()
+            },
+            _ => ErrorDetails::default(),
+        }
+    }
+}
+
 /// Failures of the image service (pull, inspect, list, remove, prune).
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -564,6 +625,6 @@ mod tests {
         }
         assert_eq!(ErrorCode::InvalidOption.as_str(), "INVALID_OPTION");
         assert_eq!(ErrorCode::FsNotADirectory.as_str(), "FS_NOT_A_DIRECTORY");
-        assert_eq!(ErrorCode::ALL.len(), 32);
+        assert_eq!(ErrorCode::ALL.len(), 34);
     }
 }

@@ -36,12 +36,14 @@ pub struct PruneReport {
 #[derive(Clone)]
 pub struct Images {
     home: PathBuf,
+    state_db: PathBuf,
 }
 
 impl Images {
     pub fn new(settings: &EngineSettings) -> Self {
         Self {
             home: settings.home.clone(),
+            state_db: settings.state_db(),
         }
     }
 
@@ -53,7 +55,7 @@ impl Images {
         &self,
         f: impl FnOnce(&mut State) -> Result<T, ImageError> + Send + 'static,
     ) -> Result<T, ImageError> {
-        let path = self.home.join("state.db");
+        let path = self.state_db.clone();
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(path.parent().expect("state.db has a parent"))
                 .map_err(ImageError::Cache)?;

@@ -30,7 +30,9 @@ use command_fds::{CommandFdExt, FdMapping};
 use msb_control::vm::{
     BackendChoice, NetDevice, RootDevice, VmSpec, ROOT_SHARE_TAG, TRANSFER_SHARE_TAG,
 };
-use msb_control::{files, BootInfo, BootSpec, FromRuntime, RuntimeFailureKind, ToRuntime, LOCK_FD};
+use msb_control::{
+    files, BootInfo, BootSpec, FromRuntime, LifecycleSpec, RuntimeFailureKind, ToRuntime, LOCK_FD,
+};
 use msb_oci::RuntimeConfig;
 use msb_protocol::{GuestInit, RootSpec, User};
 use tokio::process::Child;
@@ -40,13 +42,14 @@ use crate::error::{CreateError, FsError, InvalidOption};
 use crate::fs::{SandboxFs, WriteOptions};
 use crate::images::{Images, Progress};
 use crate::initramfs;
+use crate::lifecycle::{self, HandleInfo};
 use crate::options::network::{guest_mac, Network};
 use crate::options::patch::{self, Patch, SCRIPTS_DIR};
 use crate::options::sandbox::{self, ImageSource, SandboxConfig, SandboxOptions};
 use crate::settings::EngineSettings;
 
 /// The transfer share's directory inside the sandbox directory.
-const TRANSFER_DIR: &str = "transfer";
+pub(crate) const TRANSFER_DIR: &str = "transfer";
 
 /// Boot deadline under emulation, from VM launch to the agent's `Ready`.
 const BOOT_TIMEOUT_MS: u64 = 60_000;
@@ -81,6 +84,7 @@ pub(crate) struct Booted {
     pub transfer: PathBuf,
     pub dir: PathBuf,
     pub keep_dir: bool,
+    pub detached: bool,
     pub boot: BootInfo,
     pub conn: Arc<RuntimeConn>,
     pub runtime: Child,
@@ -132,6 +136,20 @@ impl<'a> Launch<'a> {
         let dir = self.settings.sandbox_dir(&self.config.name);
         // The network options are checked before anything is created.
         let network = self.config.network.build(&self.config.ports, &dir)?;
+        let socket = self.settings.control_socket(&self.config.name);
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(InvalidOption::new(
+                "name",
+                format!(
+                    "the sandbox's control socket {} would be longer than the {MAX_SOCKET_PATH} \
+                     bytes a Unix socket path may have: use a shorter name or MSB_HOME",
+                    socket.display()
+                ),
+            )
+            .into());
+        }
+        create_private_dir(&self.settings.run_dir())
+            .map_err(io_error("create the control socket directory"))?;
         fs::create_dir_all(&dir).map_err(io_error("create the sandbox directory"))?;
         let lock = lock_name(&dir, &self.config.name)?;
         let cleanup = Cleanup {
@@ -178,11 +196,21 @@ impl Claimed<'_> {
         let transfer = dir.join(TRANSFER_DIR);
         let _ = fs::remove_dir_all(&transfer);
         fs::create_dir_all(&transfer).map_err(io_error("create the transfer directory"))?;
-        let (mut runtime, conn) = spawn_runtime(settings, &dir, lock)?;
         let images = launch.images;
         images
             .track_sandbox(&config.name, launch.image.manifest.clone(), &dir)
             .await?;
+        let socket = settings.control_socket(&config.name);
+        record_start(
+            settings,
+            &config,
+            &launch.workdir,
+            &launch.default_user,
+            &dir,
+            &socket,
+        )
+        .await?;
+        let (mut runtime, conn) = spawn_runtime(settings, &dir, lock, config.detached)?;
 
         let root = launch.image.root;
         let spec = BootSpec {
@@ -214,6 +242,14 @@ impl Claimed<'_> {
             boot_timeout_ms: BOOT_TIMEOUT_MS,
             network: Some(network.stack),
             secrets: (!secrets.secrets.is_empty() || secrets.intercepts()).then_some(secrets),
+            lifecycle: LifecycleSpec {
+                name: config.name.clone(),
+                detached: config.detached,
+                socket,
+                state_db: settings.state_db(),
+                idle_timeout_ms: config.idle_timeout_ms,
+                max_lifetime_ms: config.max_lifetime_ms,
+            },
         };
         match boot(&conn, spec).await {
             Ok(boot) => {
@@ -227,7 +263,8 @@ impl Claimed<'_> {
                     images,
                     transfer,
                     dir,
-                    keep_dir: config.named,
+                    keep_dir: config.named || config.detached,
+                    detached: config.detached,
                     boot,
                     conn,
                     runtime,
@@ -237,6 +274,11 @@ impl Claimed<'_> {
             Err(failure) => {
                 let _ = runtime.wait().await;
                 let _ = images.untrack_sandbox(&config.name).await;
+                let name = config.name.clone();
+                let _ = lifecycle::with_state(settings.state_db(), move |state| {
+                    state.remove_run(&name)
+                })
+                .await;
                 Err(match failure {
                     BootFailure::PortInUse(message) => CreateError::PortInUse { message },
                     BootFailure::MissingProgram(message) => CreateError::MissingProgram { message },
@@ -349,7 +391,7 @@ fn patch_field(patches: &[Patch], index: usize) -> String {
 
 /// Takes the sandbox's name lock: an open file with an exclusive `flock`, which
 /// the runtime inherits and holds for as long as it lives.
-fn lock_name(dir: &Path, name: &str) -> Result<File, CreateError> {
+pub(crate) fn lock_name(dir: &Path, name: &str) -> Result<File, CreateError> {
     let lock = File::options()
         .create(true)
         .truncate(false)
@@ -365,10 +407,66 @@ fn lock_name(dir: &Path, name: &str) -> Result<File, CreateError> {
     }
 }
 
+/// The longest path a Unix socket address holds (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Creates `dir` (and its parents) and makes it owner-only, whatever mode an
+/// earlier version left it with.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// Inserts the run record (`starting`) that the runtime updates from then on.
+async fn record_start(
+    settings: &EngineSettings,
+    config: &SandboxConfig,
+    workdir: &Option<String>,
+    default_user: &Option<User>,
+    dir: &Path,
+    socket: &Path,
+) -> Result<(), CreateError> {
+    let handle = HandleInfo {
+        workdir: workdir.clone(),
+        default_user: default_user.clone(),
+        dir: dir.to_path_buf(),
+        socket: socket.to_path_buf(),
+    };
+    let run = msb_state::SandboxRun {
+        name: config.name.clone(),
+        status: msb_state::RunStatus::Starting,
+        reason: None,
+        image: match &config.image {
+            ImageSource::Directory(path) | ImageSource::Disk(path) => path.display().to_string(),
+            ImageSource::Reference(reference) => reference.clone(),
+        },
+        detached: config.detached,
+        cpus: config.cpus as u32,
+        memory_mib: config.memory_mib,
+        created_at_ms: lifecycle::now_ms(),
+        stopped_at_ms: None,
+        runtime_pid: None,
+        runtime_start: None,
+        handle_json: serde_json::to_string(&handle).expect("the handle info serializes"),
+    };
+    lifecycle::with_state(settings.state_db(), move |state| state.put_run(&run))
+        .await
+        .map_err(|err| CreateError::Io {
+            what: "record the sandbox in the state database".into(),
+            source: std::io::Error::other(err.to_string()),
+        })
+}
+
+/// Starts the runtime. A detached one gets a session of its own (no
+/// controlling terminal, no signals aimed at the caller's groups); an attached
+/// one a process group of its own, so that a terminal's Ctrl-C reaches Node,
+/// which decides, and not the VM.
 fn spawn_runtime(
     settings: &EngineSettings,
     dir: &Path,
     lock: File,
+    detached: bool,
 ) -> Result<(Child, Arc<RuntimeConn>), CreateError> {
     let (ours, theirs) = StdUnixStream::pair().map_err(io_error("create the runtime socket"))?;
     ours.set_nonblocking(true)
@@ -380,8 +478,21 @@ fn spawn_runtime(
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .stdout(Stdio::null())
         .stderr(log)
-        .process_group(0)
         .kill_on_drop(false);
+    if detached {
+        // SAFETY: setsid is async-signal-safe and touches only the child's own
+        // process state, as pre_exec requires.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    } else {
+        command.process_group(0);
+    }
     command
         .fd_mappings(vec![FdMapping {
             parent_fd: lock.into(),

@@ -8,7 +8,8 @@
 //! - `error`: one error enum per operation, each with a stable [`ErrorCode`].
 //! - `settings`: [`EngineSettings`], every environment variable the engine obeys, read once.
 //! - `launch`: the steps of `Sandbox::create`, with their cleanup;
-//!   `sandbox`: the handle. Both use the runtime connection (`conn`,
+//!   `sandbox`: the handle; `lifecycle`: sandboxes by name (run records,
+//!   control sockets) for `get`, `list` and `remove`. Both use the runtime connection (`conn`,
 //!   `request`), `exec`, `fs` (with `copy_out`), `images` and `initramfs`.
 //!
 //! The engine talks to its runtime in `msb_control` messages and links no VMM
@@ -22,6 +23,7 @@ mod fs;
 mod images;
 mod initramfs;
 mod launch;
+mod lifecycle;
 pub mod options;
 mod request;
 mod sandbox;
@@ -30,13 +32,14 @@ mod settings;
 pub use conn::Lifecycle;
 pub use error::{
     CreateError, ErrorCode, ErrorDetails, ExecError, FsError, FsErrorKind, HasCode, ImageError,
-    InvalidOption, NotRunning, StopError,
+    InvalidOption, LifecycleError, NotRunning, StopError,
 };
 pub use exec::{ExecControl, ExecEvent, ExecEvents, ExecOutput};
 pub use fs::{
     CopyToHostOptions, FileReader, FileWriter, SandboxFs, WriteOptions, DEFAULT_MAX_LIST_ENTRIES,
 };
 pub use images::{ImageInfo, Images, Progress, PruneReport};
+pub use lifecycle::SandboxSummary;
 pub use msb_control::secrets::SecretValue;
 pub use msb_control::vm::Accel;
 pub use msb_control::BootInfo;

@@ -1,6 +1,12 @@
 //! A sandbox from the engine's side: created by [`Sandbox::create`] (the
-//! steps are in [`crate::launch`]), then serving execs and the guest
+//! steps are in [`crate::launch`]) or reached by name with [`Sandbox::get`]
+//! (from any process of the same user), then serving execs and the guest
 //! filesystem until it is stopped or its VM ends.
+//!
+//! The creator's handle owns the sandbox's cleanup: for a sandbox that is not
+//! detached it forgets the records and removes the directories once the
+//! runtime has exited. A detached sandbox keeps its record (status, reason)
+//! and directory until [`Sandbox::remove`].
 
 use std::fs;
 use std::path::PathBuf;
@@ -12,13 +18,14 @@ use tokio::process::Child;
 use tokio::sync::Mutex;
 
 use crate::conn::{Lifecycle, RuntimeConn};
-use crate::error::{CreateError, ExecError, StopError};
+use crate::error::{CreateError, ExecError, LifecycleError, StopError};
 use crate::exec::{self, ExecControl, ExecEvents, ExecOutput};
 use crate::fs::SandboxFs;
 use crate::images::{Images, Progress};
 use crate::launch::{self, Launch};
+use crate::lifecycle::{self, SandboxSummary};
 use crate::options::exec::ExecOptions;
-use crate::options::sandbox::SandboxOptions;
+use crate::options::sandbox::{self, SandboxOptions};
 use crate::settings::EngineSettings;
 
 /// Time the guest gets to stop its processes on `stop` before it is killed.
@@ -42,7 +49,19 @@ struct Inner {
     keep_dir: bool,
     boot: BootInfo,
     conn: Arc<RuntimeConn>,
-    runtime: Mutex<Option<Child>>,
+    state_db: PathBuf,
+    /// How this handle came to be, which decides what ending it involves.
+    origin: Origin,
+}
+
+enum Origin {
+    /// `create` in this process: the runtime is our child.
+    Created {
+        runtime: Mutex<Option<Child>>,
+        detached: bool,
+    },
+    /// `get`: the runtime belongs to another handle, maybe in another process.
+    Attached { run: msb_state::SandboxRun },
 }
 
 impl Sandbox {
@@ -70,7 +89,11 @@ impl Sandbox {
                 keep_dir: booted.keep_dir,
                 boot: booted.boot,
                 conn: booted.conn,
-                runtime: Mutex::new(Some(booted.runtime)),
+                state_db: settings.state_db(),
+                origin: Origin::Created {
+                    runtime: Mutex::new(Some(booted.runtime)),
+                    detached: booted.detached,
+                },
             }),
         };
         if let Err((field, source)) = launch::apply_patches(&patches, &sandbox.fs()).await {
@@ -78,6 +101,89 @@ impl Sandbox {
             return Err(CreateError::PatchFailed { field, source });
         }
         Ok(sandbox)
+    }
+
+    /// A handle to the running sandbox `name`, created by this or another
+    /// process of the same user. Several handles may serve one sandbox at
+    /// once; each sees only its own processes' output.
+    pub async fn get(settings: &EngineSettings, name: &str) -> Result<Sandbox, LifecycleError> {
+        sandbox::validate_name(name)?;
+        let attached = lifecycle::attach(settings, name).await?;
+        let dir = attached.handle.dir;
+        Ok(Sandbox {
+            inner: Arc::new(Inner {
+                name: name.to_string(),
+                workdir: attached.handle.workdir,
+                default_user: attached.handle.default_user,
+                images: Images::new(settings),
+                transfer: Arc::new(dir.join(launch::TRANSFER_DIR)),
+                dir,
+                keep_dir: true,
+                boot: attached.boot,
+                conn: attached.conn,
+                state_db: settings.state_db(),
+                origin: Origin::Attached { run: attached.run },
+            }),
+        })
+    }
+
+    /// Every sandbox with a record: detached ones until removed, others while
+    /// they run.
+    pub async fn list(settings: &EngineSettings) -> Result<Vec<SandboxSummary>, LifecycleError> {
+        lifecycle::list(settings).await
+    }
+
+    /// Forgets a sandbox and deletes its directory (logs included). A running
+    /// one is refused unless `force`, which kills it first.
+    pub async fn remove(
+        settings: &EngineSettings,
+        name: &str,
+        force: bool,
+    ) -> Result<(), LifecycleError> {
+        sandbox::validate_name(name)?;
+        let run = lifecycle::find(settings, name).await?;
+        if run.runtime_alive() {
+            if !force {
+                return Err(LifecycleError::Running {
+                    name: name.to_string(),
+                });
+            }
+            match Sandbox::get(settings, name).await {
+                Ok(sandbox) => sandbox.kill().await?,
+                // Between starting and booted there is no socket yet: the
+                // runtime's own process is the way in (its VM has a parent-death signal).
+                Err(_) => {
+                    if let Some(pid) = run.runtime_pid {
+                        // SAFETY: kill(2) on a pid whose start time matched the record just above.
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    }
+                    lifecycle::wait_runtime_gone(&run).await;
+                }
+            }
+        }
+        // Holding the name lock while deleting: a concurrent create of the same
+        // name either finished before (and this refuses) or starts after.
+        let dir = settings.sandbox_dir(name);
+        let _lock = match launch::lock_name(&dir, name) {
+            Ok(lock) => Some(lock),
+            Err(CreateError::SandboxExists { .. }) => {
+                return Err(LifecycleError::Running {
+                    name: name.to_string(),
+                })
+            }
+            // No directory left: nothing to hold.
+            Err(_) => None,
+        };
+        let images = Images::new(settings);
+        let _ = images.untrack_sandbox(name).await;
+        let key = name.to_string();
+        lifecycle::with_state(settings.state_db(), move |state| state.remove_run(&key)).await?;
+        match fs::remove_dir_all(&dir) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                Err(LifecycleError::io("remove the sandbox directory", err))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -158,16 +264,34 @@ impl Sandbox {
 
     async fn wait_for_exit(&self) -> Result<(), StopError> {
         self.inner.conn.wait_not_running().await;
-        let mut runtime = self.inner.runtime.lock().await;
-        if let Some(mut child) = runtime.take() {
-            child.wait().await.map_err(StopError::Wait)?;
-            let _ = self.inner.images.untrack_sandbox(&self.inner.name).await;
-            if self.inner.keep_dir {
-                let _ = fs::remove_dir_all(&*self.inner.transfer);
-            } else {
-                let _ = fs::remove_dir_all(&self.inner.dir);
+        match &self.inner.origin {
+            Origin::Attached { run } => {
+                lifecycle::wait_runtime_gone(run).await;
+                Ok(())
+            }
+            Origin::Created { runtime, detached } => {
+                let mut runtime = runtime.lock().await;
+                if let Some(mut child) = runtime.take() {
+                    child.wait().await.map_err(StopError::Wait)?;
+                    if *detached {
+                        // The record (status, reason) and the logs stay until `remove`.
+                        let _ = fs::remove_dir_all(&*self.inner.transfer);
+                        return Ok(());
+                    }
+                    let _ = self.inner.images.untrack_sandbox(&self.inner.name).await;
+                    let name = self.inner.name.clone();
+                    let _ = lifecycle::with_state(self.inner.state_db.clone(), move |state| {
+                        state.remove_run(&name)
+                    })
+                    .await;
+                    if self.inner.keep_dir {
+                        let _ = fs::remove_dir_all(&*self.inner.transfer);
+                    } else {
+                        let _ = fs::remove_dir_all(&self.inner.dir);
+                    }
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
 }

@@ -61,6 +61,21 @@ impl EngineSettings {
         self.home.join("sandboxes").join(name)
     }
 
+    /// The state database every process of this home shares.
+    pub fn state_db(&self) -> PathBuf {
+        self.home.join("state.db")
+    }
+
+    /// Where runtimes listen: one control socket per running sandbox. Mode 0700,
+    /// so that no other user can reach a sandbox.
+    pub fn run_dir(&self) -> PathBuf {
+        self.home.join("run")
+    }
+
+    pub fn control_socket(&self, name: &str) -> PathBuf {
+        self.run_dir().join(format!("{name}.sock"))
+    }
+
     pub fn initramfs_cache(&self) -> PathBuf {
         self.home.join("cache").join("initramfs")
     }

@@ -37,6 +37,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "msb-netstack",
             "msb-protocol",
             "msb-secrets",
+            // The runtime records its sandbox's status (running, stopped, why).
+            "msb-state",
             "msb-vmm",
         ],
     ),

@@ -6,8 +6,10 @@
 //! The guard is runtime logic with no VMM in it; it is public so that the
 //! fuzz target `guest_messages` can drive it.
 
+mod clients;
 mod console;
 pub mod guard;
+mod record;
 mod relay;
 mod secrets;
 mod settings;

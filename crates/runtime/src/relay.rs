@@ -1,10 +1,17 @@
-//! Boot the VM, then relay between client and agent until the VM is gone.
+//! Boot the VM, then relay between clients and agent until the VM is gone.
 //!
-//! Single task, single thread: one `select!` loop owns the client connection,
-//! the agent channel and the VM process, so no state is shared. The console is
-//! recorded by a task of its own. The loop ends when the VM exits; if the client
-//! goes away first (its process died), the VM is killed: a sandbox never
-//! outlives the process that attached to it.
+//! Single thread: one `select!` loop owns the clients' routes, the control
+//! socket, the agent channel and the VM process, so no state is shared; client
+//! connections are read and written by small tasks ([`crate::clients`]) and the
+//! console is recorded by a task of its own. The loop ends when the VM exits. If
+//! the creator's connection closes first (its process died) and the sandbox is
+//! not detached, the VM is killed: such a sandbox never outlives its creator. A
+//! detached one runs on until a client stops it, or its idle timeout or maximum
+//! lifetime ends it.
+//!
+//! Status: the runtime records the run's status in the state database
+//! ([`crate::record`]): running once booted, stopping, then stopped or crashed
+//! with the reason, written before the clients hear `Stopped`.
 //!
 //! Trust: the guest is hostile. Frames it sends are size-checked by the codec,
 //! and every message is judged by the [`Guard`] before it reaches the client: a
@@ -21,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use msb_control::{
-    files, BootInfo, BootSpec, FromRuntime, HostEnded, RuntimeFailure, RuntimeFailureKind,
-    ToRuntime, VmExit,
+    files, BootInfo, BootSpec, FromRuntime, HostEnded, LifecycleSpec, RuntimeFailure,
+    RuntimeFailureKind, ToRuntime, VmExit,
 };
 use msb_netstack::{NetError, NetStack, SecretKill};
 use msb_protocol::{
@@ -30,16 +37,17 @@ use msb_protocol::{
     NO_REQUEST,
 };
 use msb_vmm::{GuestLinks, VmProcess};
-use tokio::net::UnixStream;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 
+use crate::clients::{ClientEvent, ClientId, Clients};
 use crate::console::{self, ConsoleTail};
 use crate::guard::Guard;
+use crate::record::RunRecord;
 use crate::secrets;
 use crate::settings::RuntimeSettings;
 
-type ClientLink = Framed<UnixStream, FrameCodec<ToRuntime, FromRuntime>>;
 type AgentLink = Framed<UnixStream, FrameCodec<GuestMessage, HostMessage>>;
 
 /// How often the agent is asked whether it is alive.
@@ -50,6 +58,10 @@ const LIVENESS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long to wait for the console to drain after the VM died, for error reports.
 const CONSOLE_DRAIN: Duration = Duration::from_millis(500);
+
+/// How long a guest gets to shut down when the runtime stops it itself (idle
+/// timeout, maximum lifetime).
+const SELF_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves one client connection for the life of one VM.
 pub async fn run(client: UnixStream, settings: &RuntimeSettings) -> std::io::Result<()> {
@@ -141,10 +153,41 @@ pub async fn run(client: UnixStream, settings: &RuntimeSettings) -> std::io::Res
                 .map(|(mapping, bound)| (*bound, mapping.guest_port))
                 .collect();
             tracing::info!(accel = ?info.accel, boot_ms = info.boot_ms, "sandbox ready");
+            let listener = match bind_control_socket(&spec.lifecycle.socket) {
+                Ok(listener) => listener,
+                Err(err) => {
+                    vm.kill().await;
+                    let message = format!(
+                        "cannot listen on the control socket {}: {err}",
+                        spec.lifecycle.socket.display()
+                    );
+                    let _ = client
+                        .send(Envelope::new(
+                            boot_id,
+                            FromRuntime::Failed(failure(RuntimeFailureKind::Launch, message)),
+                        ))
+                        .await;
+                    return Ok(());
+                }
+            };
+            let record = RunRecord::new(&spec.lifecycle);
+            record.running();
             client
-                .send(Envelope::new(boot_id, FromRuntime::Booted(info)))
+                .send(Envelope::new(boot_id, FromRuntime::Booted(info.clone())))
                 .await
                 .map_err(std::io::Error::other)?;
+            let parts = client.into_parts();
+            let mut clients = Clients::default();
+            let creator = clients.add(parts.io, &parts.read_buf);
+            let relay = Relay {
+                clients,
+                creator,
+                lifecycle: spec.lifecycle.clone(),
+                info,
+                listener,
+                record,
+            };
+            relay.run(vm, secret_kills).await
         }
         Err(mut failure) => {
             vm.kill().await;
@@ -153,10 +196,9 @@ pub async fn run(client: UnixStream, settings: &RuntimeSettings) -> std::io::Res
             let _ = client
                 .send(Envelope::new(boot_id, FromRuntime::Failed(failure)))
                 .await;
-            return Ok(());
+            Ok(())
         }
     }
-    relay(client, vm, secret_kills).await
 }
 
 fn failure(kind: RuntimeFailureKind, message: impl Into<String>) -> RuntimeFailure {
@@ -327,146 +369,271 @@ fn boot_failure(message: impl Into<String>) -> RuntimeFailure {
     failure(RuntimeFailureKind::Boot, message)
 }
 
-/// Relays until the VM exits. Owns everything; see the module doc.
-async fn relay(
-    mut client: ClientLink,
-    mut vm: Vm,
-    mut secret_kills: Option<tokio::sync::mpsc::Receiver<SecretKill>>,
-) -> std::io::Result<()> {
-    let mut guard = Guard::default();
-    let mut agent_open = true;
-    // (request id to answer, deadline for the guest to finish shutting down)
-    let mut stopping: Option<(u64, Instant)> = None;
-    let mut ended_by_host: Option<HostEnded> = None;
-    let mut pings = tokio::time::interval(PING_INTERVAL);
-    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // When the oldest unanswered ping was sent; `None` while all are answered.
-    let mut unanswered_since: Option<Instant> = None;
+/// The relay loop's own state, beside the VM it serves.
+struct Relay {
+    clients: Clients,
+    /// The creator's connection: its end kills a sandbox that is not detached.
+    creator: ClientId,
+    lifecycle: LifecycleSpec,
+    /// Answer to every `Attach`.
+    info: BootInfo,
+    listener: UnixListener,
+    record: RunRecord,
+}
 
-    let status = loop {
-        let stop_deadline = stopping.map(|(_, deadline)| deadline);
-        tokio::select! {
-            status = vm.process.child.wait() => break status,
-            frame = client.next() => match frame {
-                Some(Ok(Envelope { id, msg })) => match msg {
-                    ToRuntime::Agent(msg) => {
-                        tracing::trace!(id, ?msg, "to agent");
-                        guard.on_host(id, &msg);
-                        if agent_open && vm.agent.send(Envelope::new(id, msg)).await.is_err() {
+impl Relay {
+    /// Relays until the VM exits. Owns everything; see the module doc.
+    async fn run(
+        mut self,
+        mut vm: Vm,
+        mut secret_kills: Option<tokio::sync::mpsc::Receiver<SecretKill>>,
+    ) -> std::io::Result<()> {
+        let mut guard = Guard::default();
+        let mut agent_open = true;
+        // Who asked for the stop (client and its request id), and by when the
+        // guest must have finished shutting down.
+        let mut stop_requests: Vec<(ClientId, u64)> = Vec::new();
+        let mut stop_deadline: Option<Instant> = None;
+        let mut ended_by_host: Option<HostEnded> = None;
+        let mut pings = tokio::time::interval(PING_INTERVAL);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When the oldest unanswered ping was sent; `None` while all are answered.
+        let mut unanswered_since: Option<Instant> = None;
+        let started = Instant::now();
+        let mut last_activity = started;
+        let lifetime_end = self
+            .lifecycle
+            .max_lifetime_ms
+            .map(|ms| started + Duration::from_millis(ms));
+
+        let status = loop {
+            let stopping = stop_deadline.is_some();
+            tokio::select! {
+                status = vm.process.child.wait() => break status,
+                event = self.clients.next() => match event {
+                    ClientEvent::Message(client, Envelope { id, msg }) => match msg {
+                        ToRuntime::Agent(msg) => {
+                            last_activity = Instant::now();
+                            let Some(agent_id) = self.clients.agent_id(client, id, &msg) else {
+                                continue;
+                            };
+                            tracing::trace!(client, id, agent_id, ?msg, "to agent");
+                            guard.on_host(agent_id, &msg);
+                            if agent_open && vm.agent.send(Envelope::new(agent_id, msg)).await.is_err() {
+                                agent_open = false;
+                            }
+                        }
+                        ToRuntime::Stop { grace_ms } => {
+                            stop_requests.push((client, id));
+                            if !stopping {
+                                self.record.stopping();
+                                if agent_open {
+                                    let _ = vm.agent.send(Envelope::new(NO_REQUEST, HostMessage::Shutdown)).await;
+                                }
+                            }
+                            let deadline = Instant::now() + Duration::from_millis(grace_ms as u64);
+                            stop_deadline = Some(stop_deadline.map_or(deadline, |d| d.min(deadline)));
+                        }
+                        ToRuntime::Kill => {
+                            stop_requests.push((client, id));
+                            if !stopping {
+                                self.record.stopping();
+                            }
+                            let _ = vm.process.child.start_kill();
+                            stop_deadline = Some(Instant::now());
+                        }
+                        ToRuntime::Attach => {
+                            last_activity = Instant::now();
+                            self.clients.send(client, id, FromRuntime::Attached(self.info.clone()));
+                        }
+                        ToRuntime::Boot(_) => {
+                            let reply = failure(RuntimeFailureKind::BadRequest, "already booted");
+                            self.clients.send(client, id, FromRuntime::Failed(reply));
+                        }
+                    },
+                    ClientEvent::Left(client) => {
+                        let orphaned = self.clients.remove(client);
+                        if client == self.creator && !self.lifecycle.detached {
+                            tracing::info!("the creator left; killing the VM");
+                            ended_by_host.get_or_insert(HostEnded::CreatorLeft);
                             agent_open = false;
+                            let _ = vm.process.child.start_kill();
+                            continue;
                         }
-                    }
-                    ToRuntime::Stop { grace_ms } => {
-                        if agent_open {
-                            let _ = vm.agent.send(Envelope::new(id, HostMessage::Shutdown)).await;
+                        // Nobody reads these requests' output any more: the guest
+                        // discards it and the processes run on, as for a handle
+                        // dropped unread.
+                        for agent_id in orphaned {
+                            guard.on_host(agent_id, &HostMessage::Detach);
+                            if agent_open && vm.agent.send(Envelope::new(agent_id, HostMessage::Detach)).await.is_err() {
+                                agent_open = false;
+                            }
                         }
-                        let deadline = Instant::now() + Duration::from_millis(grace_ms as u64);
-                        stopping = Some((id, stopping.map_or(deadline, |(_, d)| d.min(deadline))));
-                    }
-                    ToRuntime::Kill => {
-                        let _ = vm.process.child.start_kill();
-                        stopping = Some((id, Instant::now()));
-                    }
-                    ToRuntime::Boot(_) => {
-                        let reply = failure(RuntimeFailureKind::BadRequest, "already booted");
-                        client.send(Envelope::new(id, FromRuntime::Failed(reply))).await
-                            .map_err(std::io::Error::other)?;
                     }
                 },
-                // The client's process is gone (or spoke garbage): the sandbox goes too.
-                None | Some(Err(_)) => {
-                    tracing::info!("client left; killing the VM");
-                    vm.kill().await;
-                    return Ok(());
-                }
-            },
-            frame = vm.agent.next(), if agent_open => match frame {
-                Some(Ok(Envelope { id, msg })) => {
-                    tracing::trace!(id, ?msg, "from agent");
-                    if id == LIVENESS_ID && msg == GuestMessage::Pong {
-                        unanswered_since = None;
-                        continue;
+                accepted = self.listener.accept() => {
+                    if let Ok((stream, _)) = accepted {
+                        if same_user(&stream) {
+                            self.clients.add(stream, &[]);
+                        } else {
+                            tracing::warn!("refused a control connection from another user");
+                        }
                     }
-                    if let Err(violation) = guard.on_guest(id, &msg) {
-                        tracing::warn!(%violation, "guest protocol violation; killing the VM");
-                        ended_by_host = Some(HostEnded::ProtocolViolation(violation.to_string()));
+                }
+                frame = vm.agent.next(), if agent_open => match frame {
+                    Some(Ok(Envelope { id, msg })) => {
+                        tracing::trace!(id, ?msg, "from agent");
+                        if id == LIVENESS_ID && msg == GuestMessage::Pong {
+                            unanswered_since = None;
+                            continue;
+                        }
+                        if let Err(violation) = guard.on_guest(id, &msg) {
+                            tracing::warn!(%violation, "guest protocol violation; killing the VM");
+                            ended_by_host = Some(HostEnded::ProtocolViolation(violation.to_string()));
+                            agent_open = false;
+                            let _ = vm.process.child.start_kill();
+                            continue;
+                        }
+                        if let Some((client, client_id)) = self.clients.route(id, msg.ends_request()) {
+                            self.clients.send(client, client_id, FromRuntime::Agent(msg));
+                        }
+                    }
+                    Some(Err(err)) => {
+                        tracing::warn!(%err, "agent channel failed; killing the VM");
+                        if !stopping {
+                            ended_by_host = Some(HostEnded::ProtocolViolation(format!(
+                                "the agent channel failed: {err}"
+                            )));
+                        }
                         agent_open = false;
                         let _ = vm.process.child.start_kill();
-                        continue;
                     }
-                    client.send(Envelope::new(id, FromRuntime::Agent(msg))).await
-                        .map_err(std::io::Error::other)?;
+                    None => agent_open = false,
+                },
+                _ = pings.tick(), if agent_open && !stopping && ended_by_host.is_none() => {
+                    let now = Instant::now();
+                    match unanswered_since {
+                        Some(since) if now.duration_since(since) >= LIVENESS_TIMEOUT => {
+                            let silent_ms = now.duration_since(since).as_millis() as u64;
+                            tracing::warn!(silent_ms, "the guest stopped answering; killing the VM");
+                            ended_by_host = Some(HostEnded::Unresponsive { silent_ms });
+                            agent_open = false;
+                            let _ = vm.process.child.start_kill();
+                            continue;
+                        }
+                        Some(_) => {}
+                        None => unanswered_since = Some(now),
+                    }
+                    if vm.agent.send(Envelope::new(LIVENESS_ID, HostMessage::Ping)).await.is_err() {
+                        agent_open = false;
+                    }
+                    // Checked at the ping's pace: an idle timeout is honoured to the second.
+                    if let Some(idle_ms) = self.lifecycle.idle_timeout_ms {
+                        let idle = now.duration_since(last_activity);
+                        if !self.clients.any_open() && idle >= Duration::from_millis(idle_ms) {
+                            tracing::info!(idle_ms, "idle timeout; stopping the VM");
+                            ended_by_host = Some(HostEnded::IdleTimeout { idle_ms });
+                            self.stop_by_itself(&mut vm, agent_open, &mut stop_deadline).await;
+                        }
+                    }
+                },
+                _ = sleep_until_opt(lifetime_end), if ended_by_host.is_none() && !stopping => {
+                    let lifetime_ms = self.lifecycle.max_lifetime_ms.unwrap_or(0);
+                    tracing::info!(lifetime_ms, "maximum lifetime reached; stopping the VM");
+                    ended_by_host = Some(HostEnded::MaxLifetime { lifetime_ms });
+                    self.stop_by_itself(&mut vm, agent_open, &mut stop_deadline).await;
                 }
-                Some(Err(err)) => {
-                    tracing::warn!(%err, "agent channel failed; killing the VM");
-                    if stopping.is_none() {
-                        ended_by_host = Some(HostEnded::ProtocolViolation(format!(
-                            "the agent channel failed: {err}"
-                        )));
-                    }
+                Some(kill) = next_kill(&mut secret_kills), if ended_by_host.is_none() => {
+                    tracing::warn!(secret = %kill.secret, host = %kill.host, reason = %kill.reason,
+                        "secret violation under block-and-kill; killing the VM");
+                    ended_by_host = Some(HostEnded::SecretViolation {
+                        secret: kill.secret,
+                        host: kill.host,
+                        reason: kill.reason,
+                    });
                     agent_open = false;
                     let _ = vm.process.child.start_kill();
                 }
-                None => agent_open = false,
-            },
-            _ = pings.tick(), if agent_open && stopping.is_none() && ended_by_host.is_none() => {
-                let now = Instant::now();
-                match unanswered_since {
-                    Some(since) if now.duration_since(since) >= LIVENESS_TIMEOUT => {
-                        let silent_ms = now.duration_since(since).as_millis() as u64;
-                        tracing::warn!(silent_ms, "the guest stopped answering; killing the VM");
-                        ended_by_host = Some(HostEnded::Unresponsive { silent_ms });
-                        agent_open = false;
-                        let _ = vm.process.child.start_kill();
-                        continue;
-                    }
-                    Some(_) => {}
-                    None => unanswered_since = Some(now),
+                _ = sleep_until_opt(stop_deadline) => {
+                    tracing::info!("guest did not stop in time; killing the VM");
+                    let _ = vm.process.child.start_kill();
+                    stop_deadline = Some(Instant::now() + Duration::from_secs(3600));
                 }
-                if vm.agent.send(Envelope::new(LIVENESS_ID, HostMessage::Ping)).await.is_err() {
-                    agent_open = false;
-                }
-            },
-            Some(kill) = next_kill(&mut secret_kills), if ended_by_host.is_none() => {
-                tracing::warn!(secret = %kill.secret, host = %kill.host, reason = %kill.reason,
-                    "secret violation under block-and-kill; killing the VM");
-                ended_by_host = Some(HostEnded::SecretViolation {
-                    secret: kill.secret,
-                    host: kill.host,
-                    reason: kill.reason,
-                });
-                agent_open = false;
-                let _ = vm.process.child.start_kill();
             }
-            _ = sleep_until_opt(stop_deadline) => {
-                tracing::info!("guest did not stop in time; killing the VM");
-                let _ = vm.process.child.start_kill();
-                stopping = stopping.map(|(id, _)| (id, Instant::now() + Duration::from_secs(3600)));
-            }
-        }
-    };
+        };
 
-    let (code, signal) = match status {
-        Ok(status) => {
-            use std::os::unix::process::ExitStatusExt;
-            (status.code(), status.signal())
+        let (code, signal) = match status {
+            Ok(status) => {
+                use std::os::unix::process::ExitStatusExt;
+                (status.code(), status.signal())
+            }
+            Err(_) => (None, None),
+        };
+        let console_tail = vm.final_console_tail().await;
+        let exit = VmExit {
+            code,
+            signal,
+            requested: !stop_requests.is_empty() && ended_by_host.is_none(),
+            ended_by_host,
+            console_tail,
+        };
+        tracing::info!(?code, ?signal, requested = exit.requested, "VM exited");
+        let _ = std::fs::remove_file(&self.lifecycle.socket);
+        self.record.ended(&exit);
+        for client in self.clients.connected() {
+            let answer_id = stop_requests
+                .iter()
+                .find(|(asker, _)| *asker == client)
+                .map_or(NO_REQUEST, |(_, id)| *id);
+            self.clients
+                .send(client, answer_id, FromRuntime::Stopped(exit.clone()));
         }
-        Err(_) => (None, None),
-    };
-    let console_tail = vm.final_console_tail().await;
-    let exit = VmExit {
-        code,
-        signal,
-        requested: stopping.is_some() && ended_by_host.is_none(),
-        ended_by_host,
-        console_tail,
-    };
-    tracing::info!(?code, ?signal, requested = exit.requested, "VM exited");
-    let answer_id = stopping.map_or(NO_REQUEST, |(id, _)| id);
-    let _ = client
-        .send(Envelope::new(answer_id, FromRuntime::Stopped(exit)))
-        .await;
-    Ok(())
+        self.clients.flush().await;
+        Ok(())
+    }
+
+    /// Asks the guest to shut down, the runtime's own decision (idle timeout,
+    /// maximum lifetime); kills it if it has not within [`SELF_STOP_GRACE`].
+    async fn stop_by_itself(
+        &self,
+        vm: &mut Vm,
+        agent_open: bool,
+        stop_deadline: &mut Option<Instant>,
+    ) {
+        self.record.stopping();
+        if agent_open {
+            let _ = vm
+                .agent
+                .send(Envelope::new(NO_REQUEST, HostMessage::Shutdown))
+                .await;
+        }
+        *stop_deadline = Some(Instant::now() + SELF_STOP_GRACE);
+    }
+}
+
+/// Listens on the control socket: its directory is the engine's (mode 0700);
+/// the socket itself is made owner-only too. A stale socket of a runtime that
+/// died is replaced (this runtime holds the sandbox's name lock).
+fn bind_control_socket(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+        _ => {}
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Whether the peer runs as this runtime's user. The socket's directory and
+/// mode already keep other users out; this holds even if they were changed.
+fn same_user(stream: &UnixStream) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    stream
+        .peer_cred()
+        .map(|cred| cred.uid() == uid)
+        .unwrap_or(false)
 }
 
 async fn next_kill(

@@ -49,6 +49,107 @@ pub struct SandboxRecord {
     pub dir: String,
 }
 
+/// Where a sandbox's run stands, as its runtime last recorded it. A runtime that
+/// dies without recording its end leaves `Starting`, `Running` or `Stopping`
+/// behind: readers compare the recorded runtime process with the live one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Crashed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Starting => "starting",
+            RunStatus::Running => "running",
+            RunStatus::Stopping => "stopping",
+            RunStatus::Stopped => "stopped",
+            RunStatus::Crashed => "crashed",
+        }
+    }
+
+    fn parse(text: &str) -> RunStatus {
+        match text {
+            "starting" => RunStatus::Starting,
+            "running" => RunStatus::Running,
+            "stopping" => RunStatus::Stopping,
+            "stopped" => RunStatus::Stopped,
+            // Unknown text was not written by this code: treat it as the worst case.
+            _ => RunStatus::Crashed,
+        }
+    }
+
+    /// Whether a runtime should be alive for this status.
+    pub fn expects_runtime(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Starting | RunStatus::Running | RunStatus::Stopping
+        )
+    }
+}
+
+/// One run of a sandbox: what it was created with and where its life stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxRun {
+    pub name: String,
+    pub status: RunStatus,
+    /// Why it stopped or crashed.
+    pub reason: Option<String>,
+    /// The image as the caller named it.
+    pub image: String,
+    pub detached: bool,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    pub stopped_at_ms: Option<i64>,
+    /// The runtime process and its start time (clock ticks after boot, from
+    /// `/proc/PID/stat`), so that a reused pid is not mistaken for it.
+    pub runtime_pid: Option<u32>,
+    pub runtime_start: Option<u64>,
+    /// What a new handle needs (the engine's own format).
+    pub handle_json: String,
+}
+
+impl SandboxRun {
+    /// Whether the runtime this run recorded is still alive: the same pid with
+    /// the same start time, not a zombie. A run whose status expects a runtime
+    /// but has none crashed.
+    pub fn runtime_alive(&self) -> bool {
+        match (self.runtime_pid, self.runtime_start) {
+            (Some(pid), Some(start)) => process_start(pid) == Some(start),
+            _ => false,
+        }
+    }
+
+    /// The status with a dead runtime taken into account.
+    pub fn effective_status(&self) -> RunStatus {
+        match self.status {
+            // Before boot the engine, not a runtime, holds the record.
+            RunStatus::Starting => RunStatus::Starting,
+            status if status.expects_runtime() && !self.runtime_alive() => RunStatus::Crashed,
+            status => status,
+        }
+    }
+}
+
+/// A live process's start time (clock ticks after boot, field 22 of
+/// `/proc/PID/stat`); `None` for a process that is gone or a zombie.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields are
+    // counted from after its last ')'. Field 3 is the state.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(22 - 3)?.parse().ok()
+}
+
 pub struct State {
     conn: Connection,
     path: String,
@@ -73,6 +174,20 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     name TEXT PRIMARY KEY,
     manifest_digest TEXT,
     dir TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sandbox_runs (
+    name TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    reason TEXT,
+    image TEXT NOT NULL,
+    detached INTEGER NOT NULL,
+    cpus INTEGER NOT NULL,
+    memory_mib INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    stopped_at_ms INTEGER,
+    runtime_pid INTEGER,
+    runtime_start INTEGER,
+    handle_json TEXT NOT NULL
 );
 ";
 
@@ -286,6 +401,94 @@ impl State {
         Ok(())
     }
 
+    /// Records a new run of `run.name`, replacing an earlier one.
+    pub fn put_run(&mut self, run: &SandboxRun) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO sandbox_runs (name, status, reason, image, detached, cpus,
+                   memory_mib, created_at_ms, stopped_at_ms, runtime_pid, runtime_start, handle_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    run.name,
+                    run.status.as_str(),
+                    run.reason,
+                    run.image,
+                    run.detached,
+                    run.cpus,
+                    run.memory_mib,
+                    run.created_at_ms,
+                    run.stopped_at_ms,
+                    run.runtime_pid,
+                    run.runtime_start.map(|t| t as i64),
+                    run.handle_json
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Marks the run booted by the runtime process `pid` (started at `start`).
+    pub fn set_running(&mut self, name: &str, pid: u32, start: u64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE sandbox_runs SET status = 'running', runtime_pid = ?2, runtime_start = ?3
+                 WHERE name = ?1",
+                params![name, pid, start as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records a new status; an end (`Stopped`, `Crashed`) also records its time.
+    pub fn set_status(
+        &mut self,
+        name: &str,
+        status: RunStatus,
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<()> {
+        let stopped_at = (!status.expects_runtime()).then_some(now_ms);
+        self.conn
+            .execute(
+                "UPDATE sandbox_runs SET status = ?2, reason = COALESCE(?3, reason),
+                   stopped_at_ms = COALESCE(?4, stopped_at_ms) WHERE name = ?1",
+                params![name, status.as_str(), reason, stopped_at],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn run(&self, name: &str) -> Result<Option<SandboxRun>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM sandbox_runs WHERE name = ?1"),
+                params![name],
+                run_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every recorded run, by name.
+    pub fn runs(&self) -> Result<Vec<SandboxRun>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM sandbox_runs ORDER BY name"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], run_from_row).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn remove_run(&mut self, name: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM sandbox_runs WHERE name = ?1", params![name])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Sandboxes recorded as created from `manifest_digest` (running or not:
     /// the caller checks their locks).
     pub fn sandboxes_using(&self, manifest_digest: &str) -> Result<Vec<SandboxRecord>> {
@@ -305,6 +508,26 @@ impl State {
         rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| self.err(e))
     }
+}
+
+const RUN_COLUMNS: &str = "name, status, reason, image, detached, cpus, memory_mib, created_at_ms,
+    stopped_at_ms, runtime_pid, runtime_start, handle_json";
+
+fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SandboxRun> {
+    Ok(SandboxRun {
+        name: row.get(0)?,
+        status: RunStatus::parse(&row.get::<_, String>(1)?),
+        reason: row.get(2)?,
+        image: row.get(3)?,
+        detached: row.get(4)?,
+        cpus: row.get(5)?,
+        memory_mib: row.get(6)?,
+        created_at_ms: row.get(7)?,
+        stopped_at_ms: row.get(8)?,
+        runtime_pid: row.get(9)?,
+        runtime_start: row.get::<_, Option<i64>>(10)?.map(|t| t as u64),
+        handle_json: row.get(11)?,
+    })
 }
 
 #[cfg(test)]
@@ -371,6 +594,73 @@ mod tests {
             thread.join().unwrap();
         }
         assert_eq!(State::open(&path).unwrap().images().unwrap().len(), 8);
+    }
+
+    #[test]
+    fn a_run_moves_through_its_statuses_and_keeps_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("state.db")).unwrap();
+        let run = SandboxRun {
+            name: "w".into(),
+            status: RunStatus::Starting,
+            reason: None,
+            image: "busybox".into(),
+            detached: true,
+            cpus: 1,
+            memory_mib: 512,
+            created_at_ms: 1000,
+            stopped_at_ms: None,
+            runtime_pid: None,
+            runtime_start: None,
+            handle_json: "{}".into(),
+        };
+        state.put_run(&run).unwrap();
+        state.set_running("w", 42, 7).unwrap();
+        let running = state.run("w").unwrap().unwrap();
+        assert_eq!(running.status, RunStatus::Running);
+        assert_eq!(
+            (running.runtime_pid, running.runtime_start),
+            (Some(42), Some(7))
+        );
+        state
+            .set_status("w", RunStatus::Stopping, None, 2000)
+            .unwrap();
+        assert_eq!(state.run("w").unwrap().unwrap().stopped_at_ms, None);
+        state
+            .set_status("w", RunStatus::Stopped, Some("it was stopped"), 3000)
+            .unwrap();
+        let stopped = state.run("w").unwrap().unwrap();
+        assert_eq!(stopped.status, RunStatus::Stopped);
+        assert_eq!(stopped.reason.as_deref(), Some("it was stopped"));
+        assert_eq!(stopped.stopped_at_ms, Some(3000));
+        assert_eq!(state.runs().unwrap().len(), 1);
+        state.remove_run("w").unwrap();
+        assert_eq!(state.run("w").unwrap(), None);
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_reused_pid_is_not_mistaken_for_it() {
+        let pid = std::process::id();
+        let start = process_start(pid).expect("this process has a start time");
+        let mut run = SandboxRun {
+            name: "x".into(),
+            status: RunStatus::Running,
+            reason: None,
+            image: "i".into(),
+            detached: false,
+            cpus: 1,
+            memory_mib: 1,
+            created_at_ms: 0,
+            stopped_at_ms: None,
+            runtime_pid: Some(pid),
+            runtime_start: Some(start),
+            handle_json: "{}".into(),
+        };
+        assert_eq!(run.effective_status(), RunStatus::Running);
+        run.runtime_start = Some(start + 1);
+        assert_eq!(run.effective_status(), RunStatus::Crashed);
+        run.status = RunStatus::Stopped;
+        assert_eq!(run.effective_status(), RunStatus::Stopped);
     }
 
     #[test]

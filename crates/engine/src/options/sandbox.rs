@@ -40,7 +40,16 @@ pub struct SandboxOptions {
     pub ports: Vec<PortOption>,
     /// Secret environment variables: the guest gets placeholders, the values stay on the host.
     pub secret_env: Vec<SecretEnvOptions>,
+    /// Outlive the creating process; reachable by name from any process of the same user.
+    pub detached: Option<bool>,
+    /// Stop after this long with no request and none open.
+    pub idle_timeout_ms: Option<f64>,
+    /// Stop this long after boot.
+    pub max_lifetime_ms: Option<f64>,
 }
+
+/// The shortest idle timeout and lifetime: the runtime checks once a second.
+const MIN_LIFETIME_MS: u32 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSource {
@@ -100,6 +109,9 @@ pub struct SandboxConfig {
     pub ports: Vec<PortOption>,
     /// `secretEnv` and `network.tls`, for the runtime (holds the values; `Debug` redacts them).
     pub secrets: SecretsConfig,
+    pub detached: bool,
+    pub idle_timeout_ms: Option<u64>,
+    pub max_lifetime_ms: Option<u64>,
 }
 
 impl SandboxOptions {
@@ -125,6 +137,13 @@ impl SandboxOptions {
         let scripts = patch::scripts_as_patches(&self.scripts)?;
         let pull_policy = PullPolicy::parse("pullPolicy", self.pull_policy.as_deref())?;
         let secrets = secrets::build(&self.secret_env, &self.network.tls)?;
+        let duration = |field, value: Option<f64>| -> Result<Option<u64>, InvalidOption> {
+            value
+                .map(|v| integer_in(field, Some(v), 0, MIN_LIFETIME_MS, u32::MAX).map(u64::from))
+                .transpose()
+        };
+        let idle_timeout_ms = duration("idleTimeoutMs", self.idle_timeout_ms)?;
+        let max_lifetime_ms = duration("maxLifetimeMs", self.max_lifetime_ms)?;
         Ok(SandboxConfig {
             name,
             named,
@@ -140,6 +159,9 @@ impl SandboxOptions {
             network: self.network,
             ports: self.ports,
             secrets,
+            detached: self.detached.unwrap_or(false),
+            idle_timeout_ms,
+            max_lifetime_ms,
         })
     }
 }
@@ -177,7 +199,7 @@ pub fn merge_env(env: &mut Vec<(String, String)>, overrides: Vec<(String, String
     }
 }
 
-fn validate_name(name: &str) -> Result<String, InvalidOption> {
+pub(crate) fn validate_name(name: &str) -> Result<String, InvalidOption> {
     let valid_chars = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));

@@ -1,0 +1,233 @@
+// Sandboxes by name across processes: detached sandboxes outlive their
+// creator, any process of the same user reaches them with get, list shows
+// where each stands (crashed when its runtime died), remove forgets them, and
+// the runtime ends idle or too-old sandboxes itself. Real VMs throughout.
+import assert from "node:assert/strict";
+import { execFile, execFileSync, spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { promisify } from "node:util";
+import { after, before, test } from "node:test";
+
+import {
+  InvalidOptionError,
+  Sandbox,
+  SandboxExistsError,
+  SandboxNotFoundError,
+  SandboxNotRunningError,
+  SandboxRunningError,
+  type SandboxInfo,
+} from "../ts/index";
+import { busyboxRoot, commandOf, eventually, isolatedHome, processesOf } from "./helpers";
+
+const home = isolatedHome("lifecycle");
+const client = path.join(__dirname, "fixtures", "lifecycle-client.js");
+let root: string;
+
+before(() => {
+  root = busyboxRoot();
+});
+
+after(() => {
+  fs.rmSync(home, { recursive: true, force: true });
+});
+
+/** Runs the client fixture in a process of its own and returns its stdout. */
+async function inOtherProcess(...args: string[]): Promise<string> {
+  const { stdout } = await promisify(execFile)(process.execPath, [client, ...args], { env: process.env });
+  return stdout;
+}
+
+function alive(pid: number): boolean {
+  try {
+    return !fs.readFileSync(`/proc/${pid}/stat`, "utf8").includes(") Z ");
+  } catch {
+    return false;
+  }
+}
+
+async function statusOf(name: string): Promise<SandboxInfo | undefined> {
+  return (await Sandbox.list()).find((s) => s.name === name);
+}
+
+test("a detached sandbox outlives its creator's SIGKILL; other processes get, list and stop it", async () => {
+  const creator = spawn(process.execPath, [client, "create", root, "worker"], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: process.env,
+  });
+  try {
+    const vmPid = await new Promise<number>((resolve, reject) => {
+      let out = "";
+      creator.stdout.on("data", (chunk) => {
+        out += chunk;
+        const match = /ready (\d+)\n/.exec(out);
+        if (match) resolve(Number(match[1]));
+      });
+      creator.on("exit", (code) => reject(new Error(`creator exited early with ${code}`)));
+    });
+    creator.kill("SIGKILL");
+    await new Promise((resolve) => creator.once("exit", resolve));
+    // Past the 2 s in which an attached sandbox would be gone.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    assert.ok(alive(vmPid), "the VM died with its creator");
+
+    // A second process reaches it by name and runs a command in it.
+    assert.equal(await inOtherProcess("exec", "worker", "echo hello from $(hostname)"), "hello from worker\n");
+    // A third lists it.
+    const listed = JSON.parse(await inOtherProcess("list")) as SandboxInfo[];
+    const worker = listed.find((s) => s.name === "worker");
+    assert.equal(worker?.status, "running");
+    assert.equal(worker?.detached, true);
+    assert.equal(worker?.image, root);
+    assert.equal(typeof worker?.pid, "number");
+
+    // This process stops it; the record keeps why until it is removed.
+    const sb = await Sandbox.get("worker");
+    assert.equal(sb.bootInfo.vmPid, vmPid);
+    await sb.stopAndWait();
+    assert.equal(alive(vmPid), false);
+    const stopped = await statusOf("worker");
+    assert.equal(stopped?.status, "stopped");
+    assert.match(stopped?.reason ?? "", /it was stopped/);
+    assert.ok(stopped?.stoppedAt instanceof Date);
+    await assert.rejects(Sandbox.get("worker"), (err: unknown) => {
+      assert.ok(err instanceof SandboxNotRunningError);
+      assert.match(err.message, /stopped/);
+      return true;
+    });
+    await Sandbox.remove("worker");
+    assert.equal(await statusOf("worker"), undefined);
+    assert.equal(fs.existsSync(path.join(home, "sandboxes", "worker")), false);
+    assert.deepEqual(processesOf(home).map(commandOf), []);
+  } finally {
+    creator.kill("SIGKILL");
+  }
+});
+
+test("a runtime killed outright shows as crashed within 2 s, and get says so", async () => {
+  const sb = await Sandbox.create({ image: root, name: "doomed", detached: true });
+  const pid = (await statusOf("doomed"))?.pid;
+  assert.equal(typeof pid, "number");
+  process.kill(pid!, "SIGKILL");
+  const crashed = await eventually(() => {
+    const out = execFileSync(process.execPath, [client, "list"], { env: process.env, encoding: "utf8" });
+    return (JSON.parse(out) as SandboxInfo[]).find((s) => s.name === "doomed")?.status === "crashed";
+  }, 2000);
+  assert.ok(crashed, `status after 2 s: ${JSON.stringify(await statusOf("doomed"))}`);
+  await assert.rejects(Sandbox.get("doomed"), (err: unknown) => {
+    assert.ok(err instanceof SandboxNotRunningError);
+    assert.match(err.message, /crashed/);
+    return true;
+  });
+  // The VM went with its runtime (its parent-death signal).
+  assert.ok(await eventually(() => processesOf(home).length === 0, 2000), processesOf(home).map(commandOf).join("; "));
+  assert.equal(sb.running, false);
+  await Sandbox.remove("doomed");
+});
+
+test("several handles serve one sandbox at once, each seeing only its own output", async () => {
+  const owner = await Sandbox.create({ image: root, name: "shared" });
+  try {
+    const [first, second] = await Promise.all([Sandbox.get("shared"), Sandbox.get("shared")]);
+    const runs = await Promise.all([
+      first.shell("for i in 1 2 3 4 5; do echo first-$i; sleep 0.1; done"),
+      second.shell("for i in 1 2 3 4 5; do echo second-$i; sleep 0.1; done"),
+      owner.shell("for i in 1 2 3 4 5; do echo owner-$i; sleep 0.1; done"),
+    ]);
+    for (const [run, label] of [
+      [runs[0], "first"],
+      [runs[1], "second"],
+      [runs[2], "owner"],
+    ] as const) {
+      assert.equal(run.stdout(), [1, 2, 3, 4, 5].map((i) => `${label}-${i}\n`).join(""));
+    }
+    // Files are one filesystem whichever handle writes.
+    await first.fs().write("/tmp/from-first", "shared state");
+    assert.equal(await second.fs().readString("/tmp/from-first"), "shared state");
+    // Stopping through any handle stops it for all.
+    await second.stopAndWait();
+    assert.equal(owner.running, false);
+    await assert.rejects(first.shell("true"), SandboxNotRunningError);
+  } finally {
+    await owner.stopAndWait();
+  }
+  // A sandbox that is not detached leaves no record once stopped.
+  assert.equal(await statusOf("shared"), undefined);
+});
+
+test("remove refuses a running sandbox unless forced; unknown names are SandboxNotFoundError", async () => {
+  const sb = await Sandbox.create({ image: root, name: "busy", detached: true });
+  await assert.rejects(Sandbox.remove("busy"), SandboxRunningError);
+  assert.equal(sb.running, true);
+  await Sandbox.remove("busy", { force: true });
+  assert.equal(sb.running, false);
+  await assert.rejects(Sandbox.get("busy"), SandboxNotFoundError);
+  await assert.rejects(Sandbox.remove("busy"), SandboxNotFoundError);
+  await assert.rejects(Sandbox.get("../etc"), InvalidOptionError);
+  assert.deepEqual(processesOf(home).map(commandOf), []);
+});
+
+test("two creates of one name at once: exactly one wins", async () => {
+  const results = await Promise.allSettled([
+    Sandbox.create({ image: root, name: "contested" }),
+    Sandbox.create({ image: root, name: "contested" }),
+  ]);
+  const won = results.filter((r) => r.status === "fulfilled");
+  const lost = results.filter((r) => r.status === "rejected");
+  assert.equal(won.length, 1);
+  assert.ok((lost[0] as PromiseRejectedResult).reason instanceof SandboxExistsError);
+  await (won[0] as PromiseFulfilledResult<Sandbox>).value.stopAndWait();
+});
+
+test("the idle timeout stops an idle sandbox and spares a busy one; the lifetime ends it regardless", async () => {
+  const idle = await Sandbox.create({ image: root, name: "idle", detached: true, idleTimeoutMs: 2000 });
+  const busy = await Sandbox.create({ image: root, name: "busy-one", detached: true, idleTimeoutMs: 2000 });
+  const aged = await Sandbox.create({ image: root, name: "aged", detached: true, maxLifetimeMs: 3000 });
+  const working = busy.shell("sleep 5; echo done");
+  const agedWork = aged.shell("sleep 30");
+  assert.ok(await eventually(() => !idle.running, 6000), "the idle sandbox still runs");
+  assert.equal(busy.running, true, "the busy sandbox was stopped while a command ran");
+  assert.match((await statusOf("idle"))?.reason ?? "", /idle for 2000 ms/);
+  await assert.rejects(agedWork, SandboxNotRunningError);
+  assert.match((await statusOf("aged"))?.reason ?? "", /maximum lifetime of 3000 ms/);
+  assert.equal((await working).stdout(), "done\n");
+  // Idle again once its command ended.
+  assert.ok(await eventually(() => !busy.running, 6000), "the busy sandbox outlived its idle timeout");
+  for (const name of ["idle", "busy-one", "aged"]) await Sandbox.remove(name);
+});
+
+test("a process of another user cannot reach a sandbox's control socket", async () => {
+  const sb = await Sandbox.create({ image: root, name: "private" });
+  try {
+    const socket = path.join(home, "run", "private.sock");
+    // Connects and sends a well-formed Attach request (a 4-byte big-endian length,
+    // then the postcard envelope: request id 1, ToRuntime variant 4), then says
+    // what came of it.
+    const probe = (asNobody: boolean) => {
+      const script = `const c = require("net").connect(${JSON.stringify(socket)});
+        const say = (what) => { console.log(what); process.exit(0); };
+        c.on("error", (e) => say(e.code === "EACCES" ? "EACCES" : "hung up"));
+        c.on("connect", () => c.write(Buffer.from([0, 0, 0, 2, 1, 4])));
+        c.on("data", () => say("answered"));
+        c.on("close", () => say("hung up"));
+        setTimeout(() => say("no answer"), 5000);`;
+      const [program, args] = asNobody
+        ? ["setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "-e", script]]
+        : [process.execPath, ["-e", script]];
+      return execFileSync(program as string, args as string[], { encoding: "utf8" }).trim();
+    };
+    assert.equal(fs.statSync(path.join(home, "run")).mode & 0o777, 0o700);
+    assert.equal(fs.statSync(socket).mode & 0o777, 0o600);
+    assert.equal(probe(true), "EACCES");
+    // With the modes opened up, the runtime itself checks who is calling: it
+    // answers its own user (the probe is sound) and hangs up on another.
+    fs.chmodSync(home, 0o755);
+    fs.chmodSync(path.join(home, "run"), 0o755);
+    fs.chmodSync(socket, 0o666);
+    assert.equal(probe(false), "answered");
+    assert.equal(probe(true), "hung up");
+    assert.equal((await sb.shell("echo still fine")).stdout(), "still fine\n");
+  } finally {
+    await sb.stopAndWait();
+  }
+});

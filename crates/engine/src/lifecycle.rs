@@ -1,0 +1,190 @@
+//! Sandboxes by name, from any process of the same user: the run records in the
+//! state database and the runtimes' control sockets.
+//!
+//! The engine inserts a sandbox's run record (`starting`) before its runtime
+//! starts; from then on the runtime records its own status (`crate::record` in
+//! the runtime). Readers trust a status that expects a live runtime only when
+//! the recorded runtime process is alive ([`msb_state::SandboxRun::effective_status`]),
+//! so a runtime killed outright shows as `crashed`, never as `running`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use msb_control::{BootInfo, FromRuntime, ToRuntime};
+use msb_protocol::User;
+use msb_state::{RunStatus, SandboxRun, State};
+use serde::{Deserialize, Serialize};
+
+use crate::conn::RuntimeConn;
+use crate::error::{LifecycleError, NotRunning};
+use crate::settings::EngineSettings;
+
+/// What a handle needs besides the runtime's `BootInfo`, kept in the run record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HandleInfo {
+    pub workdir: Option<String>,
+    pub default_user: Option<User>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+/// A sandbox as `list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSummary {
+    pub name: String,
+    /// "starting", "running", "stopping", "stopped" or "crashed".
+    pub status: &'static str,
+    /// Why it stopped or crashed.
+    pub reason: Option<String>,
+    /// The image as the creator named it.
+    pub image: String,
+    pub detached: bool,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    pub stopped_at_ms: Option<i64>,
+    /// The runtime process, while it lives.
+    pub pid: Option<u32>,
+}
+
+/// How long a handle waits for a runtime that reported the VM's end to exit.
+const RUNTIME_EXIT_WAIT: Duration = Duration::from_secs(10);
+
+pub(crate) async fn with_state<T: Send + 'static>(
+    path: PathBuf,
+    f: impl FnOnce(&mut State) -> msb_state::Result<T> + Send + 'static,
+) -> Result<T, LifecycleError> {
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(path.parent().expect("state.db has a parent"))
+            .map_err(|e| LifecycleError::io("create the state directory", e))?;
+        let mut state = State::open(&path)?;
+        Ok(f(&mut state)?)
+    })
+    .await
+    .map_err(|e| LifecycleError::io("read the state database", std::io::Error::other(e)))?
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The recorded run of `name`, or `SandboxNotFound`.
+pub(crate) async fn find(
+    settings: &EngineSettings,
+    name: &str,
+) -> Result<SandboxRun, LifecycleError> {
+    let key = name.to_string();
+    with_state(settings.state_db(), move |state| state.run(&key))
+        .await?
+        .ok_or_else(|| LifecycleError::NotFound {
+            name: name.to_string(),
+        })
+}
+
+pub(crate) async fn list(settings: &EngineSettings) -> Result<Vec<SandboxSummary>, LifecycleError> {
+    let runs = with_state(settings.state_db(), |state| state.runs()).await?;
+    Ok(runs.iter().map(summary).collect())
+}
+
+fn summary(run: &SandboxRun) -> SandboxSummary {
+    let status = run.effective_status();
+    SandboxSummary {
+        name: run.name.clone(),
+        status: status.as_str(),
+        reason: match status {
+            RunStatus::Crashed if run.status.expects_runtime() => {
+                Some("its runtime process died without recording an end".into())
+            }
+            _ => run.reason.clone(),
+        },
+        image: run.image.clone(),
+        detached: run.detached,
+        cpus: run.cpus,
+        memory_mib: run.memory_mib,
+        created_at_ms: run.created_at_ms,
+        stopped_at_ms: run.stopped_at_ms,
+        pid: status
+            .expects_runtime()
+            .then_some(run.runtime_pid)
+            .flatten(),
+    }
+}
+
+/// A running sandbox's handle parts: its record's handle info, a connection
+/// to its runtime, and the `BootInfo` the runtime answered `Attach` with.
+pub(crate) struct Attached {
+    pub run: SandboxRun,
+    pub handle: HandleInfo,
+    pub conn: Arc<RuntimeConn>,
+    pub boot: BootInfo,
+}
+
+pub(crate) async fn attach(
+    settings: &EngineSettings,
+    name: &str,
+) -> Result<Attached, LifecycleError> {
+    let run = find(settings, name).await?;
+    let not_running = |reason: String| {
+        LifecycleError::NotRunning(NotRunning {
+            name: name.to_string(),
+            reason,
+            guest_fault: false,
+            secret_violation: false,
+        })
+    };
+    let status = run.effective_status();
+    if status != RunStatus::Running {
+        let summary = summary(&run);
+        let reason = match summary.reason {
+            Some(reason) => format!("it is {} ({reason})", summary.status),
+            None => format!("it is {}", summary.status),
+        };
+        return Err(not_running(reason));
+    }
+    let handle: HandleInfo = serde_json::from_str(&run.handle_json)
+        .map_err(|e| LifecycleError::io("read the sandbox's record", std::io::Error::other(e)))?;
+    let stream = match tokio::net::UnixStream::connect(&handle.socket).await {
+        Ok(stream) => stream,
+        // The runtime ended between the status check and the connection.
+        Err(err)
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(not_running("its runtime is no longer listening".into()))
+        }
+        Err(err) => return Err(LifecycleError::io("connect to the sandbox's runtime", err)),
+    };
+    let conn = RuntimeConn::start(stream);
+    let mut route = conn
+        .open_request()
+        .map_err(|_| not_running("its runtime closed the connection".into()))?;
+    let reply = match conn.send(route.id, ToRuntime::Attach) {
+        Ok(()) => route.events.recv().await,
+        Err(_) => None,
+    };
+    conn.close_request(route.id);
+    match reply {
+        Some(FromRuntime::Attached(boot)) => Ok(Attached {
+            run,
+            handle,
+            conn,
+            boot,
+        }),
+        _ => Err(not_running("its runtime closed the connection".into())),
+    }
+}
+
+/// Waits until the runtime process a run recorded has exited.
+pub(crate) async fn wait_runtime_gone(run: &SandboxRun) {
+    let deadline = tokio::time::Instant::now() + RUNTIME_EXIT_WAIT;
+    while run.runtime_alive() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
