@@ -63,6 +63,7 @@ export declare class NativeSandbox {
   get bootInfo(): NativeBootInfo
   exec(command: string, args: Array<string>, options?: NativeExecOptions | undefined | null): Promise<NativeExecOutput | NativeFailure>
   execStream(command: string, args: Array<string>, options?: NativeExecOptions | undefined | null): Promise<NativeExecHandle | NativeFailure>
+  metrics(): Promise<NativeSandboxMetrics | NativeFailure>
   fs(): NativeFs
   stop(): Promise<void>
   stopAndWait(): Promise<NativeFailure | null>
@@ -350,6 +351,18 @@ export interface NativeRule {
   domain?: string
   /** A name this sandbox resolved to the destination, by suffix. */
   domainSuffix?: string
+}
+
+/** A running sandbox's resource use. */
+export interface NativeSandboxMetrics {
+  cpuPercent: number
+  memoryUsedMib?: number
+  memoryTotalMib?: number
+  netRxBytes: number
+  netTxBytes: number
+  diskReadBytes: number
+  diskWriteBytes: number
+  uptimeMs: number
 }
 
 /** A sandbox as `listSandboxes` reports it. */

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
+import * as http from "node:http";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import { after, before, test } from "node:test";
@@ -230,4 +231,58 @@ test("a process of another user cannot reach a sandbox's control socket", async 
   } finally {
     await sb.stopAndWait();
   }
+});
+
+test("metrics: CPU rises under a busy loop, guest memory under an allocation, network counters with a transfer", async () => {
+  const sb = await Sandbox.create({ image: root, name: "measured", ports: { 0: 80 } });
+  try {
+    const first = await sb.metrics();
+    assert.ok(first.uptimeMs > 0);
+    assert.ok(first.memoryTotalMib! > 400 && first.memoryTotalMib! <= 512, `total ${first.memoryTotalMib}`);
+    const usedBefore = first.memoryUsedMib!;
+    assert.ok(usedBefore > 0 && usedBefore < first.memoryTotalMib!);
+
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const idle = await sb.metrics();
+    await sb.shell("end=$(($(date +%s) + 2)); while [ $(date +%s) -lt $end ]; do :; done");
+    const busy = await sb.metrics();
+    assert.ok(busy.cpuPercent > 50, `busy ${busy.cpuPercent}%`);
+    assert.ok(busy.cpuPercent > idle.cpuPercent, `busy ${busy.cpuPercent}% vs idle ${idle.cpuPercent}%`);
+
+    await sb.shell("head -c 104857600 /dev/zero > /tmp/big");
+    const allocated = await sb.metrics();
+    assert.ok(allocated.memoryUsedMib! - usedBefore > 80, `${usedBefore} -> ${allocated.memoryUsedMib} MiB`);
+
+    await sb.shell("mkdir -p /www && head -c 1048576 /dev/zero > /www/blob && httpd -p 80 -h /www");
+    const [published] = sb.bootInfo.publishedPorts;
+    const got = await new Promise<number>((resolve, reject) => {
+      http
+        .get(`http://${published.host}/blob`, (res) => {
+          let bytes = 0;
+          res.on("data", (d: Buffer) => (bytes += d.length));
+          res.on("end", () => resolve(bytes));
+        })
+        .on("error", reject);
+    });
+    assert.equal(got, 1048576);
+    const after = await sb.metrics();
+    assert.ok(after.netTxBytes - allocated.netTxBytes >= 1048576, `tx ${allocated.netTxBytes} -> ${after.netTxBytes}`);
+    assert.ok(after.netRxBytes > allocated.netRxBytes, `rx ${allocated.netRxBytes} -> ${after.netRxBytes}`);
+
+    // A stream of samples, ended by its signal.
+    const controller = new AbortController();
+    const uptimes: number[] = [];
+    for await (const sample of sb.metricsStream({ intervalMs: 200, signal: controller.signal })) {
+      uptimes.push(sample.uptimeMs);
+      if (uptimes.length === 3) controller.abort();
+    }
+    assert.equal(uptimes.length, 3);
+    assert.ok(uptimes[0] < uptimes[1] && uptimes[1] < uptimes[2]);
+    await assert.rejects(async () => {
+      for await (const _ of sb.metricsStream({ intervalMs: 5 })) break;
+    }, InvalidOptionError);
+  } finally {
+    await sb.stopAndWait();
+  }
+  await assert.rejects(sb.metrics(), SandboxNotRunningError);
 });

@@ -340,6 +340,19 @@ pub async fn list_sandboxes(
     }))
 }
 
+/// A running sandbox's resource use.
+#[napi(object)]
+pub struct NativeSandboxMetrics {
+    pub cpu_percent: f64,
+    pub memory_used_mib: Option<f64>,
+    pub memory_total_mib: Option<f64>,
+    pub net_rx_bytes: f64,
+    pub net_tx_bytes: f64,
+    pub disk_read_bytes: f64,
+    pub disk_write_bytes: f64,
+    pub uptime_ms: f64,
+}
+
 #[napi]
 pub async fn remove_sandbox(
     name: String,
@@ -413,6 +426,20 @@ impl NativeSandbox {
         };
         let result = self.inner.exec_stream(command, args, options).await;
         outcome(result.map(|(events, control)| NativeExecHandle::new(events, control)))
+    }
+
+    #[napi]
+    pub async fn metrics(&self) -> Either<NativeSandboxMetrics, NativeFailure> {
+        outcome(self.inner.metrics().await.map(|m| NativeSandboxMetrics {
+            cpu_percent: m.cpu_percent,
+            memory_used_mib: m.memory_used_mib,
+            memory_total_mib: m.memory_total_mib,
+            net_rx_bytes: m.net_rx_bytes as f64,
+            net_tx_bytes: m.net_tx_bytes as f64,
+            disk_read_bytes: m.disk_read_bytes as f64,
+            disk_write_bytes: m.disk_write_bytes as f64,
+            uptime_ms: m.uptime_ms as f64,
+        }))
     }
 
     #[napi]

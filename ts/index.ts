@@ -1,5 +1,13 @@
 // microsandbox: run untrusted code inside microVMs from Node.
-export { Sandbox, type BootInfo, type SandboxInfo, type SandboxStatus, type RemoveOptions } from "./sandbox";
+export {
+  Sandbox,
+  type BootInfo,
+  type SandboxInfo,
+  type SandboxStatus,
+  type RemoveOptions,
+  type SandboxMetrics,
+  type MetricsStreamOptions,
+} from "./sandbox";
 export { ExecOutput, ExecHandle, ExecStdin, type ExecEvent, type ExitEvent } from "./exec";
 export { SandboxFs, type FsStat, type FsEntry } from "./fs";
 export { Patch } from "./patch";

@@ -64,6 +64,41 @@ export interface SandboxInfo {
   pid?: number;
 }
 
+/** A running sandbox's resource use, from {@link Sandbox.metrics}. */
+export interface SandboxMetrics {
+  /**
+   * CPU time of the VM process per wall time since this handle's previous
+   * sample (since boot for the first), in percent of one host CPU.
+   */
+  cpuPercent: number;
+  /**
+   * Memory in use in the guest (`MemTotal - MemAvailable`), in MiB: the one
+   * figure, with `memoryTotalMib`, that comes from the guest; absent when it
+   * did not answer within 2 s or sensibly.
+   */
+  memoryUsedMib?: number;
+  /** The guest's `MemTotal`, in MiB. */
+  memoryTotalMib?: number;
+  /** Bytes the guest received and sent on its network, Ethernet frames counted by the host. */
+  netRxBytes: number;
+  /** See {@link SandboxMetrics.netRxBytes}. */
+  netTxBytes: number;
+  /** Bytes the VM process read from storage on the host. */
+  diskReadBytes: number;
+  /** Bytes the VM process wrote to storage on the host. */
+  diskWriteBytes: number;
+  /** Milliseconds since the VM booted. */
+  uptimeMs: number;
+}
+
+/** Options of {@link Sandbox.metricsStream}. */
+export interface MetricsStreamOptions {
+  /** Time between samples, in ms (at least 100). Default: 1000. */
+  intervalMs?: number;
+  /** Ends the stream. */
+  signal?: AbortSignal;
+}
+
 /** Options of {@link Sandbox.remove}. */
 export interface RemoveOptions {
   /** Kill a running sandbox first instead of refusing. Default: false. */
@@ -319,6 +354,59 @@ export class Sandbox implements AsyncDisposable {
   async shellStream(script: string, options: ExecOptions = {}): Promise<ExecHandle> {
     checkScript(script);
     return this.execStream("/bin/sh", ["-c", script], options);
+  }
+
+  /**
+   * CPU, memory, network and disk use. The counters are the host's; the
+   * memory figures are the guest's own, read once per call.
+   *
+   * @throws {SandboxNotRunningError} The sandbox was stopped or its VM exited.
+   */
+  async metrics(): Promise<SandboxMetrics> {
+    const m = unwrap(await this.#native.metrics());
+    return {
+      cpuPercent: m.cpuPercent,
+      ...(m.memoryUsedMib != null && { memoryUsedMib: m.memoryUsedMib }),
+      ...(m.memoryTotalMib != null && { memoryTotalMib: m.memoryTotalMib }),
+      netRxBytes: m.netRxBytes,
+      netTxBytes: m.netTxBytes,
+      diskReadBytes: m.diskReadBytes,
+      diskWriteBytes: m.diskWriteBytes,
+      uptimeMs: m.uptimeMs,
+    };
+  }
+
+  /**
+   * {@link Sandbox.metrics} every `intervalMs`, until the sandbox stops or
+   * `signal` fires (then the iteration ends without an error).
+   *
+   * @throws {InvalidOptionError} `intervalMs` is not a number of at least 100.
+   */
+  async *metricsStream(options: MetricsStreamOptions = {}): AsyncGenerator<SandboxMetrics, void, undefined> {
+    const intervalMs = options.intervalMs ?? 1000;
+    if (typeof intervalMs !== "number" || !Number.isFinite(intervalMs) || intervalMs < 100) {
+      throw new InvalidOptionError("intervalMs: must be a number of at least 100", "intervalMs");
+    }
+    const { signal } = options;
+    while (!signal?.aborted && this.running) {
+      let sample: SandboxMetrics;
+      try {
+        sample = await this.metrics();
+      } catch (err) {
+        if (!this.running) return;
+        throw err;
+      }
+      yield sample;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, intervalMs);
+        function done() {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", done);
+          resolve();
+        }
+        signal?.addEventListener("abort", done, { once: true });
+      });
+    }
   }
 
   /** The guest filesystem; the same object on every call. */

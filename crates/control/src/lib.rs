@@ -25,6 +25,6 @@ pub mod vm;
 
 pub use files::LOCK_FD;
 pub use messages::{
-    BootInfo, BootSpec, FromRuntime, HostEnded, LifecycleSpec, RuntimeFailure, RuntimeFailureKind,
-    ToRuntime, VmExit,
+    BootInfo, BootSpec, FromRuntime, HostEnded, HostMetrics, LifecycleSpec, RuntimeFailure,
+    RuntimeFailureKind, ToRuntime, VmExit,
 };

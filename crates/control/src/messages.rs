@@ -32,6 +32,8 @@ pub enum ToRuntime {
     Kill,
     /// First message of a client on the control socket. Answered by `Attached`.
     Attach,
+    /// The host's counters of the VM. Answered by `Metrics`.
+    Metrics,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +46,28 @@ pub enum FromRuntime {
     Failed(RuntimeFailure),
     /// Answer to `Attach`: how the running VM came up.
     Attached(BootInfo),
+    Metrics(HostMetrics),
+}
+
+/// What the host measures of a running VM, counters cumulative since boot, and
+/// the guest's own memory figures. Only those two come from the guest (its
+/// `/proc/meminfo`, read by the runtime); the runtime drops figures that
+/// cannot be true (more than the VM has).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostMetrics {
+    pub uptime_ms: u64,
+    /// CPU time of the VM process (all its threads: vCPUs and device emulation).
+    pub cpu_ms: u64,
+    /// Bytes the VM process read from and wrote to storage on the host.
+    pub disk_read_bytes: u64,
+    pub disk_write_bytes: u64,
+    /// Ethernet bytes the guest received and sent through its network stack.
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    /// `MemTotal` and `MemAvailable` of the guest, in KiB; `None` when the guest
+    /// did not answer sensibly.
+    pub memory_total_kib: Option<u64>,
+    pub memory_available_kib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

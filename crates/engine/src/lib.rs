@@ -39,7 +39,7 @@ pub use fs::{
     CopyToHostOptions, FileReader, FileWriter, SandboxFs, WriteOptions, DEFAULT_MAX_LIST_ENTRIES,
 };
 pub use images::{ImageInfo, Images, Progress, PruneReport};
-pub use lifecycle::SandboxSummary;
+pub use lifecycle::{SandboxMetrics, SandboxSummary};
 pub use msb_control::secrets::SecretValue;
 pub use msb_control::vm::Accel;
 pub use msb_control::BootInfo;

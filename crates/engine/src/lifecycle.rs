@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use msb_control::{BootInfo, FromRuntime, ToRuntime};
+use msb_control::{BootInfo, FromRuntime, HostMetrics, ToRuntime};
 use msb_protocol::User;
 use msb_state::{RunStatus, SandboxRun, State};
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,50 @@ pub struct SandboxSummary {
     pub stopped_at_ms: Option<i64>,
     /// The runtime process, while it lives.
     pub pid: Option<u32>,
+}
+
+/// A running sandbox's resource use, as `Sandbox::metrics` reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SandboxMetrics {
+    /// CPU time of the VM process per wall time since this handle's previous
+    /// sample (since boot for the first), in percent of one host CPU.
+    pub cpu_percent: f64,
+    /// The guest's own figures (`MemTotal - MemAvailable`, `MemTotal`), in MiB;
+    /// `None` when it did not answer sensibly.
+    pub memory_used_mib: Option<f64>,
+    pub memory_total_mib: Option<f64>,
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    pub disk_read_bytes: u64,
+    pub disk_write_bytes: u64,
+    pub uptime_ms: u64,
+}
+
+impl SandboxMetrics {
+    /// From the runtime's report and this handle's previous one.
+    pub(crate) fn from_host(now: &HostMetrics, previous: Option<&HostMetrics>) -> SandboxMetrics {
+        let (cpu, wall) = match previous {
+            Some(p) if now.uptime_ms > p.uptime_ms => (
+                now.cpu_ms.saturating_sub(p.cpu_ms),
+                now.uptime_ms - p.uptime_ms,
+            ),
+            _ => (now.cpu_ms, now.uptime_ms.max(1)),
+        };
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        SandboxMetrics {
+            cpu_percent: cpu as f64 * 100.0 / wall as f64,
+            memory_used_mib: now
+                .memory_total_kib
+                .zip(now.memory_available_kib)
+                .map(|(total, available)| mib(total - available)),
+            memory_total_mib: now.memory_total_kib.map(mib),
+            net_rx_bytes: now.net_rx_bytes,
+            net_tx_bytes: now.net_tx_bytes,
+            disk_read_bytes: now.disk_read_bytes,
+            disk_write_bytes: now.disk_write_bytes,
+            uptime_ms: now.uptime_ms,
+        }
+    }
 }
 
 /// How long a handle waits for a runtime that reported the VM's end to exit.

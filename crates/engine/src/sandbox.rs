@@ -12,7 +12,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use msb_control::{BootInfo, ToRuntime};
+use msb_control::{BootInfo, FromRuntime, HostMetrics, ToRuntime};
 use msb_protocol::User;
 use tokio::process::Child;
 use tokio::sync::Mutex;
@@ -23,7 +23,7 @@ use crate::exec::{self, ExecControl, ExecEvents, ExecOutput};
 use crate::fs::SandboxFs;
 use crate::images::{Images, Progress};
 use crate::launch::{self, Launch};
-use crate::lifecycle::{self, SandboxSummary};
+use crate::lifecycle::{self, SandboxMetrics, SandboxSummary};
 use crate::options::exec::ExecOptions;
 use crate::options::sandbox::{self, SandboxOptions};
 use crate::settings::EngineSettings;
@@ -50,6 +50,8 @@ struct Inner {
     boot: BootInfo,
     conn: Arc<RuntimeConn>,
     state_db: PathBuf,
+    /// The runtime's previous metrics report to this handle, for CPU rates.
+    last_metrics: std::sync::Mutex<Option<HostMetrics>>,
     /// How this handle came to be, which decides what ending it involves.
     origin: Origin,
 }
@@ -90,6 +92,7 @@ impl Sandbox {
                 boot: booted.boot,
                 conn: booted.conn,
                 state_db: settings.state_db(),
+                last_metrics: Default::default(),
                 origin: Origin::Created {
                     runtime: Mutex::new(Some(booted.runtime)),
                     detached: booted.detached,
@@ -122,6 +125,7 @@ impl Sandbox {
                 boot: attached.boot,
                 conn: attached.conn,
                 state_db: settings.state_db(),
+                last_metrics: Default::default(),
                 origin: Origin::Attached { run: attached.run },
             }),
         })
@@ -221,6 +225,30 @@ impl Sandbox {
     ) -> Result<ExecOutput, ExecError> {
         let (events, _control) = self.exec_stream(program, args, options).await?;
         events.collect().await
+    }
+
+    /// CPU, memory, network and disk use. The counters are the host's; only
+    /// the memory figures come from the guest, and only plausible ones are kept.
+    pub async fn metrics(&self) -> Result<SandboxMetrics, LifecycleError> {
+        let conn = &self.inner.conn;
+        let not_running = || LifecycleError::NotRunning(conn.not_running(&self.inner.name));
+        let mut route = conn.open_request().map_err(|_| not_running())?;
+        let reply = match conn.send(route.id, ToRuntime::Metrics) {
+            Ok(()) => route.events.recv().await,
+            Err(_) => None,
+        };
+        conn.close_request(route.id);
+        let Some(FromRuntime::Metrics(now)) = reply else {
+            return Err(not_running());
+        };
+        let mut last = self
+            .inner
+            .last_metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let metrics = SandboxMetrics::from_host(&now, last.as_ref());
+        *last = Some(now);
+        Ok(metrics)
     }
 
     /// The guest filesystem.

@@ -161,6 +161,8 @@ pub(crate) struct OutQueue {
     buf: Vec<u8>,
     start: usize,
     limit: usize,
+    /// Frame bytes queued for the guest so far (its received bytes, for metrics).
+    pub(crate) pushed_bytes: u64,
 }
 
 impl OutQueue {
@@ -169,6 +171,7 @@ impl OutQueue {
             buf: Vec::new(),
             start: 0,
             limit,
+            pushed_bytes: 0,
         }
     }
 
@@ -185,6 +188,7 @@ impl OutQueue {
             self.buf.clear();
             self.start = 0;
         }
+        self.pushed_bytes += len as u64;
         // Frames are at most MAX_FRAME_LEN (a u32 always holds it).
         self.buf.extend_from_slice(&(len as u32).to_be_bytes());
         let at = self.buf.len();

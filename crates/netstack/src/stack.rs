@@ -114,6 +114,7 @@ pub(crate) struct Engine {
     next_sweep: Instant,
     /// Device counters already added to the shared stats.
     reported_sent: u64,
+    reported_sent_bytes: u64,
     reported_dropped: u64,
 }
 
@@ -159,6 +160,7 @@ impl Engine {
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             next_sweep: now + SWEEP_INTERVAL,
             reported_sent: 0,
+            reported_sent_bytes: 0,
             reported_dropped: 0,
         }
     }
@@ -194,6 +196,7 @@ impl Engine {
                     }
                     Poll::Ready(Ok(Some(Received::Oversized { len }))) => {
                         Counters::add(&self.stats().frames_in, 1);
+                        Counters::add(&self.stats().bytes_in, len as u64);
                         self.drop_oversized(len);
                         frames += 1;
                     }
@@ -243,6 +246,11 @@ impl Engine {
         stats.set_flows(self.tcp.len(), self.udp.len());
         Counters::add(&stats.frames_out, self.device.sent - self.reported_sent);
         Counters::add(
+            &stats.bytes_out,
+            self.device.out.pushed_bytes - self.reported_sent_bytes,
+        );
+        self.reported_sent_bytes = self.device.out.pushed_bytes;
+        Counters::add(
             &stats.frames_dropped,
             self.device.dropped - self.reported_dropped,
         );
@@ -291,6 +299,7 @@ impl Engine {
 
     fn on_frame(&mut self, frame: &[u8], now: Instant) {
         Counters::add(&self.stats().frames_in, 1);
+        Counters::add(&self.stats().bytes_in, frame.len() as u64);
         if frame.len() > MAX_ETHERNET_FRAME {
             // The guest can raise its interface's MTU past the stack's (to 65535): its frames
             // are then longer than anything smoltcp or the replies were sized for.

@@ -18,6 +18,8 @@ pub(crate) struct Counters {
     pub(crate) frames_out: AtomicU64,
     pub(crate) frames_dropped: AtomicU64,
     pub(crate) frames_oversized: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
 }
 
 impl Counters {
@@ -67,6 +69,10 @@ pub struct NetStatsSnapshot {
     /// Of those, frames longer than the link's MTU allows (dropped, or skipped unread when
     /// longer than [`crate::link::MAX_FRAME_LEN`]).
     pub frames_oversized: u64,
+    /// Ethernet frame bytes the guest sent (its transmitted bytes), oversized frames included.
+    pub bytes_in: u64,
+    /// Ethernet frame bytes sent to the guest (its received bytes).
+    pub bytes_out: u64,
 }
 
 impl NetStats {
@@ -87,6 +93,8 @@ impl NetStats {
             frames_out: get(&c.frames_out),
             frames_dropped: get(&c.frames_dropped),
             frames_oversized: get(&c.frames_oversized),
+            bytes_in: get(&c.bytes_in),
+            bytes_out: get(&c.bytes_out),
         }
     }
 }

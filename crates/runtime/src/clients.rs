@@ -135,6 +135,13 @@ impl Clients {
         Some(agent_id)
     }
 
+    /// An agent id for a request of the runtime's own, routed to no client.
+    pub fn internal_id(&mut self) -> u64 {
+        let agent_id = self.next_agent_id;
+        self.next_agent_id += 1;
+        agent_id
+    }
+
     /// Whom an agent message is for; `ends` forgets the request.
     pub fn route(&mut self, agent_id: u64, ends: bool) -> Option<(ClientId, u64)> {
         let route = if ends {

@@ -9,6 +9,7 @@
 mod clients;
 mod console;
 pub mod guard;
+mod metrics;
 mod record;
 mod relay;
 mod secrets;

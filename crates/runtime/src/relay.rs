@@ -33,8 +33,8 @@ use msb_control::{
 };
 use msb_netstack::{NetError, NetStack, SecretKill};
 use msb_protocol::{
-    check_version, Envelope, FrameCodec, GuestMessage, HostMessage, INIT_ID, LIVENESS_ID,
-    NO_REQUEST,
+    check_version, Envelope, FrameCodec, FsReply, FsRequest, GuestMessage, HostMessage, INIT_ID,
+    LIVENESS_ID, NO_REQUEST,
 };
 use msb_vmm::{GuestLinks, VmProcess};
 use tokio::net::{UnixListener, UnixStream};
@@ -44,6 +44,7 @@ use tokio_util::codec::Framed;
 use crate::clients::{ClientEvent, ClientId, Clients};
 use crate::console::{self, ConsoleTail};
 use crate::guard::Guard;
+use crate::metrics::{MetricsSource, MEMINFO, MEMINFO_WINDOW};
 use crate::record::RunRecord;
 use crate::secrets;
 use crate::settings::RuntimeSettings;
@@ -58,6 +59,10 @@ const LIVENESS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long to wait for the console to drain after the VM died, for error reports.
 const CONSOLE_DRAIN: Duration = Duration::from_millis(500);
+
+/// How long the guest gets to send its `/proc/meminfo` for metrics; after
+/// that the metrics are answered without its memory figures.
+const MEMINFO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a guest gets to shut down when the runtime stops it itself (idle
 /// timeout, maximum lifetime).
@@ -129,6 +134,7 @@ pub async fn run(client: UnixStream, settings: &RuntimeSettings) -> std::io::Res
         .as_ref()
         .map(NetStack::published)
         .unwrap_or_default();
+    let net_stats = network.as_ref().map(NetStack::stats);
     let mut vm = match Vm::launch(&spec, network, settings) {
         Ok(vm) => vm,
         Err(failure) => {
@@ -179,9 +185,17 @@ pub async fn run(client: UnixStream, settings: &RuntimeSettings) -> std::io::Res
             let parts = client.into_parts();
             let mut clients = Clients::default();
             let creator = clients.add(parts.io, &parts.read_buf);
+            let metrics = MetricsSource {
+                vm_pid: info.vm_pid,
+                booted: Instant::now(),
+                net: net_stats,
+                memory_kib: spec.vm.memory_mib as u64 * 1024,
+            };
             let relay = Relay {
                 clients,
                 creator,
+                metrics,
+                meminfo: None,
                 lifecycle: spec.lifecycle.clone(),
                 info,
                 listener,
@@ -379,6 +393,17 @@ struct Relay {
     info: BootInfo,
     listener: UnixListener,
     record: RunRecord,
+    metrics: MetricsSource,
+    /// The guest's `/proc/meminfo` being read for the clients waiting on metrics.
+    meminfo: Option<MeminfoRead>,
+}
+
+struct MeminfoRead {
+    agent_id: u64,
+    text: Vec<u8>,
+    deadline: Instant,
+    /// Clients and their request ids, to answer with `Metrics`.
+    waiters: Vec<(ClientId, u64)>,
 }
 
 impl Relay {
@@ -442,6 +467,30 @@ impl Relay {
                             let _ = vm.process.child.start_kill();
                             stop_deadline = Some(Instant::now());
                         }
+                        ToRuntime::Metrics => {
+                            // Host counters at once; the guest's memory figures need one
+                            // read of its /proc/meminfo, shared by every client asking meanwhile.
+                            if let Some(read) = &mut self.meminfo {
+                                read.waiters.push((client, id));
+                                continue;
+                            }
+                            let agent_id = self.clients.internal_id();
+                            let read = HostMessage::Fs(FsRequest::Read {
+                                path: MEMINFO.into(),
+                                output_window: MEMINFO_WINDOW,
+                            });
+                            guard.on_host(agent_id, &read);
+                            if agent_open && vm.agent.send(Envelope::new(agent_id, read)).await.is_ok() {
+                                self.meminfo = Some(MeminfoRead {
+                                    agent_id,
+                                    text: Vec::new(),
+                                    deadline: Instant::now() + MEMINFO_TIMEOUT,
+                                    waiters: vec![(client, id)],
+                                });
+                            } else {
+                                self.clients.send(client, id, FromRuntime::Metrics(self.metrics.sample(None)));
+                            }
+                        }
                         ToRuntime::Attach => {
                             last_activity = Instant::now();
                             self.clients.send(client, id, FromRuntime::Attached(self.info.clone()));
@@ -492,6 +541,10 @@ impl Relay {
                             ended_by_host = Some(HostEnded::ProtocolViolation(violation.to_string()));
                             agent_open = false;
                             let _ = vm.process.child.start_kill();
+                            continue;
+                        }
+                        if self.meminfo.as_ref().is_some_and(|read| read.agent_id == id) {
+                            self.on_meminfo(msg);
                             continue;
                         }
                         if let Some((client, client_id)) = self.clients.route(id, msg.ends_request()) {
@@ -554,6 +607,13 @@ impl Relay {
                     agent_open = false;
                     let _ = vm.process.child.start_kill();
                 }
+                _ = sleep_until_opt(self.meminfo.as_ref().map(|read| read.deadline)) => {
+                    // The guest is slow to answer: metrics without its figures. A late
+                    // answer is routed nowhere.
+                    if let Some(read) = self.meminfo.take() {
+                        self.answer_metrics(read.waiters, None);
+                    }
+                }
                 _ = sleep_until_opt(stop_deadline) => {
                     tracing::info!("guest did not stop in time; killing the VM");
                     let _ = vm.process.child.start_kill();
@@ -590,6 +650,29 @@ impl Relay {
         }
         self.clients.flush().await;
         Ok(())
+    }
+
+    /// A message of the guest's answer to the metrics' `/proc/meminfo` read
+    /// (already judged by the guard, which bounds it to the read's window).
+    fn on_meminfo(&mut self, msg: GuestMessage) {
+        let Some(read) = &mut self.meminfo else {
+            return;
+        };
+        if let GuestMessage::Data(bytes) = &msg {
+            read.text.extend_from_slice(bytes);
+        }
+        if msg.ends_request() {
+            let read = self.meminfo.take().expect("checked above");
+            let text = matches!(msg, GuestMessage::Fs(FsReply::Done)).then_some(read.text);
+            self.answer_metrics(read.waiters, text.as_deref());
+        }
+    }
+
+    fn answer_metrics(&self, waiters: Vec<(ClientId, u64)>, meminfo: Option<&[u8]>) {
+        let sample = self.metrics.sample(meminfo);
+        for (client, id) in waiters {
+            self.clients.send(client, id, FromRuntime::Metrics(sample));
+        }
     }
 
     /// Asks the guest to shut down, the runtime's own decision (idle timeout,
