@@ -422,6 +422,9 @@ export declare function removeImage(reference: string, registry: NativeRegistryO
 
 export declare function removeSandbox(name: string, force: boolean, engine: EngineConfig): Promise<NativeFailure | null>
 
+/** Where the sandbox's event log is (it may not exist yet). */
+export declare function sandboxEventsLog(name: string, engine: EngineConfig): string | NativeFailure
+
 export interface SandboxOptions {
   name?: string
   image: string

@@ -851,3 +851,4 @@ module.exports.pruneImages = nativeBinding.pruneImages
 module.exports.pullImage = nativeBinding.pullImage
 module.exports.removeImage = nativeBinding.removeImage
 module.exports.removeSandbox = nativeBinding.removeSandbox
+module.exports.sandboxEventsLog = nativeBinding.sandboxEventsLog

@@ -17,6 +17,7 @@ import {
   SandboxNotFoundError,
   SandboxNotRunningError,
   SandboxRunningError,
+  type LogLine,
   type SandboxInfo,
 } from "../ts/index";
 import { busyboxRoot, commandOf, eventually, isolatedHome, processesOf } from "./helpers";
@@ -285,4 +286,41 @@ test("metrics: CPU rises under a busy loop, guest memory under an allocation, ne
     await sb.stopAndWait();
   }
   await assert.rejects(sb.metrics(), SandboxNotRunningError);
+});
+
+test("logs: console lines and runtime events with times, followed live, readable after stop until removed", async () => {
+  const sb = await Sandbox.create({ image: root, name: "chatty", detached: true });
+  const started = Date.now();
+  const seen: LogLine[] = [];
+  const following = (async () => {
+    for await (const line of sb.logs({ follow: true })) seen.push(line);
+  })();
+  await sb.shell("echo first-marker > /dev/console");
+  assert.ok(
+    await eventually(() => seen.some((l) => l.source === "console" && l.text.includes("first-marker")), 5000),
+    JSON.stringify(seen.slice(-5)),
+  );
+  await sb.shell("printf 'second-marker \\033[31mred\\n' > /dev/console");
+  assert.ok(await eventually(() => seen.some((l) => l.text.includes("second-marker")), 5000));
+  await sb.stopAndWait();
+  // The follower ends by itself once the sandbox has ended, with the end's line.
+  await following;
+  const last = seen[seen.length - 1];
+  assert.equal(last.source, "runtime");
+  assert.match(last.text, /^ended: it was stopped/);
+  const red = seen.find((l) => l.text.includes("second-marker"))!;
+  assert.equal(red.text, "second-marker \uFFFD[31mred");
+  for (const line of seen) {
+    assert.ok(line.time.getTime() >= started - 60_000 && line.time.getTime() <= Date.now(), String(line.time));
+  }
+  // Read again after the stop, without following: the same lines, in order.
+  const again: LogLine[] = [];
+  for await (const line of Sandbox.logs("chatty")) again.push(line);
+  assert.deepEqual(again.map((l) => l.text), seen.map((l) => l.text));
+  assert.ok(again.some((l) => l.source === "runtime" && /^booted in \d+ ms/.test(l.text)));
+  assert.ok(again.some((l) => l.source === "runtime" && l.text === "stop requested"));
+  await Sandbox.remove("chatty");
+  await assert.rejects(async () => {
+    for await (const _ of Sandbox.logs("chatty")) break;
+  }, SandboxNotFoundError);
 });

@@ -353,6 +353,12 @@ pub struct NativeSandboxMetrics {
     pub uptime_ms: f64,
 }
 
+/// Where the sandbox's event log is (it may not exist yet).
+#[napi]
+pub fn sandbox_events_log(name: String, engine: EngineConfig) -> Either<String, NativeFailure> {
+    outcome(Sandbox::events_log(&settings(engine), &name).map(|path| path.display().to_string()))
+}
+
 #[napi]
 pub async fn remove_sandbox(
     name: String,

@@ -7,6 +7,8 @@ export {
   type RemoveOptions,
   type SandboxMetrics,
   type MetricsStreamOptions,
+  type LogLine,
+  type LogOptions,
 } from "./sandbox";
 export { ExecOutput, ExecHandle, ExecStdin, type ExecEvent, type ExitEvent } from "./exec";
 export { SandboxFs, type FsStat, type FsEntry } from "./fs";

@@ -1,5 +1,7 @@
 // The Sandbox handle: create, run processes, reach the filesystem, stop.
-import { check, ExecAbortedError, InvalidOptionError, unwrap } from "./errors";
+import * as fs from "node:fs/promises";
+
+import { check, ExecAbortedError, InvalidOptionError, SandboxNotFoundError, unwrap } from "./errors";
 import { DEFAULT_MAX_OUTPUT_BYTES, ExecHandle, ExecOutput, toNativeExecOptions } from "./exec";
 import { SandboxFs } from "./fs";
 import { checkRegistryOptions, toNativePullEvent } from "./image";
@@ -97,6 +99,45 @@ export interface MetricsStreamOptions {
   intervalMs?: number;
   /** Ends the stream. */
   signal?: AbortSignal;
+}
+
+/** One line of a sandbox's log, from {@link Sandbox.logs}. */
+export interface LogLine {
+  /** When the host received or recorded it. */
+  time: Date;
+  /** "console": a line the guest's console printed; "runtime": boot, stop requests, the end and why. */
+  source: "console" | "runtime";
+  /** The line, made printable (the guest's control characters become U+FFFD). */
+  text: string;
+}
+
+/** Options of {@link Sandbox.logs}. */
+export interface LogOptions {
+  /** After what is there, wait for new lines until the sandbox ends. Default: false. */
+  follow?: boolean;
+  /** Ends the iteration. */
+  signal?: AbortSignal;
+}
+
+/** How often a followed log is checked for new lines. */
+const LOG_POLL_MS = 100;
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+function parseLogLine(line: string): LogLine | undefined {
+  const match = /^(\d+) (console|runtime) (.*)$/.exec(line);
+  if (!match) return undefined;
+  return { time: new Date(Number(match[1])), source: match[2] as LogLine["source"], text: match[3] };
 }
 
 /** Options of {@link Sandbox.remove}. */
@@ -222,6 +263,62 @@ export class Sandbox implements AsyncDisposable {
       ...(s.stoppedAtMs != null && { stoppedAt: new Date(s.stoppedAtMs) }),
       ...(s.pid != null && { pid: s.pid }),
     }));
+  }
+
+  /**
+   * The sandbox's log: its console's lines and its runtime's events (boot,
+   * stop requests, the end and why), each with its time, oldest first. With
+   * `follow`, waits for new lines until the sandbox ends. A detached
+   * sandbox's log stays readable after it stopped, until it is removed.
+   *
+   * @throws {SandboxNotFoundError} No sandbox has this name.
+   * @throws {InvalidOptionError} The name is not a valid sandbox name.
+   */
+  static async *logs(name: string, options: LogOptions = {}): AsyncGenerator<LogLine, void, undefined> {
+    checkName(name);
+    const file = unwrap(native.sandboxEventsLog(name, { assetsDir }));
+    const { follow = false, signal } = options;
+    const live = async () => {
+      const status = (await Sandbox.list()).find((s) => s.name === name)?.status;
+      return status === "starting" || status === "running" || status === "stopping";
+    };
+    let position = 0;
+    let partial = "";
+    const buffer = Buffer.alloc(64 << 10);
+    for (;;) {
+      const wasLive = follow && (await live());
+      let handle: fs.FileHandle | undefined;
+      try {
+        handle = await fs.open(file, "r");
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+        if (!(await live()) && !(await Sandbox.list()).some((s) => s.name === name)) {
+          throw new SandboxNotFoundError(`there is no sandbox named ${JSON.stringify(name)}`);
+        }
+      }
+      if (handle) {
+        try {
+          for (;;) {
+            const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
+            if (bytesRead === 0) break;
+            position += bytesRead;
+            partial += buffer.toString("utf8", 0, bytesRead);
+            const lines = partial.split("\n");
+            partial = lines.pop() ?? "";
+            for (const line of lines) {
+              const parsed = parseLogLine(line);
+              if (parsed) yield parsed;
+              if (signal?.aborted) return;
+            }
+          }
+        } finally {
+          await handle.close();
+        }
+      }
+      // Ends after a read that began once the sandbox was no longer live: its last lines are in.
+      if (!follow || signal?.aborted || !wasLive) return;
+      await sleep(LOG_POLL_MS, signal);
+    }
   }
 
   /**
@@ -354,6 +451,15 @@ export class Sandbox implements AsyncDisposable {
   async shellStream(script: string, options: ExecOptions = {}): Promise<ExecHandle> {
     checkScript(script);
     return this.execStream("/bin/sh", ["-c", script], options);
+  }
+
+  /**
+   * This sandbox's log, as the static `Sandbox.logs(name)` reads it.
+   *
+   * @throws {SandboxNotFoundError} The sandbox's log is gone (it was removed).
+   */
+  logs(options: LogOptions = {}): AsyncGenerator<LogLine, void, undefined> {
+    return Sandbox.logs(this.name, options);
   }
 
   /**

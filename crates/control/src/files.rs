@@ -5,6 +5,7 @@
 //!               runtime.log   the runtime's stderr
 //!               vmm.log       the VMM's stderr
 //!               console.log   the guest kernel console (capped)
+//!               events.log    the console's lines and the runtime's events, timestamped (capped)
 //!               network.log   denied flows and blocked names
 //! ```
 
@@ -16,6 +17,8 @@ use std::path::Path;
 pub const LOCK_FD: i32 = 3;
 
 pub const CONSOLE_LOG: &str = "console.log";
+/// Timestamped lines: the console's and the runtime's events (`<unix ms> <source> <text>`).
+pub const EVENTS_LOG: &str = "events.log";
 pub const VMM_LOG: &str = "vmm.log";
 pub const RUNTIME_LOG: &str = "runtime.log";
 pub const NETWORK_LOG: &str = "network.log";

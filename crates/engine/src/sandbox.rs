@@ -190,6 +190,15 @@ impl Sandbox {
         }
     }
 
+    /// The sandbox's event log (`events.log`: its console's lines and its
+    /// runtime's events, timestamped), whether or not it exists yet.
+    pub fn events_log(settings: &EngineSettings, name: &str) -> Result<PathBuf, LifecycleError> {
+        sandbox::validate_name(name)?;
+        Ok(settings
+            .sandbox_dir(name)
+            .join(msb_control::files::EVENTS_LOG))
+    }
+
     pub fn name(&self) -> &str {
         &self.inner.name
     }

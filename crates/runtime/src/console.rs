@@ -10,6 +10,8 @@ use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+use crate::events::EventLog;
+
 /// Bytes of console output written to the log before it stops growing.
 const LOG_CAP: u64 = 8 << 20;
 /// Bytes of the most recent console output kept for error messages.
@@ -38,17 +40,24 @@ impl ConsoleTail {
     }
 }
 
-/// Copies the console stream into `path` and the tail until the VM closes it.
-pub async fn record(mut stream: UnixStream, path: &Path, tail: ConsoleTail) -> std::io::Result<()> {
+/// Copies the console stream into `path`, the tail and the event log until the VM closes it.
+pub async fn record(
+    mut stream: UnixStream,
+    path: &Path,
+    tail: ConsoleTail,
+    events: EventLog,
+) -> std::io::Result<()> {
     let mut log = File::create(path).await?;
     let mut written = 0u64;
     let mut buf = vec![0u8; 16 << 10];
     loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
+            events.flush_console();
             return log.flush().await;
         }
         tail.push(&buf[..n]);
+        events.console(&buf[..n]);
         if written < LOG_CAP {
             let take = n.min((LOG_CAP - written) as usize);
             log.write_all(&buf[..take]).await?;

@@ -8,6 +8,7 @@
 
 mod clients;
 mod console;
+mod events;
 pub mod guard;
 mod metrics;
 mod record;

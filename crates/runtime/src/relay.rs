@@ -43,6 +43,7 @@ use tokio_util::codec::Framed;
 
 use crate::clients::{ClientEvent, ClientId, Clients};
 use crate::console::{self, ConsoleTail};
+use crate::events::EventLog;
 use crate::guard::Guard;
 use crate::metrics::{MetricsSource, MEMINFO, MEMINFO_WINDOW};
 use crate::record::RunRecord;
@@ -135,7 +136,8 @@ pub async fn run(client: UnixStream, settings: &RuntimeSettings) -> std::io::Res
         .map(NetStack::published)
         .unwrap_or_default();
     let net_stats = network.as_ref().map(NetStack::stats);
-    let mut vm = match Vm::launch(&spec, network, settings) {
+    let events = EventLog::create(&spec.sandbox_dir.join(files::EVENTS_LOG));
+    let mut vm = match Vm::launch(&spec, network, settings, events.clone()) {
         Ok(vm) => vm,
         Err(failure) => {
             let _ = client
@@ -159,6 +161,10 @@ pub async fn run(client: UnixStream, settings: &RuntimeSettings) -> std::io::Res
                 .map(|(mapping, bound)| (*bound, mapping.guest_port))
                 .collect();
             tracing::info!(accel = ?info.accel, boot_ms = info.boot_ms, "sandbox ready");
+            events.runtime(&format!(
+                "booted in {} ms ({:?}); agent {}",
+                info.boot_ms, info.accel, info.agent_version
+            ));
             let listener = match bind_control_socket(&spec.lifecycle.socket) {
                 Ok(listener) => listener,
                 Err(err) => {
@@ -192,6 +198,7 @@ pub async fn run(client: UnixStream, settings: &RuntimeSettings) -> std::io::Res
                 memory_kib: spec.vm.memory_mib as u64 * 1024,
             };
             let relay = Relay {
+                events,
                 clients,
                 creator,
                 metrics,
@@ -207,6 +214,7 @@ pub async fn run(client: UnixStream, settings: &RuntimeSettings) -> std::io::Res
             vm.kill().await;
             failure.console_tail = vm.final_console_tail().await;
             tracing::warn!(message = %failure.message, "boot failed");
+            events.runtime(&format!("boot failed: {}", failure.message));
             let _ = client
                 .send(Envelope::new(boot_id, FromRuntime::Failed(failure)))
                 .await;
@@ -237,6 +245,7 @@ impl Vm {
         spec: &BootSpec,
         network: Option<NetStack>,
         settings: &RuntimeSettings,
+        events: EventLog,
     ) -> Result<Vm, RuntimeFailure> {
         let launch_failure = |what: &str, err: &dyn std::fmt::Display| {
             failure(RuntimeFailureKind::Launch, format!("{what}: {err}"))
@@ -285,7 +294,7 @@ impl Vm {
         let console_path = spec.sandbox_dir.join(files::CONSOLE_LOG);
         let tail = console_tail.clone();
         let console_task = tokio::spawn(async move {
-            if let Err(err) = console::record(console_host, &console_path, tail).await {
+            if let Err(err) = console::record(console_host, &console_path, tail, events).await {
                 tracing::warn!(%err, "console recording stopped");
             }
         });
@@ -385,6 +394,7 @@ fn boot_failure(message: impl Into<String>) -> RuntimeFailure {
 
 /// The relay loop's own state, beside the VM it serves.
 struct Relay {
+    events: EventLog,
     clients: Clients,
     /// The creator's connection: its end kills a sandbox that is not detached.
     creator: ClientId,
@@ -452,6 +462,7 @@ impl Relay {
                             stop_requests.push((client, id));
                             if !stopping {
                                 self.record.stopping();
+                                self.events.runtime("stop requested");
                                 if agent_open {
                                     let _ = vm.agent.send(Envelope::new(NO_REQUEST, HostMessage::Shutdown)).await;
                                 }
@@ -464,6 +475,7 @@ impl Relay {
                             if !stopping {
                                 self.record.stopping();
                             }
+                            self.events.runtime("kill requested");
                             let _ = vm.process.child.start_kill();
                             stop_deadline = Some(Instant::now());
                         }
@@ -640,6 +652,7 @@ impl Relay {
         tracing::info!(?code, ?signal, requested = exit.requested, "VM exited");
         let _ = std::fs::remove_file(&self.lifecycle.socket);
         self.record.ended(&exit);
+        self.events.runtime(&format!("ended: {}", exit.describe()));
         for client in self.clients.connected() {
             let answer_id = stop_requests
                 .iter()
