@@ -447,3 +447,5 @@ export interface SandboxOptions {
   idleTimeoutMs?: number
   maxLifetimeMs?: number
 }
+
+export declare function startSandbox(name: string, secretEnv: Record<string, NativeSecret> | undefined | null, engine: EngineConfig, onProgress?: (((arg: NativePullEvent) => void)) | undefined | null): Promise<NativeSandbox | NativeFailure>

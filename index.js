@@ -852,3 +852,4 @@ module.exports.pullImage = nativeBinding.pullImage
 module.exports.removeImage = nativeBinding.removeImage
 module.exports.removeSandbox = nativeBinding.removeSandbox
 module.exports.sandboxEventsLog = nativeBinding.sandboxEventsLog
+module.exports.startSandbox = nativeBinding.startSandbox

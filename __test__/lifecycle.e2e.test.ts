@@ -324,3 +324,46 @@ test("logs: console lines and runtime events with times, followed live, readable
     for await (const _ of Sandbox.logs("chatty")) break;
   }, SandboxNotFoundError);
 });
+
+test("a stopped detached sandbox keeps its name; start boots it again with its options and secrets given again", async () => {
+  const created = await Sandbox.create({
+    image: root,
+    name: "restartable",
+    detached: true,
+    env: { GREETING: "hi" },
+    scripts: { hello: "#!/bin/sh\necho hello from a script\n" },
+    secretEnv: { TOKEN: { value: "s3cret-value", domain: "api.example.com" } },
+  });
+  await created.shell("echo written > /tmp/file");
+  await created.stopAndWait();
+  await assert.rejects(Sandbox.create({ image: root, name: "restartable" }), (err: unknown) => {
+    assert.ok(err instanceof SandboxExistsError);
+    assert.match(err.message, /stopped detached sandbox .* start it .* or remove it/);
+    return true;
+  });
+  await assert.rejects(Sandbox.start("restartable"), (err: unknown) => {
+    assert.ok(err instanceof InvalidOptionError);
+    assert.equal(err.field, "secretEnv");
+    assert.match(err.message, /TOKEN/);
+    return true;
+  });
+  await assert.rejects(Sandbox.start("restartable", { cpus: 2 } as never), InvalidOptionError);
+  await assert.rejects(Sandbox.start("never-created"), SandboxNotFoundError);
+
+  const started = await Sandbox.start("restartable", {
+    secretEnv: { TOKEN: { value: "s3cret-value", domain: "api.example.com" } },
+  });
+  try {
+    const out = await started.shell('echo "$GREETING"; hello; cat /tmp/file 2>/dev/null || echo fresh root; echo "$TOKEN"');
+    const [greeting, script, file, token] = out.stdout().trim().split("\n");
+    assert.deepEqual([greeting, script, file], ["hi", "hello from a script", "fresh root"]);
+    assert.ok(token.length > 0 && !token.includes("s3cret-value"), token);
+    assert.equal((await statusOf("restartable"))?.status, "running");
+    await assert.rejects(Sandbox.start("restartable", { secretEnv: { TOKEN: { value: "x", domain: "a.example" } } }), SandboxRunningError);
+    // The record and its options survive the handle: another process gets it.
+    assert.equal(await inOtherProcess("exec", "restartable", "echo $GREETING"), "hi\n");
+  } finally {
+    await started.stopAndWait();
+  }
+  await Sandbox.remove("restartable");
+});

@@ -290,6 +290,25 @@ pub async fn create_sandbox(
 }
 
 #[napi]
+pub async fn start_sandbox(
+    name: String,
+    secret_env: Option<HashMap<String, NativeSecret>>,
+    engine: EngineConfig,
+    on_progress: Option<ThreadsafeFunction<NativePullEvent, (), NativePullEvent, Status, false>>,
+) -> Either<NativeSandbox, NativeFailure> {
+    outcome(
+        Sandbox::start(
+            &settings(engine),
+            &name,
+            secret_env_options(secret_env),
+            progress(on_progress),
+        )
+        .await
+        .map(|inner| NativeSandbox { inner }),
+    )
+}
+
+#[napi]
 pub async fn get_sandbox(
     name: String,
     engine: EngineConfig,

@@ -9,6 +9,7 @@ export {
   type MetricsStreamOptions,
   type LogLine,
   type LogOptions,
+  type StartOptions,
 } from "./sandbox";
 export { ExecOutput, ExecHandle, ExecStdin, type ExecEvent, type ExitEvent } from "./exec";
 export { SandboxFs, type FsStat, type FsEntry } from "./fs";

@@ -140,6 +140,17 @@ function parseLogLine(line: string): LogLine | undefined {
   return { time: new Date(Number(match[1])), source: match[2] as LogLine["source"], text: match[3] };
 }
 
+/** Options of {@link Sandbox.start}. */
+export interface StartOptions {
+  /**
+   * The secret values of a sandbox created with `secretEnv`, given again
+   * (values are never stored), with the same settings as at create.
+   */
+  secretEnv?: SandboxOptions["secretEnv"];
+  /** Image pull progress, as for `create`. */
+  onProgress?: SandboxOptions["onProgress"];
+}
+
 /** Options of {@link Sandbox.remove}. */
 export interface RemoveOptions {
   /** Kill a running sandbox first instead of refusing. Default: false. */
@@ -226,6 +237,35 @@ export class Sandbox implements AsyncDisposable {
     const sandbox = new Sandbox(handle);
     // A detached sandbox does not depend on its handle; others do.
     if (!options.detached) unstopped.add(sandbox);
+    return sandbox;
+  }
+
+  /**
+   * Boots a stopped sandbox again with the options it was created with. Its
+   * root starts afresh (its scripts and patches are applied again); its name,
+   * logs and record stay.
+   *
+   * @throws {SandboxNotFoundError} No sandbox has this name.
+   * @throws {SandboxRunningError} It is running.
+   * @throws {InvalidOptionError} A secret it was created with is not given again (`field`: "secretEnv").
+   * @throws {BootFailedError} The VM did not come up; as for {@link Sandbox.create}, whose other errors apply too.
+   */
+  static async start(name: string, options: StartOptions = {}): Promise<Sandbox> {
+    checkName(name);
+    for (const key of Object.keys(options)) {
+      if (key !== "secretEnv" && key !== "onProgress") {
+        throw new InvalidOptionError(`${key}: start keeps the options the sandbox was created with`, key);
+      }
+    }
+    checkSandboxOptions({ image: "unused", ...options });
+    const { secretEnv, onProgress } = options;
+    const handle = unwrap(
+      await native.startSandbox(name, secretEnv, { assetsDir }, toNativePullEvent(onProgress)),
+    );
+    forgetEnded();
+    const sandbox = new Sandbox(handle);
+    // Only a detached sandbox can outlive a handle; others are held as at create.
+    if (!(await Sandbox.list()).find((s) => s.name === name)?.detached) unstopped.add(sandbox);
     return sandbox;
   }
 

@@ -179,6 +179,12 @@ pub enum CreateError {
     Image(#[from] ImageError),
     #[error("a sandbox named {name:?} is already running")]
     SandboxExists { name: String },
+    /// A detached sandbox of this name exists, stopped: its name is taken until it is removed.
+    #[error(
+        "a stopped detached sandbox named {name:?} exists: start it (Sandbox.start) or remove it \
+         (Sandbox.remove) first"
+    )]
+    SandboxStopped { name: String },
     #[error("ports: {message}")]
     PortInUse { message: String },
     #[error(
@@ -234,7 +240,9 @@ impl HasCode for CreateError {
             CreateError::InvalidOption(_) => ErrorCode::InvalidOption,
             CreateError::ImageNotFound { .. } => ErrorCode::ImageNotFound,
             CreateError::Image(err) => err.code(),
-            CreateError::SandboxExists { .. } => ErrorCode::SandboxExists,
+            CreateError::SandboxExists { .. } | CreateError::SandboxStopped { .. } => {
+                ErrorCode::SandboxExists
+            }
             CreateError::PortInUse { .. } => ErrorCode::PortInUse,
             CreateError::MissingAsset { .. } | CreateError::MissingProgram { .. } => {
                 ErrorCode::MissingAsset
@@ -253,10 +261,12 @@ impl HasCode for CreateError {
                 field: Some("image".into()),
                 ..Default::default()
             },
-            CreateError::SandboxExists { .. } => ErrorDetails {
-                field: Some("name".into()),
-                ..Default::default()
-            },
+            CreateError::SandboxExists { .. } | CreateError::SandboxStopped { .. } => {
+                ErrorDetails {
+                    field: Some("name".into()),
+                    ..Default::default()
+                }
+            }
             CreateError::PortInUse { .. } => ErrorDetails {
                 field: Some("ports".into()),
                 ..Default::default()
@@ -503,6 +513,9 @@ pub enum LifecycleError {
     State(#[from] StateError),
     #[error(transparent)]
     Stop(#[from] StopError),
+    /// `start`: booting the sandbox again failed.
+    #[error(transparent)]
+    Create(#[from] CreateError),
     #[error("{what}")]
     Io {
         what: String,
@@ -527,6 +540,7 @@ impl HasCode for LifecycleError {
             LifecycleError::NotFound { .. } => ErrorCode::SandboxNotFound,
             LifecycleError::NotRunning(not_running) => not_running.code(),
             LifecycleError::Running { .. } => ErrorCode::SandboxRunning,
+            LifecycleError::Create(err) => err.code(),
             LifecycleError::State(_) | LifecycleError::Stop(_) | LifecycleError::Io { .. } => {
                 ErrorCode::Internal
             }
@@ -536,6 +550,7 @@ impl HasCode for LifecycleError {
     fn details(&self) -> ErrorDetails {
         match self {
             LifecycleError::InvalidOption(invalid) => invalid.details(),
+            LifecycleError::Create(err) => err.details(),
             LifecycleError::NotFound { .. } | LifecycleError::Running { .. } => ErrorDetails {
                 field: Some("name".into()),
                 ..Default::default()

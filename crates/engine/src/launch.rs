@@ -63,6 +63,10 @@ pub(crate) struct Launch<'a> {
     env: Vec<(String, String)>,
     workdir: Option<String>,
     default_user: Option<User>,
+    /// The options as given, for the run record (`Sandbox::start`).
+    stored: SandboxOptions,
+    /// Whether this boots an existing stopped sandbox again (`Sandbox::start`).
+    restart: bool,
 }
 
 /// A launch that holds the sandbox's name: its directory exists and the lock
@@ -99,6 +103,7 @@ impl<'a> Launch<'a> {
         options: SandboxOptions,
         progress: Option<Progress>,
     ) -> Result<Launch<'a>, CreateError> {
+        let stored = options.clone();
         let config = options.validate()?;
         settings.check_assets()?;
         let images = Images::new(settings);
@@ -128,7 +133,16 @@ impl<'a> Launch<'a> {
             env,
             workdir,
             default_user,
+            stored,
+            restart: false,
         })
+    }
+
+    /// Marks this launch as `Sandbox::start` of an existing stopped sandbox,
+    /// whose record it may replace.
+    pub fn restart(mut self) -> Self {
+        self.restart = true;
+        self
     }
 
     /// Creates the sandbox directory and takes the name lock.
@@ -196,20 +210,23 @@ impl Claimed<'_> {
         let transfer = dir.join(TRANSFER_DIR);
         let _ = fs::remove_dir_all(&transfer);
         fs::create_dir_all(&transfer).map_err(io_error("create the transfer directory"))?;
+        if !launch.restart {
+            refuse_stopped_detached(settings, &config.name).await?;
+        }
         let images = launch.images;
         images
             .track_sandbox(&config.name, launch.image.manifest.clone(), &dir)
             .await?;
         let socket = settings.control_socket(&config.name);
-        record_start(
-            settings,
-            &config,
-            &launch.workdir,
-            &launch.default_user,
-            &dir,
-            &socket,
-        )
-        .await?;
+        let handle = HandleInfo {
+            workdir: launch.workdir.clone(),
+            default_user: launch.default_user.clone(),
+            dir: dir.clone(),
+            socket: socket.clone(),
+            secret_names: secrets.secrets.iter().map(|s| s.name.clone()).collect(),
+            options: Some(launch.stored),
+        };
+        record_start(settings, &config, handle).await?;
         let (mut runtime, conn) = spawn_runtime(settings, &dir, lock, config.detached)?;
 
         let root = launch.image.root;
@@ -418,21 +435,32 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
+/// A detached sandbox keeps its name while stopped (until `remove`): a new
+/// sandbox may not take it. (The caller holds the name lock, so no runtime of
+/// that name is alive: any record of a detached one is a stopped or crashed run.)
+/// Records of sandboxes that were not detached do not hold names.
+async fn refuse_stopped_detached(settings: &EngineSettings, name: &str) -> Result<(), CreateError> {
+    let key = name.to_string();
+    let run = lifecycle::with_state(settings.state_db(), move |state| state.run(&key))
+        .await
+        .map_err(|err| CreateError::Io {
+            what: "read the state database".into(),
+            source: std::io::Error::other(err.to_string()),
+        })?;
+    match run {
+        Some(run) if run.detached => Err(CreateError::SandboxStopped {
+            name: name.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Inserts the run record (`starting`) that the runtime updates from then on.
 async fn record_start(
     settings: &EngineSettings,
     config: &SandboxConfig,
-    workdir: &Option<String>,
-    default_user: &Option<User>,
-    dir: &Path,
-    socket: &Path,
+    handle: HandleInfo,
 ) -> Result<(), CreateError> {
-    let handle = HandleInfo {
-        workdir: workdir.clone(),
-        default_user: default_user.clone(),
-        dir: dir.to_path_buf(),
-        socket: socket.to_path_buf(),
-    };
     let run = msb_state::SandboxRun {
         name: config.name.clone(),
         status: msb_state::RunStatus::Starting,

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conn::RuntimeConn;
 use crate::error::{LifecycleError, NotRunning};
+use crate::options::sandbox::SandboxOptions;
 use crate::settings::EngineSettings;
 
 /// What a handle needs besides the runtime's `BootInfo`, kept in the run record.
@@ -27,6 +28,14 @@ pub(crate) struct HandleInfo {
     pub default_user: Option<User>,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    /// The `secretEnv` names it was created with (never the values): `start`
+    /// needs them given again.
+    #[serde(default)]
+    pub secret_names: Vec<String>,
+    /// The options it was created with, less registry credentials and secret
+    /// values, for `start`.
+    #[serde(default)]
+    pub options: Option<SandboxOptions>,
 }
 
 /// A sandbox as `list` shows it.

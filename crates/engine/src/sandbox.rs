@@ -18,7 +18,7 @@ use tokio::process::Child;
 use tokio::sync::Mutex;
 
 use crate::conn::{Lifecycle, RuntimeConn};
-use crate::error::{CreateError, ExecError, LifecycleError, StopError};
+use crate::error::{CreateError, ExecError, InvalidOption, LifecycleError, StopError};
 use crate::exec::{self, ExecControl, ExecEvents, ExecOutput};
 use crate::fs::SandboxFs;
 use crate::images::{Images, Progress};
@@ -26,6 +26,7 @@ use crate::launch::{self, Launch};
 use crate::lifecycle::{self, SandboxMetrics, SandboxSummary};
 use crate::options::exec::ExecOptions;
 use crate::options::sandbox::{self, SandboxOptions};
+use crate::options::secrets::SecretEnvOptions;
 use crate::settings::EngineSettings;
 
 /// Time the guest gets to stop its processes on `stop` before it is killed.
@@ -74,11 +75,71 @@ impl Sandbox {
         options: SandboxOptions,
         progress: Option<Progress>,
     ) -> Result<Sandbox, CreateError> {
-        let booted = Launch::prepare(settings, options, progress)
-            .await?
-            .claim()?
-            .boot()
-            .await?;
+        Self::launch(settings, options, progress, false).await
+    }
+
+    /// Boots a stopped sandbox again with the options it was created with
+    /// (its root starts afresh: its scripts and patches are applied again).
+    /// Secret values are never stored: a sandbox created with `secretEnv` needs
+    /// each of them given again.
+    pub async fn start(
+        settings: &EngineSettings,
+        name: &str,
+        secret_env: Vec<SecretEnvOptions>,
+        progress: Option<Progress>,
+    ) -> Result<Sandbox, LifecycleError> {
+        sandbox::validate_name(name)?;
+        let run = lifecycle::find(settings, name).await?;
+        if run.runtime_alive() {
+            return Err(LifecycleError::Running {
+                name: name.to_string(),
+            });
+        }
+        let handle: lifecycle::HandleInfo =
+            serde_json::from_str(&run.handle_json).map_err(|e| {
+                LifecycleError::io("read the sandbox's record", std::io::Error::other(e))
+            })?;
+        let Some(mut options) = handle.options else {
+            return Err(LifecycleError::io(
+                "start the sandbox",
+                std::io::Error::other("its record holds no options (made by an older version)"),
+            ));
+        };
+        let given: std::collections::BTreeSet<&str> =
+            secret_env.iter().map(|s| s.name.as_str()).collect();
+        let missing: Vec<&str> = handle
+            .secret_names
+            .iter()
+            .map(String::as_str)
+            .filter(|needed| !given.contains(needed))
+            .collect();
+        if !missing.is_empty() {
+            return Err(InvalidOption::new(
+                "secretEnv",
+                format!(
+                    "sandbox {name:?} was created with secret environment variables; give {} \
+                     again (secret values are never stored)",
+                    missing.join(", ")
+                ),
+            )
+            .into());
+        }
+        options.secret_env = secret_env;
+        options.name = Some(name.to_string());
+        Ok(Self::launch(settings, options, progress, true).await?)
+    }
+
+    async fn launch(
+        settings: &EngineSettings,
+        options: SandboxOptions,
+        progress: Option<Progress>,
+        restart: bool,
+    ) -> Result<Sandbox, CreateError> {
+        let mut launch = Launch::prepare(settings, options, progress).await?;
+        if restart {
+            launch = launch.restart();
+        }
+        let booted = launch.claim()?.boot().await?;
         let patches = booted.patches;
         let sandbox = Sandbox {
             inner: Arc::new(Inner {

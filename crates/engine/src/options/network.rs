@@ -55,7 +55,7 @@ macro_rules! define_rule_options {
         optional { $($(#[doc = $odoc:tt])* $optional:ident,)* }
     ) => {
         /// One allow or deny rule as callers give it.
-        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         pub struct RuleOptions {
             $($(#[doc = $rdoc])* pub $required: String,)*
             $($(#[doc = $odoc])* pub $optional: Option<String>,)*
@@ -65,7 +65,7 @@ macro_rules! define_rule_options {
 
 for_each_rule_option!(define_rule_options);
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NetworkOptions {
     /// "public-only" (default), "allow-all" or "none".
     pub policy: Option<String>,

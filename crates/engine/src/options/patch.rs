@@ -20,7 +20,7 @@ use crate::error::InvalidOption;
 /// Where scripts live in the guest; the directory is added to `PATH`.
 pub const SCRIPTS_DIR: &str = "/.msb/scripts";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Patch {
     /// Create or replace a file (mode default 0644).
     Text {

@@ -21,7 +21,10 @@ pub const MAX_MEMORY_MIB: u32 = 64 * 1024;
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const MAX_NAME_LEN: usize = 63;
 
-#[derive(Debug, Clone, Default)]
+/// Kept in the run record so that `Sandbox::start` can boot the sandbox again;
+/// what must not be stored is skipped: registry credentials and secret values
+/// (the secrets' names are kept apart, see `lifecycle::HandleInfo`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SandboxOptions {
     pub name: Option<String>,
     pub image: String,
@@ -34,11 +37,13 @@ pub struct SandboxOptions {
     pub patches: Vec<Patch>,
     /// "always", "if-missing" (default) or "never".
     pub pull_policy: Option<String>,
+    #[serde(skip)]
     pub registry: RegistryOptions,
     pub network: NetworkOptions,
     /// Host port (0: any free one) to guest port.
     pub ports: Vec<PortOption>,
     /// Secret environment variables: the guest gets placeholders, the values stay on the host.
+    #[serde(skip)]
     pub secret_env: Vec<SecretEnvOptions>,
     /// Outlive the creating process; reachable by name from any process of the same user.
     pub detached: Option<bool>,

@@ -31,7 +31,7 @@ pub struct SecretEnvOptions {
 }
 
 /// `network.tls`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TlsOptions {
     /// "secrets-only" (default), "all" or "off".
     pub intercept: Option<String>,
