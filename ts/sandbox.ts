@@ -122,6 +122,7 @@ export interface LogOptions {
 /** How often a followed log is checked for new lines. */
 const LOG_POLL_MS = 100;
 
+/** Resolves after `ms`, or at once when `signal` fires. */
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise<void>((resolve) => {
     const timer = setTimeout(done, ms);
@@ -543,15 +544,7 @@ export class Sandbox implements AsyncDisposable {
         throw err;
       }
       yield sample;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, intervalMs);
-        function done() {
-          clearTimeout(timer);
-          signal?.removeEventListener("abort", done);
-          resolve();
-        }
-        signal?.addEventListener("abort", done, { once: true });
-      });
+      await sleep(intervalMs, signal);
     }
   }
 
