@@ -66,9 +66,12 @@ export declare class NativeSandbox {
   metrics(): Promise<NativeSandboxMetrics | NativeFailure>
   fs(): NativeFs
   stop(): Promise<void>
-  stopAndWait(): Promise<NativeFailure | null>
+  stopAndWait(): Promise<NativeStopStatus | NativeFailure>
   kill(): Promise<NativeFailure | null>
 }
+
+/** Resolves to nothing when sandboxes can start here, else to what is missing. */
+export declare function checkInstalled(engine: EngineConfig): NativeFailure | null
 
 export declare function createSandbox(options: SandboxOptions, engine: EngineConfig, onProgress?: (((arg: NativePullEvent) => void)) | undefined | null): Promise<NativeSandbox | NativeFailure>
 
@@ -358,6 +361,7 @@ export interface NativeSandboxMetrics {
   cpuPercent: number
   memoryUsedMib?: number
   memoryTotalMib?: number
+  memoryLimitMib: number
   netRxBytes: number
   netTxBytes: number
   diskReadBytes: number
@@ -392,6 +396,12 @@ export interface NativeSecret {
   /** "block", "block-and-log" or "block-and-kill". */
   onViolation?: string
   requireTls?: boolean
+}
+
+/** How a stopped sandbox's VM ended: its exit code, or the signal that ended it. */
+export interface NativeStopStatus {
+  code?: number
+  signal?: number
 }
 
 /** TLS interception (see docs/secrets.md). */

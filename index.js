@@ -841,6 +841,7 @@ module.exports.NativeFileReader = nativeBinding.NativeFileReader
 module.exports.NativeFileWriter = nativeBinding.NativeFileWriter
 module.exports.NativeFs = nativeBinding.NativeFs
 module.exports.NativeSandbox = nativeBinding.NativeSandbox
+module.exports.checkInstalled = nativeBinding.checkInstalled
 module.exports.createSandbox = nativeBinding.createSandbox
 module.exports.ErrorCode = nativeBinding.ErrorCode
 module.exports.getSandbox = nativeBinding.getSandbox

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use msb_engine::{
-    CreateError, InvalidOption, NetworkOptions, Patch, PortOption, RuleOptions, Sandbox,
+    CreateError, InvalidOption, Lifecycle, NetworkOptions, Patch, PortOption, RuleOptions, Sandbox,
     SandboxOptions as EngineOptions, SecretEnvOptions, SecretValue, TlsOptions,
 };
 use napi::bindgen_prelude::*;
@@ -308,6 +308,12 @@ pub async fn start_sandbox(
     )
 }
 
+/// Resolves to nothing when sandboxes can start here, else to what is missing.
+#[napi]
+pub fn check_installed(engine: EngineConfig) -> Option<NativeFailure> {
+    done(Sandbox::check_installed(&settings(engine)))
+}
+
 #[napi]
 pub async fn get_sandbox(
     name: String,
@@ -359,12 +365,20 @@ pub async fn list_sandboxes(
     }))
 }
 
+/// How a stopped sandbox's VM ended: its exit code, or the signal that ended it.
+#[napi(object)]
+pub struct NativeStopStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
 /// A running sandbox's resource use.
 #[napi(object)]
 pub struct NativeSandboxMetrics {
     pub cpu_percent: f64,
     pub memory_used_mib: Option<f64>,
     pub memory_total_mib: Option<f64>,
+    pub memory_limit_mib: f64,
     pub net_rx_bytes: f64,
     pub net_tx_bytes: f64,
     pub disk_read_bytes: f64,
@@ -459,6 +473,7 @@ impl NativeSandbox {
             cpu_percent: m.cpu_percent,
             memory_used_mib: m.memory_used_mib,
             memory_total_mib: m.memory_total_mib,
+            memory_limit_mib: m.memory_limit_mib,
             net_rx_bytes: m.net_rx_bytes as f64,
             net_tx_bytes: m.net_tx_bytes as f64,
             disk_read_bytes: m.disk_read_bytes as f64,
@@ -478,8 +493,14 @@ impl NativeSandbox {
     }
 
     #[napi]
-    pub async fn stop_and_wait(&self) -> Option<NativeFailure> {
-        done(self.inner.stop_and_wait().await)
+    pub async fn stop_and_wait(&self) -> Either<NativeStopStatus, NativeFailure> {
+        outcome(self.inner.stop_and_wait().await.map(|ended| {
+            let (code, signal) = match ended {
+                Lifecycle::Exited(exit) => (exit.code, exit.signal),
+                _ => (None, None),
+            };
+            NativeStopStatus { code, signal }
+        }))
     }
 
     #[napi]

@@ -38,6 +38,11 @@ export class InvalidOptionError extends MicrosandboxError {
   }
 }
 
+/** The upstream SDK's name for {@link InvalidOptionError}. */
+export const InvalidConfigError = InvalidOptionError;
+/** The upstream SDK's name for {@link InvalidOptionError}. */
+export type InvalidConfigError = InvalidOptionError;
+
 /** The image does not exist: a missing root directory or disk file, or a reference that is not cached under `pullPolicy: "never"`. */
 export class ImageNotFoundError extends MicrosandboxError {
   constructor(message: string) {
@@ -65,6 +70,11 @@ export class SandboxRunningError extends MicrosandboxError {
     super("SANDBOX_RUNNING", message);
   }
 }
+
+/** The upstream SDK's name for {@link SandboxRunningError}. */
+export const SandboxStillRunningError = SandboxRunningError;
+/** The upstream SDK's name for {@link SandboxRunningError}. */
+export type SandboxStillRunningError = SandboxRunningError;
 
 /** A published port's host address is taken by another process. */
 export class PortInUseError extends MicrosandboxError {

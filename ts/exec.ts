@@ -179,6 +179,7 @@ export class ExecHandle implements AsyncIterable<ExecEvent> {
   readonly #abort: AbortSignal | undefined;
   readonly #onAbort: () => void;
   #exit: ExitEvent | null = null;
+  #stdinTaken = false;
 
   /**
    * Wraps the addon's handle; `Sandbox.execStream()` makes these.
@@ -192,6 +193,16 @@ export class ExecHandle implements AsyncIterable<ExecEvent> {
     this.#abort = options.signal;
     this.#onAbort = () => handle.kill();
     this.#abort?.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  /**
+   * The stdin writer, once: the process's {@link ExecHandle.stdin} when it was
+   * started with `stdin: "pipe"`, else null; every later call returns null.
+   */
+  async takeStdin(): Promise<ExecStdin | null> {
+    if (this.#stdinTaken) return null;
+    this.#stdinTaken = true;
+    return this.stdin;
   }
 
   /**

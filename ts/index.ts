@@ -10,7 +10,12 @@ export {
   type LogLine,
   type LogOptions,
   type StartOptions,
+  type StopStatus,
+  type ExecConfig,
 } from "./sandbox";
+export { CreateSession, type PullProgress } from "./progress";
+export { SandboxBuilder } from "./builder";
+export { isInstalled, install } from "./install";
 export { ExecOutput, ExecHandle, ExecStdin, type ExecEvent, type ExitEvent } from "./exec";
 export { SandboxFs, type FsStat, type FsEntry } from "./fs";
 export { Patch } from "./patch";
@@ -38,10 +43,12 @@ export type {
 export {
   MicrosandboxError,
   InvalidOptionError,
+  InvalidConfigError,
   ImageNotFoundError,
   SandboxExistsError,
   SandboxNotFoundError,
   SandboxRunningError,
+  SandboxStillRunningError,
   PortInUseError,
   MissingAssetError,
   BootFailedError,

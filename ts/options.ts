@@ -72,6 +72,11 @@ export interface SandboxOptions {
   idleTimeoutMs?: number;
   /** Stop the sandbox this many milliseconds after it booted (at least 1000). Default: never. */
   maxLifetimeMs?: number;
+  /**
+   * If a sandbox of this `name` exists (running or stopped), kill and remove
+   * it first, instead of failing with `SandboxExistsError`. Default: false.
+   */
+  replace?: boolean;
 }
 
 /** One secret environment variable; see {@link SandboxOptions.secretEnv}. */
@@ -268,6 +273,7 @@ const sandboxShape: Record<keyof SandboxOptions, Kind> = {
   detached: "boolean",
   idleTimeoutMs: "number",
   maxLifetimeMs: "number",
+  replace: "boolean",
 };
 
 const secretShape: Record<keyof SecretEnv, Kind> = {

@@ -3,7 +3,9 @@ import * as fs from "node:fs/promises";
 
 import { check, ExecAbortedError, InvalidOptionError, SandboxNotFoundError, unwrap } from "./errors";
 import { DEFAULT_MAX_OUTPUT_BYTES, ExecHandle, ExecOutput, toNativeExecOptions } from "./exec";
+import { SandboxBuilder } from "./builder";
 import { SandboxFs } from "./fs";
+import { CreateSession } from "./progress";
 import { checkRegistryOptions, toNativePullEvent } from "./image";
 import { assetsDir, native, type Native } from "./native";
 import {
@@ -81,6 +83,10 @@ export interface SandboxMetrics {
   memoryUsedMib?: number;
   /** The guest's `MemTotal`, in MiB. */
   memoryTotalMib?: number;
+  /** `memoryUsedMib` in bytes (0 when the guest gave no figure); the upstream SDK's name. */
+  memoryBytes: number;
+  /** The memory the VM was given (`memoryMib`), in bytes: the host's figure. */
+  memoryLimitBytes: number;
   /** Bytes the guest received and sent on its network, Ethernet frames counted by the host. */
   netRxBytes: number;
   /** See {@link SandboxMetrics.netRxBytes}. */
@@ -91,6 +97,8 @@ export interface SandboxMetrics {
   diskWriteBytes: number;
   /** Milliseconds since the VM booted. */
   uptimeMs: number;
+  /** When the sample was taken (milliseconds since the Unix epoch). */
+  timestampMs: number;
 }
 
 /** Options of {@link Sandbox.metricsStream}. */
@@ -141,6 +149,24 @@ function parseLogLine(line: string): LogLine | undefined {
   return { time: new Date(Number(match[1])), source: match[2] as LogLine["source"], text: match[3] };
 }
 
+/** How a stopped sandbox's VM ended, from {@link Sandbox.stopAndWait}. */
+export interface StopStatus {
+  /** The VM's exit code: 0 after a clean shutdown; null when a signal ended it. */
+  code: number | null;
+  /** Whether it shut down cleanly (exit code 0). */
+  success: boolean;
+  /** The signal that ended it (a kill, or a guest that did not stop in time). */
+  signal?: number;
+}
+
+/** {@link Sandbox.execWithConfig}'s one argument: the command and {@link ExecOptions} in one object. */
+export interface ExecConfig extends ExecOptions {
+  /** The program to run. */
+  cmd: string;
+  /** Its arguments. */
+  args?: string[];
+}
+
 /** Options of {@link Sandbox.start}. */
 export interface StartOptions {
   /**
@@ -156,6 +182,15 @@ export interface StartOptions {
 export interface RemoveOptions {
   /** Kill a running sandbox first instead of refusing. Default: false. */
   force?: boolean;
+}
+
+function splitConfig(config: ExecConfig): ExecOptions & { cmd: string; args: string[] } {
+  if (typeof config !== "object" || config === null) {
+    throw new InvalidOptionError("config: must be an object with cmd", "config");
+  }
+  const { cmd, args = [], ...options } = config;
+  if (typeof cmd !== "string") throw new InvalidOptionError("cmd: must be a string", "cmd");
+  return { cmd, args, ...options };
 }
 
 function checkName(name: unknown): asserts name is string {
@@ -231,7 +266,12 @@ export class Sandbox implements AsyncDisposable {
   static async create(options: SandboxOptions): Promise<Sandbox> {
     checkSandboxOptions(options);
     checkRegistryOptions(options.registry);
-    const { onProgress, network, ...rest } = options;
+    const { onProgress, network, replace, ...rest } = options;
+    if (replace && options.name !== undefined) {
+      await Sandbox.remove(options.name, { force: true }).catch((err: unknown) => {
+        if (!(err instanceof SandboxNotFoundError)) throw err;
+      });
+    }
     const nativeOptions = { ...rest, network: toNativeNetwork(network) };
     const handle = unwrap(await native.createSandbox(nativeOptions, { assetsDir }, toNativePullEvent(onProgress)));
     forgetEnded();
@@ -239,6 +279,40 @@ export class Sandbox implements AsyncDisposable {
     // A detached sandbox does not depend on its handle; others do.
     if (!options.detached) unstopped.add(sandbox);
     return sandbox;
+  }
+
+  /**
+   * {@link Sandbox.create}, as a session that reports the image pull: iterate
+   * it (or `recv()`) for {@link PullProgress} events, `resolving` first and
+   * `complete` last, then `result()` for the sandbox (once). Also calls
+   * `options.onProgress`, if given, with the engine's own events.
+   *
+   * @throws {InvalidOptionError} An option is unknown, mistyped or out of range (at once, not
+   *   through `result()`).
+   */
+  static createWithProgress(options: SandboxOptions): CreateSession<Sandbox> {
+    checkSandboxOptions(options);
+    const { onProgress } = options;
+    return new CreateSession(options.image, (report) =>
+      Sandbox.create({
+        ...options,
+        onProgress: (event) => {
+          report(event);
+          onProgress?.(event);
+        },
+      }),
+    );
+  }
+
+  /** {@link Sandbox.createWithProgress} with `detached: true`. */
+  static createDetachedWithProgress(options: SandboxOptions): CreateSession<Sandbox> {
+    return Sandbox.createWithProgress({ ...options, detached: true });
+  }
+
+  /** The options of {@link Sandbox.create} as a chain: `Sandbox.builder("w").image("alpine").cpus(2).create()`. */
+  static builder(name: string): SandboxBuilder<Sandbox> {
+    checkName(name);
+    return new SandboxBuilder(name, (options) => Sandbox.create(options));
   }
 
   /**
@@ -511,15 +585,19 @@ export class Sandbox implements AsyncDisposable {
    */
   async metrics(): Promise<SandboxMetrics> {
     const m = unwrap(await this.#native.metrics());
+    const MiB = 1024 * 1024;
     return {
       cpuPercent: m.cpuPercent,
       ...(m.memoryUsedMib != null && { memoryUsedMib: m.memoryUsedMib }),
       ...(m.memoryTotalMib != null && { memoryTotalMib: m.memoryTotalMib }),
+      memoryBytes: Math.round((m.memoryUsedMib ?? 0) * MiB),
+      memoryLimitBytes: Math.round(m.memoryLimitMib * MiB),
       netRxBytes: m.netRxBytes,
       netTxBytes: m.netTxBytes,
       diskReadBytes: m.diskReadBytes,
       diskWriteBytes: m.diskWriteBytes,
       uptimeMs: m.uptimeMs,
+      timestampMs: Date.now(),
     };
   }
 
@@ -561,13 +639,15 @@ export class Sandbox implements AsyncDisposable {
   }
 
   /**
-   * Stops the sandbox and resolves once its VM and runtime processes are gone.
+   * Stops the sandbox and resolves once its VM and runtime processes are
+   * gone, with how the VM ended (for a sandbox already stopped, how it did).
    *
    * @throws {InternalError} Waiting for the runtime process failed.
    */
-  async stopAndWait(): Promise<void> {
+  async stopAndWait(): Promise<StopStatus> {
     unstopped.delete(this);
-    check(await this.#native.stopAndWait());
+    const { code, signal } = unwrap(await this.#native.stopAndWait());
+    return { code: code ?? null, success: code === 0, ...(signal != null && { signal }) };
   }
 
   /**
@@ -587,5 +667,20 @@ export class Sandbox implements AsyncDisposable {
    */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stopAndWait();
+  }
+
+  /**
+   * {@link Sandbox.exec} with the command in the options object:
+   * `execWithConfig({ cmd, args, env, cwd, user, stdin, tty, timeout })`.
+   */
+  async execWithConfig(config: ExecConfig): Promise<ExecOutput> {
+    const { cmd, args, ...options } = splitConfig(config);
+    return this.exec(cmd, args, options);
+  }
+
+  /** {@link Sandbox.execStream} with the command in the options object (see {@link Sandbox.execWithConfig}). */
+  async execStreamWithConfig(config: ExecConfig): Promise<ExecHandle> {
+    const { cmd, args, ...options } = splitConfig(config);
+    return this.execStream(cmd, args, options);
   }
 }

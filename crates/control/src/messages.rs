@@ -68,6 +68,8 @@ pub struct HostMetrics {
     /// did not answer sensibly.
     pub memory_total_kib: Option<u64>,
     pub memory_available_kib: Option<u64>,
+    /// The memory the VM was given (the host's figure).
+    pub memory_limit_kib: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -424,6 +424,26 @@ pub(crate) fn lock_name(dir: &Path, name: &str) -> Result<File, CreateError> {
     }
 }
 
+/// Whether sandboxes can start here: the kernel, agent and runtime are
+/// installed, and the runtime finds the VMM program it would launch (it is
+/// asked, `msb-runtime --check`, so that only it knows how it finds QEMU).
+/// Synchronous (two short-lived processes), for callers that ask before anything else.
+pub(crate) fn check_installed(settings: &EngineSettings) -> Result<(), CreateError> {
+    settings.check_assets()?;
+    let output = std::process::Command::new(&settings.runtime)
+        .arg("--check")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io_error("run the sandbox runtime's check"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(CreateError::MissingProgram {
+            message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}
+
 /// The longest path a Unix socket address holds (`sun_path` less its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 

@@ -68,6 +68,8 @@ pub struct SandboxMetrics {
     /// `None` when it did not answer sensibly.
     pub memory_used_mib: Option<f64>,
     pub memory_total_mib: Option<f64>,
+    /// The memory the VM was given, in MiB.
+    pub memory_limit_mib: f64,
     pub net_rx_bytes: u64,
     pub net_tx_bytes: u64,
     pub disk_read_bytes: u64,
@@ -93,6 +95,7 @@ impl SandboxMetrics {
                 .zip(now.memory_available_kib)
                 .map(|(total, available)| mib(total - available)),
             memory_total_mib: now.memory_total_kib.map(mib),
+            memory_limit_mib: mib(now.memory_limit_kib),
             net_rx_bytes: now.net_rx_bytes,
             net_tx_bytes: now.net_tx_bytes,
             disk_read_bytes: now.disk_read_bytes,

@@ -167,6 +167,12 @@ impl Sandbox {
         Ok(sandbox)
     }
 
+    /// Whether sandboxes can start on this host: the assets are installed and
+    /// the VMM program is there; the error says what is missing and how to get it.
+    pub fn check_installed(settings: &EngineSettings) -> Result<(), CreateError> {
+        launch::check_installed(settings)
+    }
+
     /// A handle to the running sandbox `name`, created by this or another
     /// process of the same user. Several handles may serve one sandbox at
     /// once; each sees only its own processes' output.
@@ -340,8 +346,9 @@ impl Sandbox {
         .await;
     }
 
-    /// Stops the sandbox and waits until its VM and runtime processes are gone.
-    pub async fn stop_and_wait(&self) -> Result<(), StopError> {
+    /// Stops the sandbox and waits until its VM and runtime processes are gone;
+    /// returns how the VM ended (for a sandbox already stopped, how it did).
+    pub async fn stop_and_wait(&self) -> Result<Lifecycle, StopError> {
         self.stop().await;
         self.wait_for_exit().await
     }
@@ -349,7 +356,7 @@ impl Sandbox {
     /// Kills the VM at once and waits until it and the runtime are gone.
     pub async fn kill(&self) -> Result<(), StopError> {
         self.send_control(ToRuntime::Kill).await;
-        self.wait_for_exit().await
+        self.wait_for_exit().await.map(drop)
     }
 
     async fn send_control(&self, msg: ToRuntime) {
@@ -360,12 +367,12 @@ impl Sandbox {
         }
     }
 
-    async fn wait_for_exit(&self) -> Result<(), StopError> {
-        self.inner.conn.wait_not_running().await;
+    async fn wait_for_exit(&self) -> Result<Lifecycle, StopError> {
+        let ended = self.inner.conn.wait_not_running().await;
         match &self.inner.origin {
             Origin::Attached { run } => {
                 lifecycle::wait_runtime_gone(run).await;
-                Ok(())
+                Ok(ended)
             }
             Origin::Created { runtime, detached } => {
                 let mut runtime = runtime.lock().await;
@@ -374,7 +381,7 @@ impl Sandbox {
                     if *detached {
                         // The record (status, reason) and the logs stay until `remove`.
                         let _ = fs::remove_dir_all(&*self.inner.transfer);
-                        return Ok(());
+                        return Ok(ended);
                     }
                     let _ = self.inner.images.untrack_sandbox(&self.inner.name).await;
                     let name = self.inner.name.clone();
@@ -388,7 +395,7 @@ impl Sandbox {
                         let _ = fs::remove_dir_all(&self.inner.dir);
                     }
                 }
-                Ok(())
+                Ok(ended)
             }
         }
     }

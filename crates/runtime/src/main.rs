@@ -1,6 +1,10 @@
 //! `msb-runtime`: started by the engine, one per sandbox. Its stdin is the
 //! client connection (a stream socket); fd 3 holds the sandbox lock; stderr is
 //! the runtime log.
+//!
+//! `msb-runtime --check` only checks that the VMM program it would launch is
+//! there and runs (exit 0), or says what to install (exit 1): the engine's
+//! `isInstalled()` asks it, so that only the runtime knows how it finds QEMU.
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
@@ -21,6 +25,9 @@ fn main() -> ExitCode {
         .init();
 
     let settings = RuntimeSettings::from_env();
+    if std::env::args().nth(1).as_deref() == Some("--check") {
+        return check_vmm(&settings);
+    }
     let client = match client_socket() {
         Ok(client) => client,
         Err(message) => {
@@ -48,6 +55,35 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(%err, "runtime failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the VMM program with `--version`: present and runnable, or what to install.
+fn check_vmm(settings: &RuntimeSettings) -> ExitCode {
+    let program = &settings.vmm.qemu;
+    match std::process::Command::new(program)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("{} --version failed ({status})", program.display());
+            ExitCode::FAILURE
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let missing = msb_vmm::LaunchError::ProgramNotFound {
+                program: program.display().to_string(),
+            };
+            eprintln!("{missing}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("{}: {err}", program.display());
             ExitCode::FAILURE
         }
     }

@@ -48,6 +48,7 @@ impl MetricsSource {
             net_tx_bytes: net.bytes_in,
             memory_total_kib,
             memory_available_kib,
+            memory_limit_kib: self.memory_kib,
         }
     }
 }
