@@ -128,9 +128,9 @@ fi
 step "Rust tests"
 cargo test --quiet --workspace
 
-step "fuzz: frame decoder, guest-message guard, HTTP rewriter and layer unpacker (30 s each)"
+step "fuzz: frame decoder, guest-message guard, HTTP rewriter and layer unpacker (20 s each)"
 for target in frame_decoder guest_messages http_rewrite layer_unpack; do
-    cargo fuzz run --sanitizer none "$target" -- -max_total_time=30 -print_final_stats=1 2>&1 | tail -n 3
+    cargo fuzz run --sanitizer none "$target" -- -max_total_time=20 -print_final_stats=1 2>&1 | tail -n 3
 done
 
 step "loopback registries for the image tests"
