@@ -11,6 +11,7 @@ import { promisify } from "node:util";
 import { after, before, test } from "node:test";
 
 import {
+  InternalError,
   InvalidOptionError,
   Sandbox,
   SandboxExistsError,
@@ -366,4 +367,27 @@ test("a stopped detached sandbox keeps its name; start boots it again with its o
     await started.stopAndWait();
   }
   await Sandbox.remove("restartable");
+});
+
+test("a runtime that cannot be started leaves no record behind", async () => {
+  // A runtime file that exists but cannot be executed passes the asset check
+  // and fails at spawn: the "starting" record made before must not linger.
+  const notExecutable = path.join(home, "not-executable-runtime");
+  fs.writeFileSync(notExecutable, "not a program", { mode: 0o644 });
+  const saved = process.env.MSB_RUNTIME;
+  process.env.MSB_RUNTIME = notExecutable;
+  try {
+    await assert.rejects(Sandbox.create({ image: root, name: "unstartable" }), (err: unknown) => {
+      assert.ok(err instanceof InternalError, String(err));
+      assert.match(err.message, /start the sandbox runtime/);
+      return true;
+    });
+  } finally {
+    if (saved === undefined) delete process.env.MSB_RUNTIME;
+    else process.env.MSB_RUNTIME = saved;
+  }
+  assert.equal(await statusOf("unstartable"), undefined);
+  // The name is free: a create with a working runtime takes it.
+  const sb = await Sandbox.create({ image: root, name: "unstartable" });
+  await sb.stopAndWait();
 });

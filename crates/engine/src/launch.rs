@@ -227,7 +227,19 @@ impl Claimed<'_> {
             options: Some(launch.stored),
         };
         record_start(settings, &config, handle).await?;
-        let (mut runtime, conn) = spawn_runtime(settings, &dir, lock, config.detached)?;
+        let (mut runtime, conn) = match spawn_runtime(settings, &dir, lock, config.detached) {
+            Ok(spawned) => spawned,
+            Err(err) => {
+                // Nothing will ever update the record just made: forget it.
+                let _ = images.untrack_sandbox(&config.name).await;
+                let name = config.name.clone();
+                let _ = lifecycle::with_state(settings.state_db(), move |state| {
+                    state.remove_run(&name)
+                })
+                .await;
+                return Err(err);
+            }
+        };
 
         let root = launch.image.root;
         let spec = BootSpec {
