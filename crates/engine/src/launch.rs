@@ -504,7 +504,7 @@ async fn record_start(
         detached: config.detached,
         cpus: config.cpus as u32,
         memory_mib: config.memory_mib,
-        created_at_ms: lifecycle::now_ms(),
+        created_at_ms: msb_state::now_ms(),
         stopped_at_ms: None,
         runtime_pid: None,
         runtime_start: None,

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use msb_control::{BootInfo, FromRuntime, HostMetrics, ToRuntime};
 use msb_protocol::User;
@@ -120,13 +120,6 @@ pub(crate) async fn with_state<T: Send + 'static>(
     })
     .await
     .map_err(|e| LifecycleError::io("read the state database", std::io::Error::other(e)))?
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The recorded run of `name`, or `SandboxNotFound`.

@@ -72,9 +72,7 @@ fn parse_meminfo(text: &[u8], ceiling_kib: u64) -> (Option<u64>, Option<u64>) {
 /// User plus system time of every thread of `pid` (fields 14 and 15 of
 /// `/proc/PID/stat`), in milliseconds.
 fn cpu_ms(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields are counted from after the command name's last ')'; field 3 comes first.
-    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let fields = msb_state::process_stat(pid)?;
     let ticks: u64 =
         fields.get(14 - 3)?.parse::<u64>().ok()? + fields.get(15 - 3)?.parse::<u64>().ok()?;
     // SAFETY: sysconf has no preconditions.

@@ -9,10 +9,9 @@
 //! and readers fall back on the pid check.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use msb_control::{HostEnded, LifecycleSpec, VmExit};
-use msb_state::{RunStatus, State};
+use msb_state::{now_ms, RunStatus, State};
 
 pub struct RunRecord {
     db: PathBuf,
@@ -75,11 +74,4 @@ fn end_status(exit: &VmExit) -> RunStatus {
         }
         None => RunStatus::Crashed,
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -140,14 +140,32 @@ impl SandboxRun {
 /// A live process's start time (clock ticks after boot, field 22 of
 /// `/proc/PID/stat`); `None` for a process that is gone or a zombie.
 pub fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: fields are
-    // counted from after its last ')'. Field 3 is the state.
-    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
-    if fields.first() == Some(&"Z") {
+    let fields = process_stat(pid)?;
+    if fields.first().map(String::as_str) == Some("Z") {
         return None;
     }
     fields.get(22 - 3)?.parse().ok()
+}
+
+/// The fields of `/proc/PID/stat` from field 3 (the state) on: field N is at
+/// index N - 3. The command name (field 2) may hold spaces and parentheses, so
+/// fields are counted from after its last ')'.
+pub fn process_stat(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        stat.get(stat.rfind(')')? + 2..)?
+            .split(' ')
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// Milliseconds since the Unix epoch, as the run records store times.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 pub struct State {
