@@ -75,6 +75,8 @@ export declare function checkInstalled(engine: EngineConfig): NativeFailure | nu
 
 export declare function createSandbox(options: SandboxOptions, engine: EngineConfig, onProgress?: (((arg: NativePullEvent) => void)) | undefined | null): Promise<NativeSandbox | NativeFailure>
 
+export declare function createVolume(options: NativeVolumeOptions, engine: EngineConfig): Promise<NativeVolumeInfo | NativeFailure>
+
 export interface EngineConfig {
   /** Directory holding vmlinux, msb-agent and msb-runtime. */
   assetsDir: string
@@ -95,6 +97,14 @@ export declare const enum ErrorCode {
   SandboxNotFound = 'SANDBOX_NOT_FOUND',
   /** The sandbox is running and the operation needs it stopped (remove without force). */
   SandboxRunning = 'SANDBOX_RUNNING',
+  /** No volume has this name. */
+  VolumeNotFound = 'VOLUME_NOT_FOUND',
+  /** A volume with this name exists already. */
+  VolumeExists = 'VOLUME_EXISTS',
+  /** The volume is mounted by a running sandbox (remove refused). */
+  VolumeInUse = 'VOLUME_IN_USE',
+  /** A disk volume is mounted by another running sandbox: one at a time. */
+  VolumeBusy = 'VOLUME_BUSY',
   /** A published port's host address is taken. */
   PortInUse = 'PORT_IN_USE',
   /** The guest kernel, agent or runtime binary is not installed. */
@@ -163,11 +173,15 @@ export declare const enum ErrorCode {
 
 export declare function getSandbox(name: string, engine: EngineConfig): Promise<NativeSandbox | NativeFailure>
 
+export declare function getVolume(name: string, engine: EngineConfig): Promise<NativeVolumeInfo | NativeFailure>
+
 export declare function inspectImage(reference: string, registry: NativeRegistryOptions | undefined | null, engine: EngineConfig): Promise<NativeImageInfo | NativeFailure>
 
 export declare function listImages(engine: EngineConfig): Promise<Array<NativeImageInfo> | NativeFailure>
 
 export declare function listSandboxes(engine: EngineConfig): Promise<Array<NativeSandboxSummary> | NativeFailure>
+
+export declare function listVolumes(engine: EngineConfig): Promise<Array<NativeVolumeInfo> | NativeFailure>
 
 export interface NativeBootInfo {
   accel: string
@@ -283,6 +297,18 @@ export interface NativeImageInfo {
 export interface NativeLayer {
   digest: string
   size: number
+}
+
+/** One mount of `volumes`, flattened by the TypeScript layer. */
+export interface NativeMount {
+  /** The guest path. */
+  path: string
+  /** "named", "bind" or "tmpfs". */
+  kind: string
+  /** The volume's name or the host directory. */
+  source?: string
+  readonly?: boolean
+  sizeMib?: number
 }
 
 export interface NativeNetworkOptions {
@@ -418,6 +444,29 @@ export interface NativeTtySize {
   rows: number
 }
 
+export interface NativeVolumeInfo {
+  name: string
+  /** "dir" or "disk". */
+  kind: string
+  quotaMib?: number
+  /** Milliseconds since the Unix epoch. */
+  createdAtMs: number
+  /** The host directory (`dir`) or disk image (`disk`) holding the contents. */
+  path: string
+}
+
+export interface NativeVolumeOptions {
+  name: string
+  quotaMib?: number
+  /** "dir" or "disk". */
+  kind?: string
+}
+
+export interface NativeVolumeUsage {
+  usedBytes: number
+  capacityBytes?: number
+}
+
 export interface NativeWriteOptions {
   mode?: number
   append?: boolean
@@ -431,6 +480,8 @@ export declare function pullImage(reference: string, registry: NativeRegistryOpt
 export declare function removeImage(reference: string, registry: NativeRegistryOptions | undefined | null, engine: EngineConfig): Promise<NativeFailure | null>
 
 export declare function removeSandbox(name: string, force: boolean, engine: EngineConfig): Promise<NativeFailure | null>
+
+export declare function removeVolume(name: string, engine: EngineConfig): Promise<NativeFailure | null>
 
 /** Where the sandbox's event log is (it may not exist yet). */
 export declare function sandboxEventsLog(name: string, engine: EngineConfig): string | NativeFailure
@@ -456,6 +507,12 @@ export interface SandboxOptions {
   detached?: boolean
   idleTimeoutMs?: number
   maxLifetimeMs?: number
+  /** Mounts, in the order given. */
+  volumes?: Array<NativeMount>
+  persistent?: boolean
+  rootfsSizeMib?: number
 }
 
 export declare function startSandbox(name: string, secretEnv: Record<string, NativeSecret> | undefined | null, engine: EngineConfig, onProgress?: (((arg: NativePullEvent) => void)) | undefined | null): Promise<NativeSandbox | NativeFailure>
+
+export declare function volumeUsage(name: string, engine: EngineConfig): Promise<NativeVolumeUsage | NativeFailure>

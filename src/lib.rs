@@ -1,6 +1,6 @@
 //! Node.js binding: thin `#[napi]` wrappers over `msb-engine`. Conversions and
 //! error codes only; every rule lives in the engine. One module per area
-//! (`sandbox`, `exec`, `fs`, `image`, `error`); this file only wires them.
+//! (`sandbox`, `exec`, `fs`, `image`, `volume`, `error`); this file only wires them.
 //!
 //! Values from JavaScript are converted strictly: an unknown enum value, a
 //! number that is not whole where a count is expected, or incomplete
@@ -13,6 +13,7 @@ pub mod exec;
 pub mod fs;
 pub mod image;
 pub mod sandbox;
+pub mod volume;
 
 use std::path::PathBuf;
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use msb_engine::options::storage::MountOption;
 use msb_engine::{
     CreateError, InvalidOption, Lifecycle, NetworkOptions, Patch, PortOption, RuleOptions, Sandbox,
     SandboxOptions as EngineOptions, SecretEnvOptions, SecretValue, TlsOptions,
@@ -52,6 +53,23 @@ pub struct SandboxOptions {
     pub detached: Option<bool>,
     pub idle_timeout_ms: Option<f64>,
     pub max_lifetime_ms: Option<f64>,
+    /// Mounts, in the order given.
+    pub volumes: Option<Vec<NativeMount>>,
+    pub persistent: Option<bool>,
+    pub rootfs_size_mib: Option<f64>,
+}
+
+/// One mount of `volumes`, flattened by the TypeScript layer.
+#[napi(object)]
+pub struct NativeMount {
+    /// The guest path.
+    pub path: String,
+    /// "named", "bind" or "tmpfs".
+    pub kind: String,
+    /// The volume's name or the host directory.
+    pub source: Option<String>,
+    pub readonly: Option<bool>,
+    pub size_mib: Option<f64>,
 }
 
 /// One secret environment variable (see docs/secrets.md).
@@ -263,6 +281,20 @@ fn engine_options(options: SandboxOptions) -> std::result::Result<EngineOptions,
         detached: options.detached,
         idle_timeout_ms: options.idle_timeout_ms,
         max_lifetime_ms: options.max_lifetime_ms,
+        volumes: options
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| MountOption {
+                path: m.path,
+                kind: m.kind,
+                source: m.source,
+                readonly: m.readonly,
+                size_mib: m.size_mib,
+            })
+            .collect(),
+        persistent: options.persistent,
+        rootfs_size_mib: options.rootfs_size_mib,
     })
 }
 

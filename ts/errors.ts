@@ -71,6 +71,42 @@ export class SandboxRunningError extends MicrosandboxError {
   }
 }
 
+/** No volume has this name. `field` names the option that named it, when a sandbox did. */
+export class VolumeNotFoundError extends MicrosandboxError {
+  constructor(
+    message: string,
+    /** The option that named the volume (`name`, or `volumes["/data"]`). */
+    readonly field?: string,
+  ) {
+    super("VOLUME_NOT_FOUND", message);
+  }
+}
+
+/** A volume with this name exists already. */
+export class VolumeAlreadyExistsError extends MicrosandboxError {
+  constructor(message: string) {
+    super("VOLUME_EXISTS", message);
+  }
+}
+
+/** The volume is mounted by a running sandbox, so it cannot be removed. */
+export class VolumeInUseError extends MicrosandboxError {
+  constructor(message: string) {
+    super("VOLUME_IN_USE", message);
+  }
+}
+
+/** A disk volume is mounted by another running sandbox: one sandbox at a time. */
+export class VolumeBusyError extends MicrosandboxError {
+  constructor(
+    message: string,
+    /** The mount that asked for it (`volumes["/data"]`). */
+    readonly field?: string,
+  ) {
+    super("VOLUME_BUSY", message);
+  }
+}
+
 /** The upstream SDK's name for {@link SandboxRunningError}. */
 export const SandboxStillRunningError = SandboxRunningError;
 /** The upstream SDK's name for {@link SandboxRunningError}. */
@@ -323,6 +359,23 @@ export class InternalError extends MicrosandboxError {
   }
 }
 
+/** Host errno names to the filesystem codes (for a volume's host-side files). */
+const hostFsCodes: Record<string, FsErrorCode> = {
+  ENOENT: "FS_NOT_FOUND",
+  EACCES: "FS_PERMISSION_DENIED",
+  EPERM: "FS_PERMISSION_DENIED",
+  EEXIST: "FS_ALREADY_EXISTS",
+  ENOTDIR: "FS_NOT_A_DIRECTORY",
+  EISDIR: "FS_IS_A_DIRECTORY",
+  ENOTEMPTY: "FS_NOT_EMPTY",
+};
+
+/** A Node filesystem error about `path` as the FsError subclass of its errno. */
+export function fsErrorFromHost(err: NodeJS.ErrnoException, path: string): FsError {
+  const code = hostFsCodes[err.code ?? ""] ?? "FS_ERROR";
+  return new fsClasses[code](code, `${path}: ${err.message}`, err.errno === undefined ? undefined : -err.errno, path);
+}
+
 /** Maps an engine error (data from the addon) to its class. */
 export function fromNative(error: Native.NativeError): MicrosandboxError {
   const { message } = error;
@@ -341,6 +394,14 @@ export function fromNative(error: Native.NativeError): MicrosandboxError {
       return new SandboxNotFoundError(message);
     case "SANDBOX_RUNNING":
       return new SandboxRunningError(message);
+    case "VOLUME_NOT_FOUND":
+      return new VolumeNotFoundError(message, error.field);
+    case "VOLUME_EXISTS":
+      return new VolumeAlreadyExistsError(message);
+    case "VOLUME_IN_USE":
+      return new VolumeInUseError(message);
+    case "VOLUME_BUSY":
+      return new VolumeBusyError(message, error.field);
     case "PORT_IN_USE":
       return new PortInUseError(message);
     case "MISSING_ASSET":

@@ -19,6 +19,7 @@ export { isInstalled, install } from "./install";
 export { ExecOutput, ExecHandle, ExecStdin, type ExecEvent, type ExitEvent } from "./exec";
 export { SandboxFs, type FsStat, type FsEntry } from "./fs";
 export { Patch } from "./patch";
+export { Volume, VolumeFs, type VolumeOptions, type VolumeUsage } from "./volume";
 export {
   Image,
   type ImageInfo,
@@ -39,6 +40,7 @@ export type {
   NetworkRule,
   SecretEnv,
   TlsOptions,
+  VolumeMount,
 } from "./options";
 export {
   MicrosandboxError,
@@ -49,6 +51,10 @@ export {
   SandboxNotFoundError,
   SandboxRunningError,
   SandboxStillRunningError,
+  VolumeNotFoundError,
+  VolumeAlreadyExistsError,
+  VolumeInUseError,
+  VolumeBusyError,
   PortInUseError,
   MissingAssetError,
   BootFailedError,

@@ -77,7 +77,51 @@ export interface SandboxOptions {
    * it first, instead of failing with `SandboxExistsError`. Default: false.
    */
   replace?: boolean;
+  /**
+   * Storage mounted into the sandbox, by absolute guest path: a named
+   * {@link Volume} (`{ named: "data" }`), a host directory
+   * (`{ bind: "./src", readonly: true }`) or a tmpfs in guest memory
+   * (`{ tmpfs: { sizeMib: 64 } }`). Read-only is enforced by the host. At most
+   * 16 mounts. See docs/storage.md. Default: none.
+   */
+  volumes?: Record<string, VolumeMount>;
+  /**
+   * Keep the root's writable layer on the host (an ext4 disk of
+   * `rootfsSizeMib` in the sandbox's directory), so that a later sandbox of
+   * the same `name` with `persistent: true` sees the files this one wrote.
+   * Needs a `name`; {@link Sandbox.remove} deletes it. Default: false (the
+   * writable layer lives in guest memory and goes with the VM).
+   */
+  persistent?: boolean;
+  /** Size of a persistent root's disk in MiB (64 to 1048576), set when it is first made. Default 4096. */
+  rootfsSizeMib?: number;
 }
+
+/**
+ * One mount of {@link SandboxOptions.volumes}: exactly one of `named`, `bind`
+ * or `tmpfs`.
+ */
+export type VolumeMount =
+  | {
+      /** A volume made with {@link Volume.create}. A disk volume is mounted by one running sandbox at a time. */
+      named: string;
+      /** Mount read-only (the host refuses writes; remounting in the guest does not help). Default false. */
+      readonly?: boolean;
+    }
+  | {
+      /**
+       * A host directory, absolute or starting with `./` or `../`. The guest's
+       * owners, modes, device nodes and symlinks are kept as extended
+       * attributes of plain files on the host (see docs/storage.md).
+       */
+      bind: string;
+      /** Mount read-only. Default false. */
+      readonly?: boolean;
+    }
+  | {
+      /** A tmpfs in guest memory of at most `sizeMib` MiB (default 64). */
+      tmpfs: { sizeMib?: number };
+    };
 
 /** One secret environment variable; see {@link SandboxOptions.secretEnv}. */
 export interface SecretEnv {
@@ -274,6 +318,9 @@ const sandboxShape: Record<keyof SandboxOptions, Kind> = {
   idleTimeoutMs: "number",
   maxLifetimeMs: "number",
   replace: "boolean",
+  volumes: "object",
+  persistent: "boolean",
+  rootfsSizeMib: "number",
 };
 
 const secretShape: Record<keyof SecretEnv, Kind> = {
@@ -441,6 +488,54 @@ function checkNested(prefix: string, value: unknown, shape: Record<string, Kind>
       throw new InvalidOptionError(`${prefix}.${key}: is required`, `${prefix}.${key}`);
     }
   }
+}
+
+/** The addon's shape of one mount. */
+export interface NativeMountOption {
+  path: string;
+  kind: "named" | "bind" | "tmpfs";
+  source?: string;
+  readonly?: boolean;
+  sizeMib?: number;
+}
+
+/**
+ * `volumes` in the addon's shape, after checking each entry has exactly one
+ * source of the right type (the engine checks paths, names and sizes).
+ */
+export function toNativeMounts(volumes: Record<string, VolumeMount> | undefined): NativeMountOption[] | undefined {
+  if (volumes === undefined) return undefined;
+  return Object.entries(volumes).map(([path, mount]) => {
+    const field = `volumes[${JSON.stringify(path)}]`;
+    if (!isRecord(mount)) throw new InvalidOptionError(`${field}: must be an object`, field);
+    const sources = ["named", "bind", "tmpfs"].filter((key) => mount[key as keyof typeof mount] !== undefined);
+    if (sources.length !== 1) {
+      throw new InvalidOptionError(`${field}: give exactly one of named, bind, tmpfs`, field);
+    }
+    const m = mount as Record<string, unknown>;
+    for (const key of Object.keys(m)) {
+      if (!["named", "bind", "tmpfs", "readonly"].includes(key)) {
+        throw new InvalidOptionError(`${field}.${key}: unknown option (known: named, bind, tmpfs, readonly)`, field);
+      }
+    }
+    if (m.readonly !== undefined && typeof m.readonly !== "boolean") {
+      throw new InvalidOptionError(`${field}.readonly: must be a boolean`, field);
+    }
+    const readonly = m.readonly as boolean | undefined;
+    if (sources[0] === "tmpfs") {
+      const tmpfs = m.tmpfs;
+      if (!isRecord(tmpfs) || Object.keys(tmpfs).some((k) => k !== "sizeMib")) {
+        throw new InvalidOptionError(`${field}.tmpfs: must be { sizeMib?: number }`, field);
+      }
+      if (tmpfs.sizeMib !== undefined && typeof tmpfs.sizeMib !== "number") {
+        throw new InvalidOptionError(`${field}.tmpfs.sizeMib: must be a number`, field);
+      }
+      return { path, kind: "tmpfs", readonly, sizeMib: tmpfs.sizeMib as number | undefined };
+    }
+    const kind = sources[0] as "named" | "bind";
+    if (typeof m[kind] !== "string") throw new InvalidOptionError(`${field}.${kind}: must be a string`, field);
+    return { path, kind, source: m[kind] as string, readonly };
+  });
 }
 
 export function checkSandboxOptions(options: unknown): asserts options is SandboxOptions {

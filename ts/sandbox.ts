@@ -12,6 +12,7 @@ import {
   checkArgs,
   checkExecOptions,
   checkSandboxOptions,
+  toNativeMounts,
   toNativeNetwork,
   type ExecOptions,
   type SandboxOptions,
@@ -261,18 +262,21 @@ export class Sandbox implements AsyncDisposable {
    * @throws {ImageIntegrityError} Downloaded content did not match its digest or size.
    * @throws {LayerRejectedError} The unpacker refused a layer.
    * @throws {PullFailedError} The pull failed otherwise.
+   * @throws {VolumeNotFoundError} A `volumes` entry names a volume that does not exist.
+   * @throws {VolumeBusyError} A disk volume is mounted by another running sandbox.
    * @throws {InternalError} A host-side failure (state home, image cache).
    */
   static async create(options: SandboxOptions): Promise<Sandbox> {
     checkSandboxOptions(options);
     checkRegistryOptions(options.registry);
-    const { onProgress, network, replace, ...rest } = options;
+    const { onProgress, network, replace, volumes, ...rest } = options;
+    const mounts = toNativeMounts(volumes);
     if (replace && options.name !== undefined) {
       await Sandbox.remove(options.name, { force: true }).catch((err: unknown) => {
         if (!(err instanceof SandboxNotFoundError)) throw err;
       });
     }
-    const nativeOptions = { ...rest, network: toNativeNetwork(network) };
+    const nativeOptions = { ...rest, network: toNativeNetwork(network), volumes: mounts };
     const handle = unwrap(await native.createSandbox(nativeOptions, { assetsDir }, toNativePullEvent(onProgress)));
     forgetEnded();
     const sandbox = new Sandbox(handle);

@@ -27,6 +27,30 @@ pub struct VmSpec {
     pub kernel_args: Vec<String>,
     /// The guest's network interface, if it has one.
     pub net: Option<NetDevice>,
+    /// Host storage the guest mounts: volumes, bind mounts, a persistent root.
+    pub storage: Vec<StorageDevice>,
+}
+
+/// Host storage attached to the VM. The host decides every mode here; the
+/// guest cannot widen it (QEMU refuses writes to a read-only device itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StorageDevice {
+    /// A host directory shared over 9p with mount tag `tag`, guest ownership
+    /// and modes kept as extended attributes (`security_model=mapped-xattr`):
+    /// the host file is always a plain file or directory of the VMM's user,
+    /// whatever setuid bit, device node or symlink the guest makes.
+    Share {
+        tag: String,
+        path: PathBuf,
+        readonly: bool,
+    },
+    /// A raw disk image attached as a virtio block device the guest finds by
+    /// `serial` (at most 20 bytes).
+    Disk {
+        serial: String,
+        path: PathBuf,
+        readonly: bool,
+    },
 }
 
 /// Which VMM backend runs a VM. The rule that turns a choice into a backend
@@ -58,11 +82,13 @@ pub enum NetDevice {
 pub enum RootDevice {
     /// A host directory, shared over 9p (mount tag [`ROOT_SHARE_TAG`]).
     Share(PathBuf),
-    /// A filesystem image file, attached as the first virtio block device.
+    /// A filesystem image file, attached read-only as a virtio block device
+    /// with serial [`ROOT_SHARE_TAG`].
     Disk(PathBuf),
 }
 
-/// Mount tag of the root share, known to the guest through `RootSpec`.
+/// Mount tag of the root share (and serial of a root disk), known to the
+/// guest through `RootSpec`.
 pub const ROOT_SHARE_TAG: &str = "msbroot";
 
 /// Mount tag of the transfer share.

@@ -26,6 +26,14 @@ macro_rules! for_each_error_code {
             SandboxNotFound = "SANDBOX_NOT_FOUND",
             #[doc = "The sandbox is running and the operation needs it stopped (remove without force)."]
             SandboxRunning = "SANDBOX_RUNNING",
+            #[doc = "No volume has this name."]
+            VolumeNotFound = "VOLUME_NOT_FOUND",
+            #[doc = "A volume with this name exists already."]
+            VolumeExists = "VOLUME_EXISTS",
+            #[doc = "The volume is mounted by a running sandbox (remove refused)."]
+            VolumeInUse = "VOLUME_IN_USE",
+            #[doc = "A disk volume is mounted by another running sandbox: one at a time."]
+            VolumeBusy = "VOLUME_BUSY",
             #[doc = "A published port's host address is taken."]
             PortInUse = "PORT_IN_USE",
             #[doc = "The guest kernel, agent or runtime binary is not installed."]
@@ -218,6 +226,8 @@ pub enum CreateError {
         #[source]
         source: FsError,
     },
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
     #[error("{what}")]
     Io {
         what: String,
@@ -249,6 +259,7 @@ impl HasCode for CreateError {
             }
             CreateError::BootFailed { .. } => ErrorCode::BootFailed,
             CreateError::PatchFailed { .. } => ErrorCode::PatchFailed,
+            CreateError::Volume(err) => err.code(),
             CreateError::Io { .. } => ErrorCode::Internal,
         }
     }
@@ -279,6 +290,7 @@ impl HasCode for CreateError {
                 field: Some(field.clone()),
                 ..source.details()
             },
+            CreateError::Volume(err) => err.details(),
             _ => ErrorDetails::default(),
         }
     }
@@ -560,6 +572,78 @@ impl HasCode for LifecycleError {
     }
 }
 
+/// Failures of volume operations, and of a sandbox's claim on its volumes.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error(transparent)]
+    InvalidOption(#[from] InvalidOption),
+    #[error("there is no volume named {name:?}")]
+    NotFound {
+        name: String,
+        /// The option that named it (`volumes["/data"]`), when a sandbox did.
+        field: Option<String>,
+    },
+    #[error("a volume named {name:?} exists already")]
+    Exists { name: String },
+    #[error("volume {name:?} is mounted by running sandbox(es): {sandboxes}")]
+    InUse { name: String, sandboxes: String },
+    #[error(
+        "disk volume {name:?} is mounted by running sandbox {sandbox:?}: a disk volume is \
+         mounted by one sandbox at a time"
+    )]
+    Busy {
+        name: String,
+        sandbox: String,
+        field: String,
+    },
+    /// `mkfs.ext4` (e2fsprogs) is not installed.
+    #[error("{message}")]
+    MissingProgram { message: String },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl VolumeError {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VolumeError {
+        let what = what.into();
+        move |source| VolumeError::Io { what, source }
+    }
+}
+
+impl HasCode for VolumeError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            VolumeError::InvalidOption(_) => ErrorCode::InvalidOption,
+            VolumeError::NotFound { .. } => ErrorCode::VolumeNotFound,
+            VolumeError::Exists { .. } => ErrorCode::VolumeExists,
+            VolumeError::InUse { .. } => ErrorCode::VolumeInUse,
+            VolumeError::Busy { .. } => ErrorCode::VolumeBusy,
+            VolumeError::MissingProgram { .. } => ErrorCode::MissingAsset,
+            VolumeError::State(_) | VolumeError::Io { .. } => ErrorCode::Internal,
+        }
+    }
+
+    fn details(&self) -> ErrorDetails {
+        let field = match self {
+            VolumeError::InvalidOption(invalid) => return invalid.details(),
+            VolumeError::NotFound { field, .. } => field.clone(),
+            VolumeError::Busy { field, .. } => Some(field.clone()),
+            VolumeError::Exists { .. } | VolumeError::InUse { .. } => Some("name".into()),
+            _ => None,
+        };
+        ErrorDetails {
+            field,
+            ..Default::default()
+        }
+    }
+}
+
 /// Failures of the image service (pull, inspect, list, remove, prune).
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -640,6 +724,6 @@ mod tests {
         }
         assert_eq!(ErrorCode::InvalidOption.as_str(), "INVALID_OPTION");
         assert_eq!(ErrorCode::FsNotADirectory.as_str(), "FS_NOT_A_DIRECTORY");
-        assert_eq!(ErrorCode::ALL.len(), 34);
+        assert_eq!(ErrorCode::ALL.len(), 38);
     }
 }

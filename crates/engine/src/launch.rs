@@ -47,6 +47,7 @@ use crate::options::network::{guest_mac, Network};
 use crate::options::patch::{self, Patch, SCRIPTS_DIR};
 use crate::options::sandbox::{self, ImageSource, SandboxConfig, SandboxOptions};
 use crate::settings::EngineSettings;
+use crate::volumes;
 
 /// The transfer share's directory inside the sandbox directory.
 pub(crate) const TRANSFER_DIR: &str = "transfer";
@@ -213,6 +214,14 @@ impl Claimed<'_> {
         if !launch.restart {
             refuse_stopped_detached(settings, &config.name).await?;
         }
+        let storage = volumes::claim(
+            settings,
+            &config.name,
+            &dir,
+            &config.mounts,
+            config.persistent_root_mib,
+        )
+        .await?;
         let images = launch.images;
         images
             .track_sandbox(&config.name, launch.image.manifest.clone(), &dir)
@@ -256,6 +265,7 @@ impl Claimed<'_> {
                 // Every sandbox's network goes through the policy-enforcing
                 // stack; there is no other network device.
                 net: Some(NetDevice::Stream { mac: guest_mac() }),
+                storage: storage.devices,
             },
             guest: GuestInit {
                 hostname: config.name.clone(),
@@ -266,6 +276,8 @@ impl Claimed<'_> {
                 network: Some(network.guest),
                 // The runtime adds its CA when it intercepts TLS for secrets.
                 ca_certificate: None,
+                upper: storage.upper,
+                mounts: storage.mounts,
             },
             sandbox_dir: dir.clone(),
             boot_timeout_ms: BOOT_TIMEOUT_MS,
@@ -640,7 +652,7 @@ fn root_spec(root: &RootDevice) -> RootSpec {
             tag: ROOT_SHARE_TAG.to_string(),
         },
         RootDevice::Disk(_) => RootSpec::Block {
-            device: "/dev/vda".into(),
+            serial: ROOT_SHARE_TAG.to_string(),
             fstype: "ext4".into(),
         },
     }

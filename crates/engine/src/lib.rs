@@ -9,7 +9,8 @@
 //! - `settings`: [`EngineSettings`], every environment variable the engine obeys, read once.
 //! - `launch`: the steps of `Sandbox::create`, with their cleanup;
 //!   `sandbox`: the handle; `lifecycle`: sandboxes by name (run records,
-//!   control sockets) for `get`, `list` and `remove`. Both use the runtime connection (`conn`,
+//!   control sockets) for `get`, `list` and `remove`; `volumes`: named
+//!   volumes and what a sandbox's storage options become. Both use the runtime connection (`conn`,
 //!   `request`), `exec`, `fs` (with `copy_out`), `images` and `initramfs`.
 //!
 //! The engine talks to its runtime in `msb_control` messages and links no VMM
@@ -28,11 +29,12 @@ pub mod options;
 mod request;
 mod sandbox;
 mod settings;
+mod volumes;
 
 pub use conn::Lifecycle;
 pub use error::{
     CreateError, ErrorCode, ErrorDetails, ExecError, FsError, FsErrorKind, HasCode, ImageError,
-    InvalidOption, LifecycleError, NotRunning, StopError,
+    InvalidOption, LifecycleError, NotRunning, StopError, VolumeError,
 };
 pub use exec::{ExecControl, ExecEvent, ExecEvents, ExecOutput};
 pub use fs::{
@@ -55,4 +57,9 @@ pub use options::secrets::{SecretEnvOptions, TlsOptions};
 pub use request::OUTPUT_WINDOW;
 pub use sandbox::Sandbox;
 pub use settings::EngineSettings;
+pub use volumes::{VolumeInfo, VolumeKind, VolumeOptions, VolumeUsage};
+/// Named volumes: create, get, list, remove, usage.
+pub mod volume {
+    pub use crate::volumes::{create, get, list, remove, usage};
+}
 pub use tokio_util::sync::CancellationToken;

@@ -28,6 +28,7 @@ use crate::options::exec::ExecOptions;
 use crate::options::sandbox::{self, SandboxOptions};
 use crate::options::secrets::SecretEnvOptions;
 use crate::settings::EngineSettings;
+use crate::volumes;
 
 /// Time the guest gets to stop its processes on `stop` before it is killed.
 const STOP_GRACE_MS: u32 = 5_000;
@@ -204,16 +205,26 @@ impl Sandbox {
         lifecycle::list(settings).await
     }
 
-    /// Forgets a sandbox and deletes its directory (logs included). A running
-    /// one is refused unless `force`, which kills it first.
+    /// Forgets a sandbox and deletes its directory (logs and a persistent root
+    /// included). A running one is refused unless `force`, which kills it first.
     pub async fn remove(
         settings: &EngineSettings,
         name: &str,
         force: bool,
     ) -> Result<(), LifecycleError> {
         sandbox::validate_name(name)?;
-        let run = lifecycle::find(settings, name).await?;
-        if run.runtime_alive() {
+        let run = match lifecycle::find(settings, name).await {
+            Ok(run) => Some(run),
+            // A sandbox that was not detached has no record once stopped; its
+            // persistent root is what is left to remove.
+            Err(LifecycleError::NotFound { .. })
+                if volumes::root_disk(settings, name).is_some() =>
+            {
+                None
+            }
+            Err(err) => return Err(err),
+        };
+        if let Some(run) = run.filter(|run| run.runtime_alive()) {
             if !force {
                 return Err(LifecycleError::Running {
                     name: name.to_string(),

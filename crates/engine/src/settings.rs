@@ -28,6 +28,8 @@ pub struct EngineSettings {
     pub accel: AccelChoice,
     /// Whether the agent logs its boot phases, with times, to the console log.
     pub guest_debug: bool,
+    /// The program that formats disk volumes and persistent roots.
+    pub mkfs_ext4: PathBuf,
 }
 
 impl EngineSettings {
@@ -35,7 +37,8 @@ impl EngineSettings {
     /// `~/.microsandbox`); `MSB_KERNEL`, `MSB_AGENT` and `MSB_RUNTIME` override
     /// single assets. `MSB_ACCEL=kvm|tcg` forces an accelerator (anything else
     /// lets the runtime's probe decide); `MSB_GUEST_DEBUG=1` turns on the
-    /// agent's boot log.
+    /// agent's boot log; `MSB_MKFS_EXT4` names the ext4 formatter (default
+    /// `mkfs.ext4` from `PATH` or the sbin directories).
     pub fn from_env(assets_dir: &Path) -> Self {
         let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
         let home = var("MSB_HOME").unwrap_or_else(|| {
@@ -54,6 +57,7 @@ impl EngineSettings {
                 _ => AccelChoice::Auto,
             },
             guest_debug: std::env::var("MSB_GUEST_DEBUG").as_deref() == Ok("1"),
+            mkfs_ext4: var("MSB_MKFS_EXT4").unwrap_or_else(find_mkfs_ext4),
         }
     }
 
@@ -98,4 +102,15 @@ impl EngineSettings {
         }
         Ok(())
     }
+}
+
+/// `mkfs.ext4` from `PATH`, else the sbin directories a user's `PATH` often
+/// lacks; the bare name when none has it (running it then says it is missing).
+fn find_mkfs_ext4() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join("mkfs.ext4"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from("mkfs.ext4"))
 }

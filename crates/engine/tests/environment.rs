@@ -49,6 +49,10 @@ const ALLOWED: &[(&str, &str)] = &[
         "more lines in the guest's console log",
     ),
     ("MSB_LOG", "the runtime's log filter"),
+    (
+        "MSB_MKFS_EXT4",
+        "the program that formats new disk volumes and persistent roots on the host",
+    ),
 ];
 
 /// Kernel command-line switches the guest agent reads (set by the engine).

@@ -21,7 +21,7 @@ impl<M> Envelope<M> {
 pub enum HostMessage {
     /// Set the guest up (root filesystem, hostname, environment). Answered by
     /// [`GuestMessage::Ready`] or [`GuestMessage::Failed`]. Sent once.
-    Init(GuestInit),
+    Init(Box<GuestInit>),
     /// Start a process. Answered by [`GuestMessage::Started`] then stream events and
     /// one [`GuestMessage::Exited`], or by [`GuestMessage::Failed`].
     Exec(ExecRequest),
@@ -124,6 +124,40 @@ pub struct GuestInit {
     /// presents on TLS connections it intercepts for secrets. The agent appends it to the
     /// image's trust bundles in the writable overlay. Public data, never a key.
     pub ca_certificate: Option<String>,
+    /// Where the root's writable layer lives.
+    pub upper: UpperSpec,
+    /// Filesystems mounted into the root once it is assembled, parents before
+    /// children (the host sorts them).
+    pub mounts: Vec<GuestMount>,
+}
+
+/// The writable layer over the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpperSpec {
+    /// A tmpfs in guest memory: gone when the VM stops.
+    Memory,
+    /// An ext4 filesystem on the virtio block device with this serial: kept
+    /// on the host between runs (a persistent root).
+    Disk { serial: String },
+}
+
+/// One filesystem mounted at an absolute guest path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestMount {
+    /// Absolute, normalized (no `.` or `..` components, no trailing slash).
+    pub path: String,
+    pub source: MountSource,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountSource {
+    /// A host directory shared over 9p with this mount tag.
+    Share { tag: String },
+    /// An ext4 filesystem on the virtio block device with this serial.
+    Disk { serial: String },
+    /// A tmpfs of at most this many MiB, in guest memory.
+    Tmpfs { size_mib: u32 },
 }
 
 /// Static IPv4 configuration of the guest's one interface.
@@ -140,11 +174,11 @@ pub struct GuestNetwork {
 /// Where the sandbox's root filesystem comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RootSpec {
-    /// A read-only 9p share with this mount tag, overlaid by a writable tmpfs.
+    /// A read-only 9p share with this mount tag, overlaid by the writable layer.
     Virtio9p { tag: String },
-    /// A filesystem on a block device (e.g. `/dev/vda`, ext4), mounted
-    /// read-only and overlaid by a writable tmpfs.
-    Block { device: String, fstype: String },
+    /// A filesystem (e.g. ext4) on the virtio block device with this serial,
+    /// mounted read-only and overlaid by the writable layer.
+    Block { serial: String, fstype: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -326,7 +326,7 @@ impl Vm {
         self.agent
             .send(Envelope::new(
                 INIT_ID,
-                HostMessage::Init(spec.guest.clone()),
+                HostMessage::Init(Box::new(spec.guest.clone())),
             ))
             .await
             .map_err(|e| boot_failure(format!("agent channel failed: {e}")))?;

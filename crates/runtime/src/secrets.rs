@@ -67,6 +67,8 @@ mod tests {
             transfer_tag: None,
             network: None,
             ca_certificate: None,
+            upper: msb_protocol::UpperSpec::Memory,
+            mounts: vec![],
         }
     }
 

@@ -24,6 +24,25 @@ pub struct StateError {
 
 pub type Result<T> = std::result::Result<T, StateError>;
 
+/// A named volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRecord {
+    pub name: String,
+    /// "dir" (a host directory shared over 9p) or "disk" (an ext4 image of `quota_mib`).
+    pub kind: String,
+    pub quota_mib: Option<u32>,
+    pub created_at_ms: i64,
+}
+
+/// A sandbox's mount of a volume, as recorded when it started. It counts only
+/// while that sandbox's runtime lives (the caller checks its lock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    pub sandbox: String,
+    pub volume: String,
+    pub readonly: bool,
+}
+
 /// An image known by a reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRecord {
@@ -206,6 +225,18 @@ CREATE TABLE IF NOT EXISTS sandbox_runs (
     runtime_pid INTEGER,
     runtime_start INTEGER,
     handle_json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS volumes (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    quota_mib INTEGER,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS volume_mounts (
+    sandbox TEXT NOT NULL,
+    volume TEXT NOT NULL,
+    readonly INTEGER NOT NULL,
+    PRIMARY KEY (sandbox, volume)
 );
 ";
 
@@ -507,6 +538,202 @@ impl State {
         Ok(())
     }
 
+    /// Records a new volume; false when the name is taken.
+    pub fn insert_volume(&mut self, volume: &VolumeRecord) -> Result<bool> {
+        let inserted = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO volumes (name, kind, quota_mib, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    volume.name,
+                    volume.kind,
+                    volume.quota_mib,
+                    volume.created_at_ms
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(inserted == 1)
+    }
+
+    pub fn volume(&self, name: &str) -> Result<Option<VolumeRecord>> {
+        self.conn
+            .query_row(
+                "SELECT name, kind, quota_mib, created_at_ms FROM volumes WHERE name = ?1",
+                params![name],
+                volume_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, kind, quota_mib, created_at_ms FROM volumes ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], volume_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Mounts of `volume` recorded by any sandbox (live or not).
+    pub fn mounts_of(&self, volume: &str) -> Result<Vec<VolumeMount>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT sandbox, volume, readonly FROM volume_mounts WHERE volume = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![volume], |row| {
+                Ok(VolumeMount {
+                    sandbox: row.get(0)?,
+                    volume: row.get(1)?,
+                    readonly: row.get(2)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// In one transaction (no other process's claim or volume removal in
+    /// between): checks with `admit` that every volume `mounts` names exists and that accepts the volume's other mounts, then replaces `sandbox`'s
+    /// recorded mounts with `mounts`. `admit` gets the volume (`None`: there
+    /// is no such volume), the mount asked for and the other sandboxes'
+    /// recorded mounts of it; an `Err` from it aborts the claim and is
+    /// returned as is.
+    pub fn claim_volumes<E>(
+        &mut self,
+        sandbox: &str,
+        mounts: &[VolumeMount],
+        mut admit: impl FnMut(
+            Option<&VolumeRecord>,
+            &VolumeMount,
+            &[VolumeMount],
+        ) -> std::result::Result<(), E>,
+    ) -> Result<std::result::Result<(), E>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| StateError {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        let wrap = |source| StateError {
+            path: self.path.clone(),
+            source,
+        };
+        for mount in mounts {
+            let volume = tx
+                .query_row(
+                    "SELECT name, kind, quota_mib, created_at_ms FROM volumes WHERE name = ?1",
+                    params![mount.volume],
+                    volume_from_row,
+                )
+                .optional()
+                .map_err(wrap)?;
+            let others: Vec<VolumeMount> = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT sandbox, volume, readonly FROM volume_mounts
+                         WHERE volume = ?1 AND sandbox != ?2",
+                    )
+                    .map_err(wrap)?;
+                let rows = stmt
+                    .query_map(params![mount.volume, sandbox], |row| {
+                        Ok(VolumeMount {
+                            sandbox: row.get(0)?,
+                            volume: row.get(1)?,
+                            readonly: row.get(2)?,
+                        })
+                    })
+                    .map_err(wrap)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(wrap)?
+            };
+            if let Err(refused) = admit(volume.as_ref(), mount, &others) {
+                return Ok(Err(refused));
+            }
+        }
+        tx.execute(
+            "DELETE FROM volume_mounts WHERE sandbox = ?1",
+            params![sandbox],
+        )
+        .map_err(wrap)?;
+        for mount in mounts {
+            tx.execute(
+                "INSERT INTO volume_mounts (sandbox, volume, readonly) VALUES (?1, ?2, ?3)",
+                params![sandbox, mount.volume, mount.readonly],
+            )
+            .map_err(wrap)?;
+        }
+        tx.commit().map_err(wrap)?;
+        Ok(Ok(()))
+    }
+
+    /// In one transaction: asks `check` whether the volume may go (given its
+    /// recorded mounts) and deletes its record and mounts if so. `Ok(None)`:
+    /// there is no such volume.
+    pub fn remove_volume<E>(
+        &mut self,
+        name: &str,
+        check: impl FnOnce(&[VolumeMount]) -> std::result::Result<(), E>,
+    ) -> Result<Option<std::result::Result<VolumeRecord, E>>> {
+        let path = self.path.clone();
+        let wrap = |source| StateError {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(wrap)?;
+        let Some(volume) = tx
+            .query_row(
+                "SELECT name, kind, quota_mib, created_at_ms FROM volumes WHERE name = ?1",
+                params![name],
+                volume_from_row,
+            )
+            .optional()
+            .map_err(wrap)?
+        else {
+            return Ok(None);
+        };
+        let mounts: Vec<VolumeMount> = {
+            let mut stmt = tx
+                .prepare("SELECT sandbox, volume, readonly FROM volume_mounts WHERE volume = ?1")
+                .map_err(wrap)?;
+            let rows = stmt
+                .query_map(params![name], |row| {
+                    Ok(VolumeMount {
+                        sandbox: row.get(0)?,
+                        volume: row.get(1)?,
+                        readonly: row.get(2)?,
+                    })
+                })
+                .map_err(wrap)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(wrap)?
+        };
+        if let Err(refused) = check(&mounts) {
+            return Ok(Some(Err(refused)));
+        }
+        tx.execute("DELETE FROM volume_mounts WHERE volume = ?1", params![name])
+            .map_err(wrap)?;
+        tx.execute("DELETE FROM volumes WHERE name = ?1", params![name])
+            .map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+        Ok(Some(Ok(volume)))
+    }
+
+    /// Forgets a volume record (a create whose files could not be made).
+    pub fn forget_volume(&mut self, name: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM volumes WHERE name = ?1", params![name])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Sandboxes recorded as created from `manifest_digest` (running or not:
     /// the caller checks their locks).
     pub fn sandboxes_using(&self, manifest_digest: &str) -> Result<Vec<SandboxRecord>> {
@@ -530,6 +757,15 @@ impl State {
 
 const RUN_COLUMNS: &str = "name, status, reason, image, detached, cpus, memory_mib, created_at_ms,
     stopped_at_ms, runtime_pid, runtime_start, handle_json";
+
+fn volume_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VolumeRecord> {
+    Ok(VolumeRecord {
+        name: row.get(0)?,
+        kind: row.get(1)?,
+        quota_mib: row.get(2)?,
+        created_at_ms: row.get(3)?,
+    })
+}
 
 fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SandboxRun> {
     Ok(SandboxRun {
@@ -697,5 +933,61 @@ mod tests {
         assert_eq!(second.sandboxes_using("m").unwrap().len(), 1);
         first.remove_sandbox("s").unwrap();
         assert!(second.sandboxes_using("m").unwrap().is_empty());
+    }
+
+    #[test]
+    fn volume_claims_and_removals_see_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("state.db")).unwrap();
+        let volume = VolumeRecord {
+            name: "data".into(),
+            kind: "disk".into(),
+            quota_mib: Some(16),
+            created_at_ms: 1,
+        };
+        assert!(state.insert_volume(&volume).unwrap());
+        assert!(!state.insert_volume(&volume).unwrap(), "a taken name");
+        let mount = |sandbox: &str| VolumeMount {
+            sandbox: sandbox.into(),
+            volume: "data".into(),
+            readonly: false,
+        };
+        // A missing volume reaches `admit` as None, and a refusal records nothing.
+        let missing = VolumeMount {
+            volume: "nope".into(),
+            ..mount("a")
+        };
+        let refused = state
+            .claim_volumes("a", &[missing], |v, _, _| match v {
+                None => Err("missing"),
+                Some(_) => Ok(()),
+            })
+            .unwrap();
+        assert_eq!(refused, Err("missing"));
+        assert!(state.mounts_of("nope").unwrap().is_empty());
+        // Each claim sees the others' mounts, never its own.
+        state
+            .claim_volumes("a", &[mount("a")], |_, _, others| {
+                assert!(others.is_empty());
+                Ok::<(), ()>(())
+            })
+            .unwrap()
+            .unwrap();
+        let seen = state
+            .claim_volumes("b", &[mount("b")], |_, _, others| {
+                Err(others.iter().map(|o| o.sandbox.clone()).collect::<Vec<_>>())
+            })
+            .unwrap();
+        assert_eq!(seen, Err(vec!["a".to_string()]));
+        // A removal is asked about the mounts and leaves nothing when allowed.
+        let kept = state.remove_volume("data", |m| Err(m.len())).unwrap();
+        assert_eq!(kept, Some(Err(1)));
+        let removed = state.remove_volume("data", |_| Ok::<(), ()>(())).unwrap();
+        assert_eq!(removed, Some(Ok(volume)));
+        assert!(state.mounts_of("data").unwrap().is_empty());
+        assert_eq!(
+            state.remove_volume("data", |_| Ok::<(), ()>(())).unwrap(),
+            None
+        );
     }
 }

@@ -19,8 +19,8 @@ pub use qemu::Qemu;
 
 // The spec is plain data shared with the engine, which must not link this crate.
 pub use msb_control::vm::{
-    Accel, AccelChoice, BackendChoice, NetDevice, RootDevice, VmSpec, ROOT_SHARE_TAG,
-    TRANSFER_SHARE_TAG,
+    Accel, AccelChoice, BackendChoice, NetDevice, RootDevice, StorageDevice, VmSpec,
+    ROOT_SHARE_TAG, TRANSFER_SHARE_TAG,
 };
 
 /// Settings of the backends, read once by the runtime at startup and passed down: nothing in

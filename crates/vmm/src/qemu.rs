@@ -9,8 +9,8 @@ use std::process::Stdio;
 use command_fds::{CommandFdExt, FdMapping};
 
 use crate::{
-    Accel, Backend, GuestLinks, LaunchError, NetDevice, RootDevice, VmProcess, VmSpec,
-    ROOT_SHARE_TAG, TRANSFER_SHARE_TAG,
+    Accel, Backend, GuestLinks, LaunchError, NetDevice, RootDevice, StorageDevice, VmProcess,
+    VmSpec, ROOT_SHARE_TAG, TRANSFER_SHARE_TAG,
 };
 
 /// Fd numbers the links get inside QEMU.
@@ -156,7 +156,50 @@ fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
     .chain(root_args(&spec.root))
     .chain(transfer_args(spec))
     .chain(net_args(spec.net.as_ref()))
+    .chain(spec.storage.iter().enumerate().flat_map(storage_args))
     .collect()
+}
+
+/// One storage device's arguments; `index` keeps QEMU's ids unique.
+fn storage_args((index, device): (usize, &StorageDevice)) -> Vec<String> {
+    let readonly = |ro: bool| if ro { "on" } else { "off" };
+    match device {
+        // mapped-xattr: the guest's owners, modes, device nodes and symlinks
+        // are attributes of plain host files, never real ones (a guest cannot
+        // leave a setuid binary or a device node on the host); the host file
+        // modes are QEMU's defaults (0600 files, 0700 directories).
+        StorageDevice::Share {
+            tag,
+            path,
+            readonly: ro,
+        } => vec![
+            "-fsdev".into(),
+            format!(
+                "local,id=share{index},path={},security_model=mapped-xattr,readonly={}",
+                escape_option(&path.display().to_string()),
+                readonly(*ro)
+            ),
+            "-device".into(),
+            format!("virtio-9p-device,fsdev=share{index},mount_tag={tag}"),
+        ],
+        // QEMU locks the image (shared for readers, exclusive for a writer):
+        // a second VM writing the same disk fails to start instead of
+        // corrupting it, whatever the engine's own bookkeeping says.
+        StorageDevice::Disk {
+            serial,
+            path,
+            readonly: ro,
+        } => vec![
+            "-drive".into(),
+            format!(
+                "file={},if=none,id=disk{index},format=raw,readonly={},cache=writeback,discard=unmap",
+                escape_option(&path.display().to_string()),
+                readonly(*ro)
+            ),
+            "-device".into(),
+            format!("virtio-blk-device,drive=disk{index},serial={serial}"),
+        ],
+    }
 }
 
 /// The guest's only network device is a stream on [`NET_FD`] to the runtime's
@@ -193,7 +236,7 @@ fn root_args(root: &RootDevice) -> Vec<String> {
                 escape_option(&file.display().to_string())
             ),
             "-device".into(),
-            "virtio-blk-device,drive=root".into(),
+            format!("virtio-blk-device,drive=root,serial={ROOT_SHARE_TAG}"),
         ],
     }
 }
@@ -237,6 +280,18 @@ mod tests {
             net: Some(NetDevice::Stream {
                 mac: "02:00:00:00:00:02".into(),
             }),
+            storage: vec![
+                StorageDevice::Share {
+                    tag: "msbvol0".into(),
+                    path: "/v/a,b".into(),
+                    readonly: true,
+                },
+                StorageDevice::Disk {
+                    serial: "msbvol1".into(),
+                    path: "/v/disk.img".into(),
+                    readonly: false,
+                },
+            ],
         }
     }
 
@@ -283,10 +338,12 @@ mod tests {
         };
         let args = qemu_args(&disk, Accel::Tcg);
         assert_eq!(
-            value_after(&args, "-drive"),
-            ["file=/images/root.ext4,if=none,id=root,format=raw,readonly=on"]
+            value_after(&args, "-drive")[0],
+            "file=/images/root.ext4,if=none,id=root,format=raw,readonly=on"
         );
-        assert!(value_after(&args, "-device").contains(&"virtio-blk-device,drive=root"));
+        assert!(
+            value_after(&args, "-device").contains(&"virtio-blk-device,drive=root,serial=msbroot")
+        );
     }
 
     #[test]
@@ -303,6 +360,23 @@ mod tests {
             ..spec()
         };
         assert!(value_after(&qemu_args(&offline, Accel::Tcg), "-netdev").is_empty());
+    }
+
+    #[test]
+    fn storage_keeps_guest_metadata_off_host_files_and_host_chosen_modes() {
+        let args = qemu_args(&spec(), Accel::Tcg);
+        let share = value_after(&args, "-fsdev")[2];
+        assert_eq!(
+            share,
+            "local,id=share0,path=/v/a,,b,security_model=mapped-xattr,readonly=on"
+        );
+        assert!(value_after(&args, "-device")
+            .contains(&"virtio-9p-device,fsdev=share0,mount_tag=msbvol0"));
+        let drive = value_after(&args, "-drive")[0];
+        assert!(drive.starts_with("file=/v/disk.img,if=none,id=disk1,format=raw,readonly=off,"));
+        assert!(
+            value_after(&args, "-device").contains(&"virtio-blk-device,drive=disk1,serial=msbvol1")
+        );
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! Assembles the sandbox's root: the image read-only underneath, a writable
-//! tmpfs upper on top (overlayfs), then moves it over `/` and enters it, the
-//! way switch_root does. The image share is never written.
+//! upper on top (overlayfs: a tmpfs, or the ext4 disk of a persistent root),
+//! then moves it over `/` and enters it, the way switch_root does, and mounts
+//! the sandbox's volumes inside it. The image share is never written.
 
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use msb_protocol::RootSpec;
+use msb_protocol::{GuestMount, MountSource, RootSpec, UpperSpec};
 use nix::mount::{mount, MsFlags};
 
 const LOWER: &str = "/msb/lower";
@@ -43,25 +44,47 @@ pub fn mount_transfer(tag: &str) -> io::Result<OwnedFd> {
     .map_err(io::Error::from)
 }
 
-pub fn assemble(spec: &RootSpec) -> io::Result<()> {
+/// 9p options of writable or shared volumes: without a page cache, what
+/// another sandbox or the host writes to the same directory is seen at once;
+/// mmap keeps `mmap` of shared files working (databases, compilers).
+const SHARE_OPTIONS: &str = "trans=virtio,version=9p2000.L,cache=mmap,msize=524288";
+
+pub fn assemble(spec: &RootSpec, upper: &UpperSpec, mounts: &[GuestMount]) -> io::Result<()> {
     match spec {
         RootSpec::Virtio9p { tag } => {
             mkdir(LOWER)?;
             mount_fs(tag, LOWER, "9p", MsFlags::MS_RDONLY, Some(NINEP_OPTIONS))?;
         }
-        RootSpec::Block { device, fstype } => {
+        RootSpec::Block { serial, fstype } => {
             mkdir(LOWER)?;
-            mount_fs(device, LOWER, fstype, MsFlags::MS_RDONLY, None)?;
+            mount_fs(
+                &block_device(serial)?,
+                LOWER,
+                fstype,
+                MsFlags::MS_RDONLY,
+                None,
+            )?;
         }
     }
     mkdir(WRITABLE)?;
-    mount_fs(
-        "tmpfs",
-        WRITABLE,
-        "tmpfs",
-        MsFlags::empty(),
-        Some("mode=0755"),
-    )?;
+    match upper {
+        UpperSpec::Memory => mount_fs(
+            "tmpfs",
+            WRITABLE,
+            "tmpfs",
+            MsFlags::empty(),
+            Some("mode=0755"),
+        )?,
+        // The upper and work directories of earlier runs are on it already;
+        // overlayfs clears a stale work directory itself.
+        UpperSpec::Disk { serial } => mount_fs(
+            &block_device(serial)?,
+            WRITABLE,
+            "ext4",
+            MsFlags::MS_NOATIME,
+            None,
+        )?,
+    }
     mkdir(format!("{WRITABLE}/upper"))?;
     mkdir(format!("{WRITABLE}/work"))?;
     mkdir(NEW_ROOT)?;
@@ -75,7 +98,57 @@ pub fn assemble(spec: &RootSpec) -> io::Result<()> {
         )),
     )?;
     mount_kernel_filesystems(Path::new(NEW_ROOT))?;
-    enter(NEW_ROOT)
+    enter(NEW_ROOT)?;
+    // After the switch, so that each path resolves inside the sandbox's root
+    // as its processes will see it (an image's absolute symlink included).
+    for volume in mounts {
+        mount_volume(volume)?;
+    }
+    Ok(())
+}
+
+fn mount_volume(volume: &GuestMount) -> io::Result<()> {
+    mkdir(&volume.path)?;
+    let mut flags = MsFlags::MS_NODEV;
+    if volume.readonly {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    match &volume.source {
+        MountSource::Share { tag } => mount_fs(tag, &volume.path, "9p", flags, Some(SHARE_OPTIONS)),
+        // norecovery: a read-only device cannot take a journal replay; the
+        // host attached it read-only, so the guest could not write it anyway.
+        MountSource::Disk { serial } => mount_fs(
+            &block_device(serial)?,
+            &volume.path,
+            "ext4",
+            flags | MsFlags::MS_NOATIME,
+            volume.readonly.then_some("norecovery"),
+        ),
+        MountSource::Tmpfs { size_mib } => mount_fs(
+            "tmpfs",
+            &volume.path,
+            "tmpfs",
+            flags | MsFlags::MS_NOSUID,
+            Some(&format!("size={size_mib}m,mode=0755")),
+        ),
+    }
+}
+
+/// The `/dev` node of the virtio disk whose serial the host set.
+fn block_device(serial: &str) -> io::Result<String> {
+    for entry in fs::read_dir("/sys/block")? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let found = fs::read_to_string(format!("/sys/block/{name}/serial"))
+            .is_ok_and(|s| s.trim_end_matches(['\n', '\0']) == serial);
+        if found {
+            return Ok(format!("/dev/{name}"));
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("no disk with serial {serial}"),
+    ))
 }
 
 fn mount_kernel_filesystems(root: &Path) -> io::Result<()> {

@@ -86,7 +86,7 @@ impl State {
     async fn handle(&mut self, id: u64, msg: HostMessage) -> io::Result<()> {
         match msg {
             HostMessage::Init(init) => {
-                let reply = match self.init(init) {
+                let reply = match self.init(*init) {
                     Ok(()) => GuestMessage::Ready,
                     Err(failure) => GuestMessage::Failed(failure),
                 };
@@ -139,7 +139,8 @@ impl State {
                 .map_err(|err| io_failure("mount the transfer share", err))?;
             self.transfer = Some(Arc::new(dir));
         }
-        rootfs::assemble(&init.root).map_err(|err| io_failure("assemble the root", err))?;
+        rootfs::assemble(&init.root, &init.upper, &init.mounts)
+            .map_err(|err| io_failure("assemble the root", err))?;
         system::phase("root assembled");
         nix::unistd::sethostname(&init.hostname)
             .map_err(|err| io_failure("set the hostname", err.into()))?;

@@ -12,6 +12,7 @@ pub mod network;
 pub mod patch;
 pub mod sandbox;
 pub mod secrets;
+pub mod storage;
 
 use crate::error::InvalidOption;
 

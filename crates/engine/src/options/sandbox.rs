@@ -10,6 +10,7 @@ use msb_oci::RegistryOptions;
 use super::network::{NetworkOptions, PortOption};
 use super::patch::{self, Patch, SCRIPTS_DIR};
 use super::secrets::{self, SecretEnvOptions};
+use super::storage::{self, MountConfig, MountOption};
 use super::{integer_in, validate_env, validate_guest_path};
 use crate::error::InvalidOption;
 
@@ -51,6 +52,15 @@ pub struct SandboxOptions {
     pub idle_timeout_ms: Option<f64>,
     /// Stop this long after boot.
     pub max_lifetime_ms: Option<f64>,
+    /// Named volumes, bind mounts and tmpfs mounts, by guest path.
+    #[serde(default)]
+    pub volumes: Vec<MountOption>,
+    /// Keep the root's writable layer on the host between runs of this name.
+    #[serde(default)]
+    pub persistent: Option<bool>,
+    /// Size of a persistent root's disk, in MiB.
+    #[serde(default)]
+    pub rootfs_size_mib: Option<f64>,
 }
 
 /// The shortest idle timeout and lifetime: the runtime checks once a second.
@@ -117,6 +127,10 @@ pub struct SandboxConfig {
     pub detached: bool,
     pub idle_timeout_ms: Option<u64>,
     pub max_lifetime_ms: Option<u64>,
+    /// Sorted: a mount after any it lies inside.
+    pub mounts: Vec<MountConfig>,
+    /// The persistent root's size in MiB; `None`: the writable layer is in memory.
+    pub persistent_root_mib: Option<u32>,
 }
 
 impl SandboxOptions {
@@ -149,6 +163,9 @@ impl SandboxOptions {
         };
         let idle_timeout_ms = duration("idleTimeoutMs", self.idle_timeout_ms)?;
         let max_lifetime_ms = duration("maxLifetimeMs", self.max_lifetime_ms)?;
+        let mounts = storage::validate_mounts(&self.volumes)?;
+        let persistent_root_mib =
+            storage::validate_persistent(named, self.persistent, self.rootfs_size_mib)?;
         Ok(SandboxConfig {
             name,
             named,
@@ -167,6 +184,8 @@ impl SandboxOptions {
             detached: self.detached.unwrap_or(false),
             idle_timeout_ms,
             max_lifetime_ms,
+            mounts,
+            persistent_root_mib,
         })
     }
 }
@@ -205,14 +224,7 @@ pub fn merge_env(env: &mut Vec<(String, String)>, overrides: Vec<(String, String
 }
 
 pub(crate) fn validate_name(name: &str) -> Result<String, InvalidOption> {
-    let valid_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    let starts_well = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
-    if name.is_empty() || name.len() > MAX_NAME_LEN || !valid_chars || !starts_well {
+    if !storage::is_valid_name(name, MAX_NAME_LEN) {
         return Err(InvalidOption::new(
             "name",
             format!(
