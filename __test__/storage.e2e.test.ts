@@ -12,6 +12,7 @@ import { after, before, test } from "node:test";
 import {
   FsNotFoundError,
   InvalidOptionError,
+  LimitExceededError,
   Sandbox,
   SandboxNotFoundError,
   Volume,
@@ -109,13 +110,15 @@ test("read-only is the host's: writes fail with EROFS and remounting read-write 
   }
 });
 
-test("a bind mount round-trips files both ways; a tmpfs mount is capped", async () => {
+test("a bind mount round-trips files both ways; a tmpfs mount is capped (built with .volume())", async () => {
   const bind = hostDir("rw-bind");
   fs.writeFileSync(path.join(bind, "from-host.txt"), "host says hi\n");
-  const sb = await Sandbox.create({
-    image: root,
-    volumes: { "/work": { bind }, "/scratch": { tmpfs: { sizeMib: 8 } } },
-  });
+  // The upstream SDK's builder form of the same options.
+  const sb = await Sandbox.builder("binder")
+    .image(root)
+    .volume("/work", (m) => m.bind(bind))
+    .volume("/scratch", (m) => m.tmpfs(8))
+    .create();
   try {
     assert.equal((await sb.shell("cat /work/from-host.txt")).stdout(), "host says hi\n");
     await sb.shell("mkdir -p /work/out && echo 'guest says hi' > /work/out/from-guest.txt");
@@ -251,6 +254,7 @@ test("volumes are managed from the host: fs() without a VM, list from another pr
   }
   assert.equal(await volFs.readString("/from-guest.txt"), "guest\n");
   assert.deepEqual((await volFs.list("/")).map((e) => e.name), ["from-guest.txt", "in"]);
+  await assert.rejects(volFs.list("/", { maxEntries: 1 }), (err: unknown) => err instanceof LimitExceededError && err.field === "maxEntries");
   const disk = await Volume.create({ name: "hosted-disk", quotaMib: 16 });
   assert.throws(() => disk.fs(), InvalidOptionError);
 

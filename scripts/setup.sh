@@ -12,7 +12,7 @@ packages=(
     # The VMM and the guest kernel's source and build tools.
     qemu-system-x86 linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev xz-utils
     # Root filesystems for the demo and the tests.
-    busybox-static debootstrap e2fsprogs
+    busybox-static debootstrap e2fsprogs  # e2fsprogs also formats disk volumes and persistent roots
     # Image tests and benchmarks: loopback registries, credentials, certificates, skopeo.
     docker-registry apache2-utils openssl skopeo curl
     # Network tests run in network namespaces (scripts/netns-run.sh).

@@ -2,7 +2,7 @@
 // chain (the upstream SDK's fluent form). One code path underneath: `create()`
 // passes the options it gathered to `Sandbox.create`.
 import type { RegistryOptions } from "./image";
-import type { NetworkOptions, SandboxOptions, SecretEnv } from "./options";
+import type { NetworkOptions, SandboxOptions, SecretEnv, VolumeMount } from "./options";
 import type { Patch } from "./patch";
 
 /** Builds the options of {@link Sandbox.create} step by step; `create()` boots the sandbox. */
@@ -99,6 +99,22 @@ export class SandboxBuilder<T> {
     return this;
   }
 
+  /**
+   * One entry of {@link SandboxOptions.volumes}:
+   * `.volume("/data", (m) => m.named("data").readonly())`, `m.bind("./src")`, `m.tmpfs(64)`.
+   */
+  volume(guestPath: string, build: (mount: MountBuilder) => MountBuilder): this {
+    this.#options.volumes = { ...this.#options.volumes, [guestPath]: build(new MountBuilder()).mount() };
+    return this;
+  }
+
+  /** {@link SandboxOptions.persistent} (default true when called), with an optional root size in MiB. */
+  persistent(persistent = true, rootfsSizeMib?: number): this {
+    this.#options.persistent = persistent;
+    if (rootfsSizeMib !== undefined) this.#options.rootfsSizeMib = rootfsSizeMib;
+    return this;
+  }
+
   /** The options gathered so far, as `Sandbox.create` takes them. */
   options(): Partial<SandboxOptions> {
     return { ...this.#options };
@@ -110,5 +126,45 @@ export class SandboxBuilder<T> {
    */
   async create(): Promise<T> {
     return this.#create(this.#options as SandboxOptions);
+  }
+}
+
+/** Builds one {@link VolumeMount} for {@link SandboxBuilder.volume}. */
+export class MountBuilder {
+  #source: { named: string } | { bind: string } | { tmpfs: { sizeMib?: number } } | undefined;
+  #readonly = false;
+
+  /** A named volume ({@link Volume.create}). */
+  named(name: string): this {
+    this.#source = { named: name };
+    return this;
+  }
+
+  /** A host directory, absolute or starting with `./` or `../`. */
+  bind(hostPath: string): this {
+    this.#source = { bind: hostPath };
+    return this;
+  }
+
+  /** A tmpfs in guest memory of at most `sizeMib` MiB (default 64). */
+  tmpfs(sizeMib?: number): this {
+    this.#source = { tmpfs: { sizeMib } };
+    return this;
+  }
+
+  /** Mount read-only (the host enforces it). */
+  readonly(readonly = true): this {
+    this.#readonly = readonly;
+    return this;
+  }
+
+  /**
+   * The mount as `volumes` takes it; with no source given, an empty object,
+   * which `Sandbox.create` rejects naming the mount.
+   */
+  mount(): VolumeMount {
+    if (this.#source === undefined) return {} as VolumeMount;
+    if ("tmpfs" in this.#source) return this.#source;
+    return { ...this.#source, readonly: this.#readonly };
   }
 }

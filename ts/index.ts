@@ -14,7 +14,7 @@ export {
   type ExecConfig,
 } from "./sandbox";
 export { CreateSession, type PullProgress } from "./progress";
-export { SandboxBuilder } from "./builder";
+export { SandboxBuilder, MountBuilder } from "./builder";
 export { isInstalled, install } from "./install";
 export { ExecOutput, ExecHandle, ExecStdin, type ExecEvent, type ExitEvent } from "./exec";
 export { SandboxFs, type FsStat, type FsEntry } from "./fs";

@@ -4,7 +4,15 @@
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 
-import { FsNotFoundError, InvalidOptionError, VolumeNotFoundError, check, fsErrorFromHost, unwrap } from "./errors";
+import {
+  FsNotFoundError,
+  InvalidOptionError,
+  LimitExceededError,
+  VolumeNotFoundError,
+  check,
+  fsErrorFromHost,
+  unwrap,
+} from "./errors";
 import type { FsEntry, FsStat } from "./fs";
 import { assetsDir, native, type Native } from "./native";
 
@@ -210,16 +218,39 @@ export class VolumeFs {
     return bytes.length;
   }
 
-  /** The entries of a directory, as the host stores them. */
-  async list(p: string): Promise<FsEntry[]> {
-    return this.#host(p, async (host) => {
-      const names = await fs.readdir(host);
-      const entries: FsEntry[] = [];
-      for (const name of names.sort()) {
-        entries.push({ name, ...toStat(await fs.lstat(path.join(host, name))) });
+  /**
+   * The entries of a directory sorted by name, as the host stores them.
+   *
+   * @throws {LimitExceededError} More than `maxEntries` (default 100 000) entries: a guest may
+   *   have made any number.
+   */
+  async list(p: string, options: { maxEntries?: number } = {}): Promise<FsEntry[]> {
+    const max = options.maxEntries ?? 100_000;
+    if (!Number.isInteger(max) || max < 1) throw new InvalidOptionError("maxEntries: must be a positive integer", "maxEntries");
+    const host = await this.#resolve(p);
+    const names: string[] = [];
+    try {
+      const dir = await fs.opendir(host);
+      for await (const entry of dir) {
+        if (names.length === max) {
+          throw new LimitExceededError(`${p}: more than ${max} entries`, { field: "maxEntries", path: p });
+        }
+        names.push(entry.name);
       }
-      return entries;
-    });
+    } catch (err) {
+      if (err instanceof LimitExceededError) throw err;
+      throw fsErrorFromHost(err as NodeJS.ErrnoException, p);
+    }
+    const entries: FsEntry[] = [];
+    for (const name of names.sort()) {
+      try {
+        entries.push({ name, ...toStat(await fs.lstat(path.join(host, name))) });
+      } catch (err) {
+        // Removed (by a running guest) between the listing and the lstat.
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw fsErrorFromHost(err as NodeJS.ErrnoException, p);
+      }
+    }
+    return entries;
   }
 
   /** What the host reports about a file (never following a symlink). */
