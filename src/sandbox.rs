@@ -57,6 +57,7 @@ pub struct SandboxOptions {
     pub volumes: Option<Vec<NativeMount>>,
     pub persistent: Option<bool>,
     pub rootfs_size_mib: Option<f64>,
+    pub rootfs_path: Option<String>,
 }
 
 /// One mount of `volumes`, flattened by the TypeScript layer.
@@ -295,6 +296,7 @@ fn engine_options(options: SandboxOptions) -> std::result::Result<EngineOptions,
             .collect(),
         persistent: options.persistent,
         rootfs_size_mib: options.rootfs_size_mib,
+        rootfs_path: options.rootfs_path,
     })
 }
 

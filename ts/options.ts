@@ -95,6 +95,13 @@ export interface SandboxOptions {
   persistent?: boolean;
   /** Size of a persistent root's disk in MiB (64 to 1048576), set when it is first made. Default 4096. */
   rootfsSizeMib?: number;
+  /**
+   * Where a persistent root's disk is kept: a host file (absolute or starting
+   * with `./` or `../`) in an existing directory, made on first use, e.g. a
+   * project's `./menv/app/root.ext4`. It is the caller's: `Sandbox.remove`
+   * leaves it. Default: `root.ext4` in the sandbox's directory under `MSB_HOME`.
+   */
+  rootfsPath?: string;
 }
 
 /**
@@ -321,6 +328,7 @@ const sandboxShape: Record<keyof SandboxOptions, Kind> = {
   volumes: "object",
   persistent: "boolean",
   rootfsSizeMib: "number",
+  rootfsPath: "string",
 };
 
 const secretShape: Record<keyof SecretEnv, Kind> = {

@@ -219,7 +219,7 @@ impl Claimed<'_> {
             &config.name,
             &dir,
             &config.mounts,
-            config.persistent_root_mib,
+            config.persistent_root.as_ref(),
         )
         .await?;
         let images = launch.images;

@@ -32,7 +32,7 @@ use crate::error::{CreateError, InvalidOption, VolumeError};
 use crate::images::sandbox_alive;
 use crate::options::integer_in;
 use crate::options::storage::{
-    validate_volume_name, MountConfig, MountKind, MAX_SIZE_MIB, MIN_DISK_MIB,
+    validate_volume_name, MountConfig, MountKind, PersistentRoot, MAX_SIZE_MIB, MIN_DISK_MIB,
 };
 use crate::settings::EngineSettings;
 
@@ -406,7 +406,7 @@ pub(crate) async fn claim(
     sandbox: &str,
     dir: &Path,
     mounts: &[MountConfig],
-    persistent_root_mib: Option<u32>,
+    persistent_root: Option<&PersistentRoot>,
 ) -> Result<Storage, CreateError> {
     let wanted: Vec<(VolumeMount, String)> = mounts
         .iter()
@@ -488,13 +488,16 @@ pub(crate) async fn claim(
         });
     }
 
-    let upper = match persistent_root_mib {
+    let upper = match persistent_root {
         None => UpperSpec::Memory,
-        Some(mib) => {
-            let disk = dir.join(ROOT_DISK);
+        Some(root) => {
+            let mib = root.size_mib;
+            let disk = root.path.clone().unwrap_or_else(|| dir.join(ROOT_DISK));
             if !disk.exists() {
                 let mkfs = settings.mkfs_ext4.clone();
-                let staging = dir.join(format!("{ROOT_DISK}.new"));
+                let mut staging = disk.clone().into_os_string();
+                staging.push(".new");
+                let staging = PathBuf::from(staging);
                 let target = disk.clone();
                 tokio::task::spawn_blocking(move || {
                     make_ext4(&staging, mib, &mkfs)?;

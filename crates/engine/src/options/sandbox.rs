@@ -10,7 +10,7 @@ use msb_oci::RegistryOptions;
 use super::network::{NetworkOptions, PortOption};
 use super::patch::{self, Patch, SCRIPTS_DIR};
 use super::secrets::{self, SecretEnvOptions};
-use super::storage::{self, MountConfig, MountOption};
+use super::storage::{self, MountConfig, MountOption, PersistentRoot};
 use super::{integer_in, validate_env, validate_guest_path};
 use crate::error::InvalidOption;
 
@@ -61,6 +61,9 @@ pub struct SandboxOptions {
     /// Size of a persistent root's disk, in MiB.
     #[serde(default)]
     pub rootfs_size_mib: Option<f64>,
+    /// Where a persistent root's disk is (default: the sandbox directory).
+    #[serde(default)]
+    pub rootfs_path: Option<String>,
 }
 
 /// The shortest idle timeout and lifetime: the runtime checks once a second.
@@ -129,8 +132,8 @@ pub struct SandboxConfig {
     pub max_lifetime_ms: Option<u64>,
     /// Sorted: a mount after any it lies inside.
     pub mounts: Vec<MountConfig>,
-    /// The persistent root's size in MiB; `None`: the writable layer is in memory.
-    pub persistent_root_mib: Option<u32>,
+    /// `None`: the writable layer is in memory.
+    pub persistent_root: Option<PersistentRoot>,
 }
 
 impl SandboxOptions {
@@ -164,8 +167,12 @@ impl SandboxOptions {
         let idle_timeout_ms = duration("idleTimeoutMs", self.idle_timeout_ms)?;
         let max_lifetime_ms = duration("maxLifetimeMs", self.max_lifetime_ms)?;
         let mounts = storage::validate_mounts(&self.volumes)?;
-        let persistent_root_mib =
-            storage::validate_persistent(named, self.persistent, self.rootfs_size_mib)?;
+        let persistent_root = storage::validate_persistent(
+            named,
+            self.persistent,
+            self.rootfs_size_mib,
+            self.rootfs_path.as_deref(),
+        )?;
         Ok(SandboxConfig {
             name,
             named,
@@ -185,7 +192,7 @@ impl SandboxOptions {
             idle_timeout_ms,
             max_lifetime_ms,
             mounts,
-            persistent_root_mib,
+            persistent_root,
         })
     }
 }

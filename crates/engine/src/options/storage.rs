@@ -203,30 +203,79 @@ fn bind_source(field: &str, source: &str) -> Result<PathBuf, InvalidOption> {
     }
 }
 
-/// `persistent` and `rootfsSizeMib`: a kept root needs a name to be found
-/// again; its size applies only to it.
+/// A validated persistent root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistentRoot {
+    /// Size of the disk when it is first made.
+    pub size_mib: u32,
+    /// Where the disk is (`rootfsPath`); `None`: in the sandbox directory.
+    pub path: Option<PathBuf>,
+}
+
+/// `persistent`, `rootfsSizeMib` and `rootfsPath`: a kept root needs a name
+/// to be found again; its size and path apply only to it.
 pub fn validate_persistent(
     named: bool,
     persistent: Option<bool>,
     rootfs_size_mib: Option<f64>,
-) -> Result<Option<u32>, InvalidOption> {
-    match persistent {
-        Some(true) if !named => Err(InvalidOption::new(
+    rootfs_path: Option<&str>,
+) -> Result<Option<PersistentRoot>, InvalidOption> {
+    if persistent != Some(true) {
+        for (field, given) in [
+            ("rootfsSizeMib", rootfs_size_mib.is_some()),
+            ("rootfsPath", rootfs_path.is_some()),
+        ] {
+            if given {
+                return Err(InvalidOption::new(
+                    field,
+                    "applies to a persistent root: set persistent: true",
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    if !named {
+        return Err(InvalidOption::new(
             "persistent",
             "a persistent root is found again by the sandbox's name: give a name",
+        ));
+    }
+    let size_mib = integer_in(
+        "rootfsSizeMib",
+        rootfs_size_mib,
+        DEFAULT_ROOTFS_SIZE_MIB,
+        MIN_DISK_MIB.max(64),
+        MAX_SIZE_MIB,
+    )?;
+    let path = rootfs_path.map(root_disk_path).transpose()?;
+    Ok(Some(PersistentRoot { size_mib, path }))
+}
+
+/// `rootfsPath`: a file (made on first use) in an existing host directory.
+fn root_disk_path(path: &str) -> Result<PathBuf, InvalidOption> {
+    let field = "rootfsPath";
+    let relative = path.starts_with("./") || path.starts_with("../");
+    if !path.starts_with('/') && !relative {
+        return Err(InvalidOption::new(
+            field,
+            format!("{path:?}: a host path is absolute or starts with ./ or ../"),
+        ));
+    }
+    let absolute = std::path::absolute(Path::new(path))
+        .map_err(|e| InvalidOption::new(field, format!("cannot resolve {path}: {e}")))?;
+    let parent_is_dir = absolute.parent().is_some_and(Path::is_dir);
+    if !parent_is_dir {
+        return Err(InvalidOption::new(
+            field,
+            format!("the directory of {} does not exist", absolute.display()),
+        ));
+    }
+    match std::fs::symlink_metadata(&absolute) {
+        Ok(meta) if !meta.is_file() => Err(InvalidOption::new(
+            field,
+            format!("{} exists and is not a regular file", absolute.display()),
         )),
-        Some(true) => Ok(Some(integer_in(
-            "rootfsSizeMib",
-            rootfs_size_mib,
-            DEFAULT_ROOTFS_SIZE_MIB,
-            MIN_DISK_MIB.max(64),
-            MAX_SIZE_MIB,
-        )?)),
-        _ if rootfs_size_mib.is_some() => Err(InvalidOption::new(
-            "rootfsSizeMib",
-            "sizes a persistent root: set persistent: true",
-        )),
-        _ => Ok(None),
+        _ => Ok(absolute),
     }
 }
 
@@ -318,22 +367,33 @@ mod tests {
     }
 
     #[test]
-    fn a_persistent_root_needs_a_name() {
+    fn a_persistent_root_needs_a_name_and_a_usable_path() {
+        let field = |r: Result<Option<PersistentRoot>, InvalidOption>| r.unwrap_err().field;
         assert_eq!(
-            validate_persistent(false, Some(true), None)
-                .unwrap_err()
-                .field,
+            field(validate_persistent(false, Some(true), None, None)),
             "persistent"
         );
         assert_eq!(
-            validate_persistent(true, None, Some(100.0))
-                .unwrap_err()
-                .field,
+            field(validate_persistent(true, None, Some(100.0), None)),
             "rootfsSizeMib"
         );
         assert_eq!(
-            validate_persistent(true, Some(true), None).unwrap(),
-            Some(DEFAULT_ROOTFS_SIZE_MIB)
+            field(validate_persistent(true, Some(false), None, Some("/tmp/x"))),
+            "rootfsPath"
+        );
+        for bad in ["relative.img", "/nonexistent-dir/root.img", "/tmp"] {
+            assert_eq!(
+                field(validate_persistent(true, Some(true), None, Some(bad))),
+                "rootfsPath",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            validate_persistent(true, Some(true), None, Some("/tmp/root.img")).unwrap(),
+            Some(PersistentRoot {
+                size_mib: DEFAULT_ROOTFS_SIZE_MIB,
+                path: Some("/tmp/root.img".into())
+            })
         );
     }
 }
