@@ -21,7 +21,7 @@ echo "project: $work"
 main_files=$(tar -tzf "$main_tgz" | sed 's|^package/||' | sort)
 missing=()
 for f in package.json README.md LICENSE index.js index.d.ts dist/index.d.ts \
-    dist/ts/index.js dist/ts/index.d.ts dist/ts/index.mjs dist/ts/index.d.mts dist/ts/native.js dist/ts/cli.js; do
+    dist/ts/index.js dist/ts/index.d.ts dist/ts/index.mjs dist/ts/index.d.mts dist/ts/native.js dist/ts/cli/main.js dist/ts/cli/msr.js dist/ts/cli/msx.js dist/ts/cli/msi.js dist/ts/mcp/server.js; do
     grep -qxF "$f" <<<"$main_files" || missing+=("$f")
 done
 if ((${#missing[@]} == 0)); then pass "main tarball has the facade, its typings, the loader, README, LICENSE and the bin"
