@@ -181,7 +181,7 @@ function parse(text: string, file: string): { doc: Document; project: Project } 
   const r = new Reader(file, lines);
   const [error] = doc.errors;
   if (error) {
-    const line = error.linePos?.[0].line;
+    const line = lines.linePos(error.pos[0]).line;
     throw new CliError(SANDBOXFILE_INVALID, `${file}${line ? `:${line}` : ""}: ${error.message.split("\n")[0]}`);
   }
   const project: Project = { file, sandboxes: {} };
