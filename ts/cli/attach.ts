@@ -8,10 +8,15 @@
 // terminal is put in raw mode, so Ctrl-C, Ctrl-D and Ctrl-Z reach the guest's
 // terminal as bytes and its line discipline turns them into signals; a window
 // size change (SIGWINCH, seen as the tty's `resize`) is sent as `resize`.
-// Without a TTY, SIGINT, SIGTERM and SIGHUP sent to the CLI are passed on to
-// the process's group. Everything is undone when the process exits.
+// SIGINT, SIGTERM and SIGHUP sent to the CLI (Ctrl-C without a TTY, a closed
+// terminal, kill) are passed on to the process's group instead of ending the
+// CLI, so that it still stops what it started. Everything is undone when the
+// process exits.
 import type { ExecHandle, TtySize } from "../index";
 import { exitStatus } from "./errors";
+
+/** Signals passed on to the process rather than ending the CLI. */
+export const FORWARDED = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 
 /** The streams a command runs against: the CLI's own, or a test's. */
 export interface Stdio {
@@ -88,14 +93,12 @@ export async function attach(handle: ExecHandle, stdio: Stdio, options: { tty: b
       stdio.stdout.on("resize", onResize);
       undo.push(() => stdio.stdout.off("resize", onResize));
     }
-    if (!options.tty) {
-      const onSignal = (signal: NodeJS.Signals) => {
-        handle.signal(signal).catch(() => {});
-      };
-      for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-        process.on(signal, onSignal);
-        undo.push(() => process.off(signal, onSignal));
-      }
+    const onSignal = (signal: NodeJS.Signals) => {
+      handle.signal(signal).catch(() => {});
+    };
+    for (const signal of FORWARDED) {
+      process.on(signal, onSignal);
+      undo.push(() => process.off(signal, onSignal));
     }
     undo.push(forwardStdin(handle, stdio.stdin));
     let status = 0;

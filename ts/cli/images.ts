@@ -5,7 +5,7 @@ import type { Command } from "commander";
 import { Image, type PullEvent, type RegistryOptions } from "../index";
 import type { CliContext } from "./context";
 import { bytes, json, table } from "./format";
-import { collect } from "./parse";
+import { collect, formatOption } from "./parse";
 
 /** Flags of verbs that may contact a registry. */
 export interface RegistryFlags {
@@ -72,6 +72,7 @@ export function pullProgress(context: CliContext): { onProgress: (event: PullEve
     Presets.shades_classic,
   );
   const bars = new Map<string, SingleBar>();
+  let stopped = false;
   const bar = (digest: string, size: number) => {
     let found = bars.get(digest);
     if (!found) {
@@ -95,7 +96,11 @@ export function pullProgress(context: CliContext): { onProgress: (event: PullEve
           break;
       }
     },
-    finish: () => multi.stop(),
+    finish: () => {
+      if (stopped) return;
+      stopped = true;
+      multi.stop();
+    },
   };
 }
 
@@ -122,7 +127,7 @@ export function registerImages(program: Command, context: CliContext): void {
   image
     .command("ls")
     .description("list cached images")
-    .option("--format <format>", "table or json", "table")
+    .addOption(formatOption())
     .action(async (flags: { format: string }) => {
       const images = await Image.list();
       if (flags.format === "json") return void out.write(json(images));

@@ -1,7 +1,7 @@
 // Flag values as the SDK's option types: `K=V` pairs, `HOST:GUEST` ports,
 // `NAME=VALUE@DOMAIN` secrets, integers. Each parser is a commander argument
 // parser: a malformed value is a usage error (exit 2) before anything runs.
-import { InvalidArgumentError } from "commander";
+import { InvalidArgumentError, Option } from "commander";
 
 import type { SecretEnv } from "../index";
 
@@ -75,4 +75,9 @@ export function collect(value: string, previous: string[] = []): string[] {
 export function networkPolicy(value: string): "public-only" | "allow-all" | "none" {
   if (value === "public-only" || value === "allow-all" || value === "none") return value;
   throw new InvalidArgumentError("expected public-only, allow-all or none");
+}
+
+/** `--format table|json`, table by default. */
+export function formatOption(): Option {
+  return new Option("--format <format>", "table or json").choices(["table", "json"]).default("table");
 }

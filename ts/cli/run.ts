@@ -1,9 +1,11 @@
 // msb run, msb exec, msb shell: boot a sandbox (or reach a running one) and
 // connect a process in it to this terminal.
+import * as os from "node:os";
+
 import { Command, Option } from "commander";
 
 import { Sandbox, type ExecOptions, type SandboxOptions, type SecretEnv } from "../index";
-import { attach, terminalSize } from "./attach";
+import { attach, FORWARDED, terminalSize } from "./attach";
 import type { CliContext } from "./context";
 import { UsageError } from "./errors";
 import { pullProgress, registryFrom, registryOptions, type RegistryFlags } from "./images";
@@ -68,11 +70,38 @@ async function reuse(name: string, secretEnv: Record<string, SecretEnv> | undefi
   return { sandbox: await Sandbox.start(name, secretEnv ? { secretEnv } : {}), owned: true };
 }
 
+/** Raised when the CLI was told to stop (SIGINT, SIGTERM, SIGHUP) while a sandbox booted. */
+class Interrupted extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`interrupted by ${signal}`);
+  }
+}
+
+/**
+ * Creates the sandbox. A signal that arrives meanwhile does not end the CLI
+ * at once (which would leave a detached sandbox running): the boot finishes,
+ * the sandbox is stopped, and Interrupted is thrown.
+ */
 async function boot(context: CliContext, options: SandboxOptions): Promise<Sandbox> {
   const progress = pullProgress(context);
+  let interrupted: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    // Nothing to clean up for a sandbox that ends with this process; a second signal insists.
+    if (!options.detached || interrupted) process.exit(128 + os.constants.signals[signal]);
+    interrupted = signal;
+    context.stdio.stderr.write(`msb: ${signal}: stopping the sandbox once it has booted (again to leave it)\n`);
+  };
+  for (const signal of FORWARDED) process.on(signal, onSignal);
   try {
-    return await Sandbox.create({ ...options, onProgress: progress.onProgress });
+    const sandbox = await Sandbox.create({ ...options, onProgress: progress.onProgress });
+    if (interrupted) {
+      await sandbox.stopAndWait();
+      if (options.detached && options.name === undefined) await Sandbox.remove(sandbox.name).catch(() => {});
+      throw new Interrupted(interrupted);
+    }
+    return sandbox;
   } finally {
+    for (const signal of FORWARDED) process.off(signal, onSignal);
     progress.finish();
   }
 }
@@ -118,7 +147,13 @@ async function run(context: CliContext, image: string | undefined, rest: string[
     detached,
   };
 
-  const target = (flags.reuse && (await reuse(name!, flags.secret))) || { sandbox: await boot(context, options), owned: true };
+  let target: Target;
+  try {
+    target = (flags.reuse && (await reuse(name!, flags.secret))) || { sandbox: await boot(context, options), owned: true };
+  } catch (err) {
+    if (err instanceof Interrupted) return 128 + os.constants.signals[err.signal];
+    throw err;
+  }
   const { sandbox } = target;
   if (flags.detach) {
     if (command.length > 0) {

@@ -1,12 +1,15 @@
 // msb ls, ps, inspect, logs, metrics, stop, start, rm: sandboxes by name,
 // through Sandbox.list/get/logs/start/remove and a handle's metrics and stop.
-import { Command, Option } from "commander";
+import type { Command } from "commander";
 
 import { Sandbox, SandboxNotFoundError, SandboxNotRunningError, type SandboxInfo, type SandboxMetrics, type SecretEnv } from "../index";
 import type { CliContext } from "./context";
 import { reportError, UsageError } from "./errors";
 import { age, bytes, duration, json, table } from "./format";
-import { integer, secretPair } from "./parse";
+import { formatOption, integer, secretPair } from "./parse";
+
+/** The gap between a fresh handle's first metrics sample and the one shown. */
+const PRIME_MS = 500;
 
 const LIVE = new Set(["starting", "running", "stopping"]);
 
@@ -18,10 +21,6 @@ const PS_SCRIPT = `for d in /proc/[0-9]*; do
   u=$(awk '/^Uid:/ { print $2 }' "$d/status" 2>/dev/null)
   printf '%s\\t%s\\t%s\\n' "$p" "\${u:-?}" "$c"
 done`;
-
-function formatOption(): Option {
-  return new Option("--format <format>", "table or json").choices(["table", "json"]).default("table");
-}
 
 /** Runs `each` for every name; an error is reported and the next name goes on. Returns the exit status. */
 async function forEachName(context: CliContext, names: string[], each: (name: string) => Promise<void>): Promise<number> {
@@ -91,14 +90,29 @@ async function metrics(context: CliContext, name: string | undefined, flags: Met
     for (let first = true; first || (flags.watch && !stopped.signal.aborted); first = false) {
       const names =
         name !== undefined ? [name] : (await Sandbox.list()).filter((s) => s.status === "running").map((s) => s.name);
-      const rows: [string, SandboxMetrics][] = [];
+      // A handle's first CPU figure averages since boot: a fresh handle is sampled
+      // once and again after PRIME_MS, so every figure shown is a recent one.
+      let fresh = false;
       for (const each of names) {
+        if (handles.has(each)) continue;
         try {
-          let handle = handles.get(each);
-          if (!handle) handles.set(each, (handle = await Sandbox.get(each)));
-          rows.push([each, await handle.metrics()]);
+          const handle = await Sandbox.get(each);
+          await handle.metrics();
+          handles.set(each, handle);
+          fresh = true;
         } catch (err) {
           // One named sandbox: its error is the answer. Among all: it stopped meanwhile.
+          if (name !== undefined) throw err;
+        }
+      }
+      if (fresh) await new Promise((resolve) => setTimeout(resolve, PRIME_MS));
+      const rows: [string, SandboxMetrics][] = [];
+      for (const each of names) {
+        const handle = handles.get(each);
+        if (!handle) continue;
+        try {
+          rows.push([each, await handle.metrics()]);
+        } catch (err) {
           handles.delete(each);
           if (name !== undefined) throw err;
         }
