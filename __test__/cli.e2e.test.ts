@@ -87,7 +87,7 @@ test("usage errors exit 2 with one line; --help and --tree describe every verb",
   assert.match(tree.stdout, /^ {6}--secret <name=value@domain>/m);
 });
 
-test("run streams output, forwards stdin with -i and exits with the command's status; --rm and msx keep nothing", async () => {
+test("run streams output, forwards stdin with -i and exits with the command's status; msx opens a shell and keeps nothing", async () => {
   const attached = await run(["run", "--name", "kept", "-i", "-e", "WHO=cli", root, "--", "sh", "-c", 'cat; echo "to $WHO" >&2; exit 3'], {
     input: "from stdin\n",
   });
@@ -102,9 +102,13 @@ test("run streams output, forwards stdin with -i and exits with the command's st
   );
   assert.equal((await msb("rm", "kept")).code, 0);
 
-  const temporary = await run([root, "sh", "-c", "echo $(hostname) temporary; exit 4"], { program: bin("msx") });
-  assert.match(temporary.stdout, /temporary\n$/);
-  assert.equal(temporary.code, 4);
+  // No command, on a terminal: an interactive shell.
+  const temporary = await onPty(bin("msx"), [root], async (pty) => {
+    pty.type("echo $((2 + 3)) temporary; exit 4\n");
+    await pty.waitFor(/\n5 temporary\r*\n/, "the shell's output");
+    return pty.closed;
+  });
+  assert.equal(temporary, 4);
   assert.equal((await msb("ls", "-a", "--format", "json")).stdout, "[]\n");
 
   assertError(await msb("run", "--rm", "/nonexistent/root", "--", "true"), "IMAGE_NOT_FOUND");
@@ -118,9 +122,20 @@ function ttyOf(pid: number): string {
   return fs.readlinkSync(`/proc/${pid}/fd/0`);
 }
 
-/** Runs `msb shell NAME` on a real pseudo-terminal (util-linux script) and drives it. */
-async function shellOnPty(name: string): Promise<{ output: string; code: number | null }> {
-  const child = spawn("script", ["-qfec", `exec ${process.execPath} ${bin("main")} shell ${name}`, "/dev/null"], {
+/** A CLI process on a real pseudo-terminal (util-linux script), and ways to drive it. */
+interface OnPty {
+  /** The CLI's process id (script's child). */
+  pid: () => number;
+  type: (text: string) => void;
+  output: () => string;
+  waitFor: (pattern: RegExp, what: string) => Promise<void>;
+  /** Resolves to script's exit status: the CLI's. */
+  closed: Promise<number | null>;
+}
+
+/** Runs `program args` on a pseudo-terminal, drives it with `body`, and always ends it. */
+async function onPty<T>(program: string, args: string[], body: (pty: OnPty) => Promise<T>): Promise<T> {
+  const child = spawn("script", ["-qfec", ["exec", process.execPath, program, ...args].join(" "), "/dev/null"], {
     env: process.env,
     stdio: ["pipe", "pipe", "pipe"],
   });
@@ -129,41 +144,53 @@ async function shellOnPty(name: string): Promise<{ output: string; code: number 
   child.stdout.on("data", (chunk) => (output += chunk));
   child.stderr.on("data", (chunk) => (output += chunk));
   const closed = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
-  const waitFor = async (pattern: RegExp, what: string) => {
-    assert.ok(await eventually(() => pattern.test(output), 20000), `waiting for ${what}; output so far: ${JSON.stringify(output)}`);
+  const pty: OnPty = {
+    pid: () => Number(fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, "utf8").trim().split(" ")[0]),
+    type: (text) => child.stdin.write(text),
+    output: () => output,
+    waitFor: async (pattern, what) => {
+      assert.ok(await eventually(() => pattern.test(output), 20000), `waiting for ${what}; output so far: ${JSON.stringify(output)}`);
+    },
+    closed,
   };
   try {
     // (busybox ash asks the terminal where its cursor is after the prompt)
-    await waitFor(/[#$] (\x1b\[6n)?$/, "the prompt");
-    child.stdin.write("echo $((6 * 7))\n");
-    await waitFor(/\n42\r*\n/, "a command's output");
-    // A window size change on the CLI's terminal reaches the guest's.
-    const cli = Number(fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, "utf8").trim().split(" ")[0]);
-    const tty = ttyOf(cli);
-    assert.match(tty, /^\/dev\/pts\/\d+$/);
-    const resized = spawn("stty", ["-F", tty, "cols", "123", "rows", "45"], { stdio: "ignore" });
-    await new Promise((resolve) => resized.on("close", resolve));
-    assert.ok(
-      await eventually(() => {
-        if (/45 123/.test(output)) return true;
-        child.stdin.write("stty size\n");
-        return false;
-      }, 10000),
-      `the guest's terminal size; output: ${JSON.stringify(output)}`,
-    );
-    // Ctrl-C goes to the guest's foreground process, not to the CLI.
-    child.stdin.write("sleep 30\n");
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    child.stdin.write("\x03");
-    child.stdin.write("echo after $?\n");
-    await waitFor(/after 130/, "the interrupted command's status");
-    child.stdin.write("exit 7\n");
-    return { output, code: await closed };
+    await pty.waitFor(/[#$] (\x1b\[6n)?$/, "the prompt");
+    return await body(pty);
   } finally {
     child.kill("SIGKILL");
     await closed;
     running.delete(child);
   }
+}
+
+/** `msb shell NAME` on a pseudo-terminal: a command, a resize, Ctrl-C, then `exit 7`. */
+function driveShell(name: string): Promise<{ output: string; code: number | null }> {
+  return onPty(bin("main"), ["shell", name], async (pty) => {
+    pty.type("echo $((6 * 7))\n");
+    await pty.waitFor(/\n42\r*\n/, "a command's output");
+    // A window size change on the CLI's terminal reaches the guest's.
+    const tty = ttyOf(pty.pid());
+    assert.match(tty, /^\/dev\/pts\/\d+$/);
+    const resized = spawn("stty", ["-F", tty, "cols", "123", "rows", "45"], { stdio: "ignore" });
+    await new Promise((resolve) => resized.on("close", resolve));
+    assert.ok(
+      await eventually(() => {
+        if (/45 123/.test(pty.output())) return true;
+        pty.type("stty size\n");
+        return false;
+      }, 10000),
+      `the guest's terminal size; output: ${JSON.stringify(pty.output())}`,
+    );
+    // Ctrl-C goes to the guest's foreground process, not to the CLI.
+    pty.type("sleep 30\n");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    pty.type("\x03");
+    pty.type("echo after $?\n");
+    await pty.waitFor(/after 130/, "the interrupted command's status");
+    pty.type("exit 7\n");
+    return { output: pty.output(), code: await pty.closed };
+  });
 }
 
 test("a detached sandbox: exec, ls, ps, inspect, metrics, logs, shell on a pty, stop, start, rm", async () => {
@@ -204,7 +231,7 @@ test("a detached sandbox: exec, ls, ps, inspect, metrics, logs, shell on a pty, 
     const logs = await msb("logs", "w1");
     assert.match(logs.stdout, /^\[runtime\] booted in \d+ ms/m);
 
-    const shell = await shellOnPty("w1");
+    const shell = await driveShell("w1");
     assert.equal(shell.code, 7, shell.output);
 
     assert.equal((await msb("stop", "w1")).stdout, "w1\n");
@@ -291,6 +318,16 @@ test("Sandboxfile: init, add, run --sandbox NAME~SCRIPT, msr NAME, remove; bad f
   } finally {
     fs.rmSync(project, { recursive: true, force: true });
   }
+});
+
+test("image verbs: ls, inspect, rm, prune; pull reports an unreachable registry in one line", async () => {
+  assert.equal((await msb("image", "ls", "--format", "json")).stdout, "[]\n");
+  assert.match((await msb("image", "ls")).stdout, /^REFERENCE\s+DIGEST/);
+  assertError(await msb("image", "inspect", "alpine:3"), "IMAGE_NOT_FOUND");
+  assertError(await msb("image", "rm", "alpine:3"), "IMAGE_NOT_FOUND");
+  assert.equal((await msb("image", "prune")).stdout, "deleted 0 root filesystems and 0 layers\n");
+  // Port 9 (discard) on loopback: nothing listens there.
+  assertError(await msb("pull", "--insecure", "127.0.0.1:9", "127.0.0.1:9/nothing:1"), "REGISTRY_UNREACHABLE");
 });
 
 test("the CLI left no runtime or VM running", async () => {
