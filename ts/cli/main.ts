@@ -8,7 +8,6 @@ import * as path from "node:path";
 
 import { Command, CommanderError, type Option } from "commander";
 
-import { serveMcp } from "../mcp/server";
 import { stateHome, type CliContext } from "./context";
 import { EXIT_USAGE, reportError, UsageError } from "./errors";
 import { registerImages } from "./images";
@@ -59,6 +58,8 @@ function program(context: CliContext, setStatus: (status: number) => void): Comm
     .command("mcp")
     .description("serve the Model Context Protocol over stdio (sandboxes it creates are detached and named)")
     .action(async () => {
+      // Loaded only here: the MCP SDK would slow every other verb's start.
+      const { serveMcp } = await import("../mcp/server");
       await serveMcp({ stdin: context.stdio.stdin, stdout: context.stdio.stdout }, version());
     });
   return root;
