@@ -8,6 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, test } from "node:test";
 
+import { startTinyRegistry } from "./fixtures/tiny-registry";
 import { busyboxRoot, commandOf, eventually, isolatedHome, processesOf, repoRoot } from "./helpers";
 
 const home = isolatedHome("cli");
@@ -320,12 +321,33 @@ test("Sandboxfile: init, add, run --sandbox NAME~SCRIPT, msr NAME, remove; bad f
   }
 });
 
-test("image verbs: ls, inspect, rm, prune; pull reports an unreachable registry in one line", async () => {
-  assert.equal((await msb("image", "ls", "--format", "json")).stdout, "[]\n");
-  assert.match((await msb("image", "ls")).stdout, /^REFERENCE\s+DIGEST/);
-  assertError(await msb("image", "inspect", "alpine:3"), "IMAGE_NOT_FOUND");
-  assertError(await msb("image", "rm", "alpine:3"), "IMAGE_NOT_FOUND");
-  assert.equal((await msb("image", "prune")).stdout, "deleted 0 root filesystems and 0 layers\n");
+test("pull shows each layer's progress; image ls, inspect, rm and prune; an unreachable registry is one line", async () => {
+  const registry = await startTinyRegistry();
+  try {
+    const reference = registry.reference("1");
+    const layer = registry.layerDigest.slice("sha256:".length, "sha256:".length + 12);
+    // Not a terminal: plain lines on stderr, the result on stdout.
+    const pulled = await msb("pull", "--insecure", registry.host, reference);
+    assert.equal(pulled.code, 0, pulled.stderr);
+    assert.match(pulled.stdout, new RegExp(`^${reference} sha256:[0-9a-f]{64}\\n$`));
+    assert.match(pulled.stderr, /^resolved sha256:[0-9a-f]{64}: 1 layer, \d+ B\n/);
+    assert.match(pulled.stderr, new RegExp(`^layer ${layer}: done \\(\\d+ B\\)$`, "m"));
+    const again = await msb("pull", "--insecure", registry.host, registry.reference("2"));
+    assert.match(again.stderr, new RegExp(`^layer ${layer}: cached$`, "m"));
+
+    const images = JSON.parse((await msb("image", "ls", "--format", "json")).stdout) as { reference: string }[];
+    assert.deepEqual(images.map((i) => i.reference).sort(), [reference, registry.reference("2")]);
+    assert.match((await msb("image", "ls")).stdout, new RegExp(`^REFERENCE\\s+DIGEST[^\\n]*\\n${reference.replace(/\./g, "\\.")}\\s`));
+    const info = JSON.parse((await msb("image", "inspect", reference)).stdout) as { layers: string[]; config: { cmd: string[] } };
+    assert.deepEqual([info.layers, info.config.cmd], [[registry.layerDigest], ["/bin/sh"]]);
+
+    assert.equal((await msb("image", "rm", reference, registry.reference("2"))).code, 0);
+    assert.equal((await msb("image", "ls", "--format", "json")).stdout, "[]\n");
+    assertError(await msb("image", "inspect", reference), "IMAGE_NOT_FOUND");
+    assert.match((await msb("image", "prune")).stdout, /^deleted [1-9]\d* root filesystems and 1 layers\n$/);
+  } finally {
+    await registry.close();
+  }
   // Port 9 (discard) on loopback: nothing listens there.
   assertError(await msb("pull", "--insecure", "127.0.0.1:9", "127.0.0.1:9/nothing:1"), "REGISTRY_UNREACHABLE");
 });

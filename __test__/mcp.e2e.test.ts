@@ -1,6 +1,7 @@
 // `msb mcp` end to end: a client of the MCP SDK spawns the server over stdio,
 // lists its tools and drives one sandbox through its life: create, exec,
-// shell, files, metrics, stop, remove. The sandbox outlives a reconnect.
+// shell, files, metrics, stop, remove; and pulls an image from a registry in
+// this process. The sandbox outlives a reconnect.
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -10,6 +11,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 
 import { Sandbox } from "../ts/index";
+import { startTinyRegistry } from "./fixtures/tiny-registry";
 import { busyboxRoot, commandOf, eventually, isolatedHome, processesOf, repoRoot } from "./helpers";
 
 const home = isolatedHome("mcp");
@@ -124,6 +126,15 @@ test("an MCP client lists the tools and drives a sandbox from create to remove",
     const listed = (await ok(client, "sandbox_list", {})).sandboxes as { name: string; detached: boolean }[];
     assert.deepEqual(listed.map((s) => [s.name, s.detached]), [["agent", true]]);
     assert.deepEqual((await ok(client, "image_list", {})).images, []);
+    const registry = await startTinyRegistry();
+    try {
+      const pulled = await ok(client, "image_pull", { reference: registry.reference("1"), insecure: [registry.host] });
+      assert.deepEqual(pulled.layers, [registry.layerDigest]);
+      const images = (await ok(client, "image_list", {})).images as { reference: string }[];
+      assert.deepEqual(images.map((i) => i.reference), [registry.reference("1")]);
+    } finally {
+      await registry.close();
+    }
 
     assert.equal(errorCode(await call(client, "sandbox_remove", { name: "agent" })), "SANDBOX_RUNNING");
     assert.equal((await ok(client, "sandbox_stop", { name: "agent" })).status, "stopped");

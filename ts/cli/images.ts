@@ -48,7 +48,7 @@ export function pullProgress(context: CliContext): { onProgress: (event: PullEve
       onProgress: (event) => {
         switch (event.kind) {
           case "resolved":
-            err.write(`resolved ${event.manifestDigest}: ${event.layers.length} layers, ${bytes(event.totalBytes)}\n`);
+            err.write(`resolved ${event.manifestDigest}: ${event.layers.length} layer${event.layers.length === 1 ? "" : "s"}, ${bytes(event.totalBytes)}\n`);
             break;
           case "layer-cached":
             err.write(`layer ${short(event.digest)}: cached\n`);
