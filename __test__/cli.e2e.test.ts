@@ -56,6 +56,10 @@ function run(args: string[], options: { input?: string; cwd?: string; program?: 
 
 const msb = (...args: string[]) => run(args);
 
+/** msb with `args` on a pseudo-terminal (util-linux script), to its end: what a terminal shows. */
+const onTerminal = (...args: string[]) =>
+  run(["-qfec", ["exec", process.execPath, bin("main"), ...args].join(" "), "/dev/null"], { program: "script" });
+
 function assertError(result: Result, code: string, status = 1): void {
   assert.equal(result.code, status, `exit status; stderr: ${result.stderr}`);
   const lines = result.stderr.split("\n").filter(Boolean);
@@ -229,13 +233,24 @@ test("a detached sandbox: exec, ls, ps, inspect, metrics, logs, shell on a pty, 
     assert.equal(typeof sample.cpuPercent, "number");
     assert.ok(sample.uptimeMs > 0);
 
+    // On a terminal: a table.
+    const onScreen = await onTerminal("metrics", "w1");
+    assert.equal(onScreen.code, 0, onScreen.stdout);
+    assert.match(onScreen.stdout, /^NAME\s+CPU\s+MEMORY\s+NET RX \/ TX\s+DISK R \/ W\s+UPTIME\r?\nw1\s+\d+\.\d%\s+\d+ \/ \d+ MiB/);
+
     const logs = await msb("logs", "w1");
     assert.match(logs.stdout, /^\[runtime\] booted in \d+ ms/m);
 
     const shell = await driveShell("w1");
     assert.equal(shell.code, 7, shell.output);
 
+    // A follower ends by itself once the sandbox has, with the end in its output.
+    const follower = msb("logs", "-f", "w1");
+    await new Promise((resolve) => setTimeout(resolve, 500));
     assert.equal((await msb("stop", "w1")).stdout, "w1\n");
+    const followed = await follower;
+    assert.equal(followed.code, 0, followed.stderr);
+    assert.match(followed.stdout, /\[runtime\] stop requested\n(.*\n)*\[runtime\] ended: /);
     assert.equal((await msb("ls")).stdout.split("\n").length, 2, "only the header: w1 is not running");
     assert.match((await msb("ls", "-a")).stdout, /^w1\s+stopped/m);
     assertError(await msb("exec", "w1", "true"), "SANDBOX_NOT_RUNNING");
@@ -334,6 +349,10 @@ test("pull shows each layer's progress; image ls, inspect, rm and prune; an unre
     assert.match(pulled.stderr, new RegExp(`^layer ${layer}: done \\(\\d+ B\\)$`, "m"));
     const again = await msb("pull", "--insecure", registry.host, registry.reference("2"));
     assert.match(again.stderr, new RegExp(`^layer ${layer}: cached$`, "m"));
+    // On a terminal: a bar per layer.
+    const bars = await onTerminal("pull", "--insecure", registry.host, registry.reference("2"));
+    assert.equal(bars.code, 0, bars.stdout);
+    assert.match(bars.stdout, new RegExp(` ${layer} \\[\\S+\\] 100% cached/\\d+ B`));
 
     const images = JSON.parse((await msb("image", "ls", "--format", "json")).stdout) as { reference: string }[];
     assert.deepEqual(images.map((i) => i.reference).sort(), [reference, registry.reference("2")]);
