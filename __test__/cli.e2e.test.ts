@@ -90,6 +90,7 @@ test("usage errors exit 2 with one line; --help and --tree describe every verb",
     assert.match(tree.stdout, new RegExp(`^  ${verb}\\b`, "m"), `--tree lists ${verb}`);
   }
   assert.match(tree.stdout, /^ {6}--secret <name=value@domain>/m);
+  assert.match(tree.stdout, /^msr NAME\[~SCRIPT\]/m);
 });
 
 test("run streams output, forwards stdin with -i and exits with the command's status; msx opens a shell and keeps nothing", async () => {

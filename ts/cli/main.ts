@@ -15,6 +15,7 @@ import { registerInstall } from "./install";
 import { registerProject } from "./project";
 import { registerRun } from "./run";
 import { registerSandboxes } from "./sandboxes";
+import { msi, msr, msx } from "./shortcuts";
 
 function version(): string {
   try {
@@ -86,7 +87,8 @@ export async function main(argv: string[], overrides: Partial<CliContext> = {}):
   const debug = globals.includes("--debug");
   try {
     if (globals.includes("--tree")) {
-      context.stdio.stdout.write(tree(root));
+      const shortForms = [msr, msx, msi].map((s) => `${s.usage.replace(/^usage: /, "")}\n`).join("");
+      context.stdio.stdout.write(`${tree(root)}short forms (bins of their own):\n${shortForms}`);
       return 0;
     }
     if (argv.filter((a) => a !== "--debug").length === 0) throw new UsageError("a command is required; msb --help lists them");
