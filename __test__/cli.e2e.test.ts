@@ -210,6 +210,8 @@ test("a detached sandbox: exec, ls, ps, inspect, metrics, logs, shell on a pty, 
     assert.equal(exec.code, 5);
     const piped = await run(["exec", "-i", "w1", "tr", "a-z", "A-Z"], { input: "shout\n" });
     assert.equal(piped.stdout, "SHOUT\n");
+    assert.equal((await msb("exec", "-u", "nobody", "w1", "--", "id", "-u")).stdout, "65534\n");
+    assertError(await msb("exec", "-u", "nosuchuser", "w1", "--", "true"), "USER_NOT_FOUND");
     assertError(await msb("exec", "w1", "--", "/no/such/program"), "COMMAND_NOT_FOUND");
 
     const table = (await msb("ls")).stdout.split("\n");
