@@ -189,10 +189,15 @@ function driveShell(name: string): Promise<{ output: string; code: number | null
       `the guest's terminal size; output: ${JSON.stringify(pty.output())}`,
     );
     // Ctrl-C goes to the guest's foreground process, not to the CLI.
+    // (Again until it lands: a Ctrl-C typed before sleep started only clears the line.)
     pty.type("sleep 30\n");
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    pty.type("\x03");
-    pty.type("echo after $?\n");
+    for (let attempt = 0; attempt < 10 && !/after 130/.test(pty.output()); attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      pty.type("\x03");
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      pty.type("echo after $?\n");
+      await eventually(() => /after \d+/.test(pty.output().split("sleep 30").pop()!), 2000);
+    }
     await pty.waitFor(/after 130/, "the interrupted command's status");
     pty.type("exit 7\n");
     return { output: pty.output(), code: await pty.closed };
