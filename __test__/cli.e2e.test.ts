@@ -180,14 +180,12 @@ function driveShell(name: string): Promise<{ output: string; code: number | null
     assert.match(tty, /^\/dev\/pts\/\d+$/);
     const resized = spawn("stty", ["-F", tty, "cols", "123", "rows", "45"], { stdio: "ignore" });
     await new Promise((resolve) => resized.on("close", resolve));
-    assert.ok(
-      await eventually(() => {
-        if (/45 123/.test(pty.output())) return true;
-        pty.type("stty size\n");
-        return false;
-      }, 10000),
-      `the guest's terminal size; output: ${JSON.stringify(pty.output())}`,
-    );
+    // (Asked again until the resize, which is asynchronous, has landed.)
+    for (let attempt = 0; attempt < 20 && !/45 123/.test(pty.output()); attempt++) {
+      pty.type("stty size\n");
+      await eventually(() => /45 123/.test(pty.output()), 500);
+    }
+    assert.match(pty.output(), /45 123/, "the guest's terminal size");
     // Ctrl-C goes to the guest's foreground process, not to the CLI.
     // (Again until it lands: a Ctrl-C typed before sleep started only clears the line.)
     pty.type("sleep 30\n");
