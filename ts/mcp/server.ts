@@ -3,9 +3,9 @@
 // Lifetime: every sandbox this server creates is `detached` and named (a
 // generated `mcp-…` name when the client gives none), so it outlives the
 // server process and a client that reconnects finds it by name. The server
-// holds no VM of its own: each tool call reaches its sandbox with
-// `Sandbox.get` and drops the handle, which stops nothing; its exit (stdin
-// closed, or killed) ends no sandbox. What ends them: `sandbox_stop` /
+// holds no VM of its own, only `Sandbox.get` handles (one per name, kept
+// while its sandbox runs, so calls share a connection), and dropping those
+// stops nothing: its exit (stdin closed, or killed) ends no sandbox. What ends them: `sandbox_stop` /
 // `sandbox_remove`, or their idle timeout (30 minutes with no request unless
 // `idleTimeoutMs` says otherwise). Tool calls run one at a time per request
 // as the client sends them; output of a process is capped per stream
@@ -129,7 +129,27 @@ interface ProcessArgs {
   maxOutputBytes?: number;
 }
 
-async function runProcess(args: ProcessArgs, command: string, argv: string[]): Promise<CallToolResult> {
+/** Handles by sandbox name, reused while their sandbox runs. */
+class Handles {
+  readonly #open = new Map<string, Sandbox>();
+
+  /** A handle to the running sandbox `name` (the SDK's errors when there is none). */
+  async get(name: string): Promise<Sandbox> {
+    const known = this.#open.get(name);
+    if (known?.running) return known;
+    this.#open.delete(name);
+    const fresh = await Sandbox.get(name);
+    this.#open.set(name, fresh);
+    return fresh;
+  }
+
+  /** Forgets the handle of `name` (it was stopped or removed). */
+  forget(name: string): void {
+    this.#open.delete(name);
+  }
+}
+
+async function runProcess(handles: Handles, args: ProcessArgs, command: string, argv: string[]): Promise<CallToolResult> {
   const stdout = new Capture(args.maxOutputBytes ?? DEFAULT_OUTPUT_CAP);
   const stderr = new Capture(args.maxOutputBytes ?? DEFAULT_OUTPUT_CAP);
   const output = () => ({
@@ -139,7 +159,7 @@ async function runProcess(args: ProcessArgs, command: string, argv: string[]): P
     stderrTruncated: stderr.truncated,
   });
   try {
-    const sandbox = await Sandbox.get(args.name);
+    const sandbox = await handles.get(args.name);
     const started = Date.now();
     const handle = await sandbox.execStream(command, argv, {
       ...(args.cwd !== undefined && { cwd: args.cwd }),
@@ -169,6 +189,7 @@ async function runProcess(args: ProcessArgs, command: string, argv: string[]): P
 /** The MCP server with every tool registered; connect it to a transport. */
 export function createMcpServer(version: string): McpServer {
   const server = new McpServer({ name: "microsandbox", version }, { instructions: INSTRUCTIONS });
+  const handles = new Handles();
 
   server.registerTool(
     "sandbox_create",
@@ -240,7 +261,7 @@ export function createMcpServer(version: string): McpServer {
       guarded(async () => {
         const record = (await Sandbox.list()).find((s) => s.name === args.name);
         if (!record) throw new SandboxNotFoundError(`there is no sandbox named ${JSON.stringify(args.name)}`);
-        const boot = record.status === "running" ? (await Sandbox.get(args.name)).bootInfo : undefined;
+        const boot = record.status === "running" ? (await handles.get(args.name)).bootInfo : undefined;
         return { ...record, ...(boot && { boot }) };
       }),
   );
@@ -255,7 +276,7 @@ export function createMcpServer(version: string): McpServer {
         args: z.array(z.string()).optional().describe("its arguments"),
       },
     },
-    (args) => runProcess(args, args.command, args.args ?? []),
+    (args) => runProcess(handles, args, args.command, args.args ?? []),
   );
 
   server.registerTool(
@@ -264,7 +285,7 @@ export function createMcpServer(version: string): McpServer {
       description: "Run a shell script (/bin/sh -c) in a sandbox and return its output and exit code.",
       inputSchema: { ...processShape, script: z.string().describe("the script") },
     },
-    (args) => runProcess(args, "/bin/sh", ["-c", args.script]),
+    (args) => runProcess(handles, args, "/bin/sh", ["-c", args.script]),
   );
 
   server.registerTool(
@@ -280,7 +301,7 @@ export function createMcpServer(version: string): McpServer {
     },
     (args) =>
       guarded(async () => {
-        const fs = (await Sandbox.get(args.name)).fs();
+        const fs = (await handles.get(args.name)).fs();
         const cap = args.maxBytes ?? DEFAULT_READ_CAP;
         const { size } = await fs.stat(args.path);
         let data: Buffer;
@@ -317,7 +338,7 @@ export function createMcpServer(version: string): McpServer {
     },
     (args) =>
       guarded(async () => {
-        const fs = (await Sandbox.get(args.name)).fs();
+        const fs = (await handles.get(args.name)).fs();
         const data = Buffer.from(args.content, args.encoding ?? "utf8");
         const written = await fs.write(args.path, data, {
           ...(args.mode !== undefined && { mode: args.mode }),
@@ -336,7 +357,7 @@ export function createMcpServer(version: string): McpServer {
     },
     (args) =>
       guarded(async () => {
-        const fs = (await Sandbox.get(args.name)).fs();
+        const fs = (await handles.get(args.name)).fs();
         const entries = await fs.list(args.path, args.maxEntries === undefined ? {} : { maxEntries: args.maxEntries });
         return { path: args.path, entries };
       }),
@@ -350,6 +371,7 @@ export function createMcpServer(version: string): McpServer {
     },
     (args) =>
       guarded(async () => {
+        handles.forget(args.name);
         await stop(args.name, args.timeoutSeconds ?? 10);
         const record = (await Sandbox.list()).find((s) => s.name === args.name);
         return { name: args.name, status: record?.status ?? "removed" };
@@ -364,6 +386,7 @@ export function createMcpServer(version: string): McpServer {
     },
     (args) =>
       guarded(async () => {
+        handles.forget(args.name);
         await Sandbox.remove(args.name, { force: args.force ?? false });
         return { name: args.name, removed: true };
       }),
@@ -372,7 +395,7 @@ export function createMcpServer(version: string): McpServer {
   server.registerTool(
     "sandbox_metrics",
     { description: "CPU, memory, network and disk use of a running sandbox.", inputSchema: { name } },
-    (args) => guarded(async () => ({ name: args.name, ...(await (await Sandbox.get(args.name)).metrics()) })),
+    (args) => guarded(async () => ({ name: args.name, ...(await (await handles.get(args.name)).metrics()) })),
   );
 
   server.registerTool(
