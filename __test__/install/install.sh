@@ -21,7 +21,7 @@ echo "project: $work"
 main_files=$(tar -tzf "$main_tgz" | sed 's|^package/||' | sort)
 missing=()
 for f in package.json README.md LICENSE index.js index.d.ts dist/index.d.ts \
-    dist/ts/index.js dist/ts/index.d.ts dist/ts/index.mjs dist/ts/index.d.mts dist/ts/native.js dist/ts/cli.js; do
+    dist/ts/index.js dist/ts/index.d.ts dist/ts/index.mjs dist/ts/index.d.mts dist/ts/native.js dist/ts/cli/main.js dist/ts/cli/msr.js dist/ts/cli/msx.js dist/ts/cli/msi.js dist/ts/mcp/server.js; do
     grep -qxF "$f" <<<"$main_files" || missing+=("$f")
 done
 if ((${#missing[@]} == 0)); then pass "main tarball has the facade, its typings, the loader, README, LICENSE and the bin"
@@ -123,17 +123,18 @@ expect_lines "require: the addon, runtime and kernel come from the platform pack
 expect_lines "require: creates a sandbox, prints from inside it, stops it" \
     "running: true" "vm: hello from require" "running after stop: false"
 
-if run_program bin npx --no msb run "$rootfs" -- echo hi && [[ $out == hi ]]; then
-    pass "bin: npx msb run ROOTFS -- echo hi prints hi"
+if run_program bin npx --no msb run --rm "$rootfs" -- echo hi && [[ $out == hi ]]; then
+    pass "bin: npx msb run --rm ROOTFS -- echo hi prints hi"
 else
-    fail "bin: npx msb run ROOTFS -- echo hi prints hi" "${out_detail[@]}"
+    fail "bin: npx msb run --rm ROOTFS -- echo hi prints hi" "${out_detail[@]}"
 fi
-run_program bin-status npx --no msb run "$rootfs" -- sh -c 'echo out; echo err >&2; exit 3'
+# msx: the short bin for a temporary sandbox.
+run_program bin-status npx --no msx "$rootfs" sh -c 'echo out; echo err >&2; exit 3'
 rc=$?
 if [[ $rc == 3 && $out == out ]] && grep -qxF err "$work/bin-status.stderr"; then
-    pass "bin: passes stdout, stderr and the exit status through"
+    pass "bin: msx passes stdout, stderr and the exit status through"
 else
-    fail "bin: passes stdout, stderr and the exit status through" "${out_detail[@]}"
+    fail "bin: msx passes stdout, stderr and the exit status through" "${out_detail[@]}"
 fi
 
 summary
