@@ -511,6 +511,7 @@ export interface SandboxOptions {
   volumes?: Array<NativeMount>
   persistent?: boolean
   rootfsSizeMib?: number
+  rootfsPath?: string
 }
 
 export declare function startSandbox(name: string, secretEnv: Record<string, NativeSecret> | undefined | null, engine: EngineConfig, onProgress?: (((arg: NativePullEvent) => void)) | undefined | null): Promise<NativeSandbox | NativeFailure>

@@ -283,17 +283,19 @@ test("install writes a launcher that opens the image in its own named sandbox; u
     assert.equal(fs.statSync(launcher).mode & 0o111, 0o111);
     assertError(await msb("install", "--name", "bb", root), "ALREADY_INSTALLED");
     assert.equal((await run([root, "bbt"], { program: bin("msi") })).code, 0);
-    assert.match(fs.readFileSync(path.join(home, "bin", "bbt"), "utf8"), / 'run' '--name' 'bbt' '--reuse' /);
+    assert.match(fs.readFileSync(path.join(home, "bin", "bbt"), "utf8"), / 'run' '--name' 'bbt' '--reuse' '--persistent' /);
 
     const list = (await msb("install", "--list")).stdout;
     assert.match(list, /^bb\s+\S+\s+sandbox bb$/m);
     assert.match(list, /^bbt\s/m);
 
-    const ran = await run(["sh", "-c", 'echo "in $(hostname)"; exit 6'], { program: launcher });
+    const ran = await run(["sh", "-c", 'echo "in $(hostname)" > /root/seen; cat /root/seen; exit 6'], { program: launcher });
     assert.equal(ran.stdout, "in bb\n", ran.stderr);
     assert.equal(ran.code, 6);
-    // The command's sandbox stays, stopped, and the next run boots it again.
+    // The command's sandbox stays, stopped, and the next run boots it again with its root's changes.
     assert.match((await msb("ls", "-a")).stdout, /^bb\s+stopped/m);
+    const again = await run(["cat", "/root/seen"], { program: launcher });
+    assert.equal(again.stdout, "in bb\n", again.stderr);
 
     assert.equal((await msb("uninstall", "bb")).code, 0);
     assert.equal((await msb("uninstall", "bbt")).code, 0);
@@ -304,7 +306,7 @@ test("install writes a launcher that opens the image in its own named sandbox; u
   }
 });
 
-test("Sandboxfile: init, add, run --sandbox NAME~SCRIPT, msr NAME, remove; bad files name their line", async () => {
+test("Sandboxfile: init, add, run --sandbox NAME~SCRIPT (changes kept in ./menv), msr NAME, remove; bad files name their line", async () => {
   const project = fs.mkdtempSync(path.join(os.tmpdir(), "msb-project-"));
   try {
     const inProject = (...args: string[]) => run(args, { cwd: project });
@@ -320,6 +322,13 @@ test("Sandboxfile: init, add, run --sandbox NAME~SCRIPT, msr NAME, remove; bad f
     const hello = await inProject("run", "--sandbox", "app~hello");
     assert.equal(hello.stdout, "hello from app\n", hello.stderr);
     assert.equal(hello.code, 0);
+    // File changes persist under ./menv/NAME from run to run.
+    assert.equal((await inProject("run", "--sandbox", "app~hello", "--", "x")).code, 0);
+    const wrote = await inProject("add", "keep", "--image", root, "--start", "echo kept >> /root/runs; wc -l < /root/runs");
+    assert.equal(wrote.code, 0, wrote.stderr);
+    assert.equal((await inProject("run", "--sandbox", "keep")).stdout.trim(), "1");
+    assert.equal((await inProject("run", "--sandbox", "keep")).stdout.trim(), "2");
+    assert.ok(fs.statSync(path.join(project, "menv", "keep", "root.ext4")).isFile());
     const nested = path.join(project, "src");
     fs.mkdirSync(nested);
     const start = await run(["app", "one", "two"], { program: bin("msr"), cwd: nested });
@@ -339,6 +348,34 @@ test("Sandboxfile: init, add, run --sandbox NAME~SCRIPT, msr NAME, remove; bad f
     assert.match((await inProject("run", "--sandbox", "app")).stderr, /Sandboxfile:4: sandboxes\.app\.memory must be a whole number/);
   } finally {
     fs.rmSync(project, { recursive: true, force: true });
+  }
+});
+
+test("volumes: create, ls, inspect, rm; run mounts a named volume, a host directory (read-only) and a tmpfs", async () => {
+  const hostDir = fs.mkdtempSync(path.join(os.tmpdir(), "msb-cli-bind-"));
+  try {
+    fs.writeFileSync(path.join(hostDir, "in.txt"), "from the host\n");
+    assert.equal((await msb("volume", "create", "notes")).stdout, "notes\n");
+    assert.equal((await msb("volume", "create", "--quota", "16", "capped")).code, 0);
+    assertError(await msb("volume", "create", "notes"), "VOLUME_EXISTS");
+    assertError(await msb("volume", "create", "--quota", "x", "bad"), "USAGE", 2);
+    const wrote = await msb("run", "--rm", "--volume", "notes:/notes", "-v", `${hostDir}:/host:ro`, "--tmpfs", "/t:8", root, "--",
+      "sh", "-c", "cat /host/in.txt > /notes/copy && touch /host/x 2>/dev/null || echo read-only; df -k /t | tail -n 1");
+    assert.equal(wrote.code, 0, wrote.stderr);
+    assert.match(wrote.stdout, /^read-only\n\S+\s+8192\s/);
+    const read = await msb("run", "--rm", "--volume", "notes:/n:ro", root, "--", "cat", "/n/copy");
+    assert.equal(read.stdout, "from the host\n", read.stderr);
+    const listed = JSON.parse((await msb("volume", "ls", "--format", "json")).stdout) as { name: string; kind: string }[];
+    assert.deepEqual(listed.map((v) => `${v.name}:${v.kind}`), ["capped:disk", "notes:dir"]);
+    assert.match((await msb("volume", "ls")).stdout, /^capped\s+disk\s+16\.0 MiB/m);
+    const inspected = JSON.parse((await msb("volume", "inspect", "notes")).stdout) as { usage: { usedBytes: number } };
+    assert.ok(inspected.usage.usedBytes > 0);
+    assertError(await msb("run", "--rm", "--volume", "nope:/n", root, "--", "true"), "VOLUME_NOT_FOUND");
+    assertError(await msb("run", "--rm", "-v", "relative:/x", root, "--", "true"), "INVALID_OPTION");
+    assert.equal((await msb("volume", "rm", "notes", "capped")).code, 0);
+    assertError(await msb("volume", "inspect", "notes"), "VOLUME_NOT_FOUND");
+  } finally {
+    fs.rmSync(hostDir, { recursive: true, force: true });
   }
 });
 

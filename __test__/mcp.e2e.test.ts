@@ -76,6 +76,9 @@ test("an MCP client lists the tools and drives a sandbox from create to remove",
       "sandbox_remove",
       "sandbox_shell",
       "sandbox_stop",
+      "volume_create",
+      "volume_list",
+      "volume_remove",
     ]);
     const create = tools.find((t) => t.name === "sandbox_create")!;
     assert.deepEqual(create.inputSchema.required, ["image"]);
@@ -86,7 +89,18 @@ test("an MCP client lists the tools and drives a sandbox from create to remove",
     assert.equal(errorCode(await call(client, "sandbox_exec", { name: "nobody", command: "true" })), "SANDBOX_NOT_FOUND");
     assert.equal((await call(client, "sandbox_create", { image: root, cpus: "many" })).isError, true);
 
-    const created = await ok(client, "sandbox_create", { name: "agent", image: root, memoryMib: 256, env: { ROLE: "agent" } });
+    const volume = await ok(client, "volume_create", { name: "agent-data" });
+    assert.deepEqual([volume.name, volume.kind], ["agent-data", "dir"]);
+    assert.equal(errorCode(await call(client, "volume_create", { name: "agent-data" })), "VOLUME_EXISTS");
+    const created = await ok(client, "sandbox_create", {
+      name: "agent",
+      image: root,
+      memoryMib: 256,
+      env: { ROLE: "agent" },
+      volumes: { "/data": { named: "agent-data" } },
+    });
+    assert.equal((await ok(client, "sandbox_shell", { name: "agent", script: "echo kept > /data/f && cat /data/f" })).stdout, "kept\n");
+    assert.equal(errorCode(await call(client, "volume_remove", { name: "agent-data" })), "VOLUME_IN_USE");
     assert.equal(created.name, "agent");
     assert.equal(typeof (created.boot as { vmPid: number }).vmPid, "number");
 
@@ -141,6 +155,10 @@ test("an MCP client lists the tools and drives a sandbox from create to remove",
     assert.equal(errorCode(await call(client, "sandbox_exec", { name: "agent", command: "true" })), "SANDBOX_NOT_RUNNING");
     assert.equal((await ok(client, "sandbox_remove", { name: "agent" })).removed, true);
     assert.deepEqual((await ok(client, "sandbox_list", {})).sandboxes, []);
+    const volumes = (await ok(client, "volume_list", {})).volumes as { name: string; usage: { usedBytes: number } }[];
+    assert.deepEqual(volumes.map((v) => v.name), ["agent-data"]);
+    assert.equal((await ok(client, "volume_remove", { name: "agent-data" })).removed, "agent-data");
+    assert.deepEqual((await ok(client, "volume_list", {})).volumes, []);
   } finally {
     await client.close();
     // A detached sandbox outlives the server: a failed step must not leave it running.

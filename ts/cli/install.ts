@@ -40,7 +40,8 @@ const quote = (text: string) => `'${text.replace(/'/g, `'\\''`)}'`;
 function launcher(context: CliContext, installed: Installed): string {
   // A directory image is found from wherever the command is run.
   const image = /^\.\.?\//.test(installed.image) ? path.resolve(context.cwd, installed.image) : installed.image;
-  const run = installed.tmp ? ["run", "--rm"] : ["run", "--name", installed.command, "--reuse"];
+  // A command's own sandbox keeps its root's changes between runs (persistent).
+  const run = installed.tmp ? ["run", "--rm"] : ["run", "--name", installed.command, "--reuse", "--persistent"];
   const argv = [process.execPath, path.join(__dirname, "main.js"), ...run, image, "--"].map(quote).join(" ");
   return [
     "#!/bin/sh",

@@ -15,6 +15,7 @@ import { registerInstall } from "./install";
 import { registerProject } from "./project";
 import { registerRun } from "./run";
 import { registerSandboxes } from "./sandboxes";
+import { registerVolumes } from "./volumes";
 import { msi, msr, msx } from "./shortcuts";
 
 function version(): string {
@@ -53,6 +54,7 @@ function program(context: CliContext, setStatus: (status: number) => void): Comm
   registerRun(root, context, setStatus);
   registerSandboxes(root, context, setStatus);
   registerImages(root, context);
+  registerVolumes(root, context);
   registerInstall(root, context);
   registerProject(root, context);
   root

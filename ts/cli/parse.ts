@@ -3,7 +3,9 @@
 // parser: a malformed value is a usage error (exit 2) before anything runs.
 import { InvalidArgumentError, Option } from "commander";
 
-import type { SecretEnv } from "../index";
+import * as path from "node:path";
+
+import type { SecretEnv, VolumeMount } from "../index";
 
 /** A whole number of at least `min`. */
 export function integer(min: number): (value: string) => number {
@@ -80,4 +82,38 @@ export function networkPolicy(value: string): "public-only" | "allow-all" | "non
 /** `--format table|json`, table by default. */
 export function formatOption(): Option {
   return new Option("--format <format>", "table or json").choices(["table", "json"]).default("table");
+}
+
+/** `SOURCE:GUEST[:ro]` split; the guest path is absolute. */
+function mountParts(value: string, what: string): { source: string; guest: string; readonly: boolean } {
+  const parts = value.split(":");
+  const readonly = parts.length === 3 && parts[2] === "ro";
+  if (parts.length === 3 && !readonly && parts[2] !== "rw") throw new InvalidArgumentError(`expected ${what}:GUEST[:ro]`);
+  if (parts.length < 2 || parts.length > 3 || parts[0] === "" || !parts[1].startsWith("/")) {
+    throw new InvalidArgumentError(`expected ${what}:GUEST[:ro] with an absolute GUEST path`);
+  }
+  return { source: parts[0], guest: parts[1], readonly };
+}
+
+/** `-v HOST:GUEST[:ro]`: a bind mount of a host directory (relative to `cwd`), added to `previous`. */
+export function bindMount(cwd: string) {
+  return (value: string, previous: Record<string, VolumeMount> = {}): Record<string, VolumeMount> => {
+    const { source, guest, readonly } = mountParts(value, "HOST");
+    return { ...previous, [guest]: { bind: path.resolve(cwd, source), readonly } };
+  };
+}
+
+/** `--volume NAME:GUEST[:ro]`: a named volume, added to `previous`. */
+export function namedMount(value: string, previous: Record<string, VolumeMount> = {}): Record<string, VolumeMount> {
+  const { source, guest, readonly } = mountParts(value, "NAME");
+  return { ...previous, [guest]: { named: source, readonly } };
+}
+
+/** `--tmpfs GUEST[:SIZE_MIB]`: a tmpfs mount, added to `previous`. */
+export function tmpfsMount(value: string, previous: Record<string, VolumeMount> = {}): Record<string, VolumeMount> {
+  const [guest, size, ...extra] = value.split(":");
+  if (!guest.startsWith("/") || extra.length > 0 || (size !== undefined && !/^\d+$/.test(size))) {
+    throw new InvalidArgumentError("expected GUEST[:SIZE_MIB] with an absolute GUEST path");
+  }
+  return { ...previous, [guest]: { tmpfs: size === undefined ? {} : { sizeMib: Number(size) } } };
 }

@@ -29,6 +29,13 @@ function executable(body: string): string {
   return body.startsWith("#!") ? body : `#!/bin/sh\n${body}\n`;
 }
 
+/** The persistent root of project sandbox `name`: `menv/NAME/root.ext4` next to the Sandboxfile (its directory made here). */
+function menvRoot(projectDir: string, name: string): string {
+  const dir = path.join(projectDir, "menv", name);
+  fs.mkdirSync(dir, { recursive: true });
+  return path.join(dir, "root.ext4");
+}
+
 /** Resolves `NAME[~SCRIPT]` (script `start` by default) against the project `cwd` is in. */
 export function resolveProjectRun(spec: string, cwd: string): ProjectRun {
   const tilde = spec.indexOf("~");
@@ -56,6 +63,9 @@ export function resolveProjectRun(spec: string, cwd: string): ProjectRun {
     ...(sandbox.ports && { ports: sandbox.ports }),
     ...(sandbox.network !== undefined && { network: { policy: sandbox.network } }),
     scripts: Object.fromEntries(Object.entries(sandbox.scripts).map(([k, v]) => [k, executable(v)])),
+    // File changes persist in the project, under ./menv/NAME, from run to run.
+    persistent: true,
+    rootfsPath: menvRoot(path.dirname(project.file), name),
   };
   return { name, options, command: [`${SCRIPTS_DIR}/${script}`] };
 }

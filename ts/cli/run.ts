@@ -4,13 +4,13 @@ import * as os from "node:os";
 
 import { Command, Option } from "commander";
 
-import { Sandbox, type ExecOptions, type SandboxOptions, type SecretEnv } from "../index";
+import { Sandbox, type ExecOptions, type SandboxOptions, type SecretEnv, type VolumeMount } from "../index";
 import { attach, FORWARDED, terminalSize } from "./attach";
 import type { CliContext } from "./context";
 import { UsageError } from "./errors";
 import { pullProgress, registryFrom, registryOptions, type RegistryFlags } from "./images";
 import { resolveProjectRun } from "./project";
-import { envPair, integer, networkPolicy, portPair, secretPair } from "./parse";
+import { bindMount, envPair, integer, namedMount, networkPolicy, portPair, secretPair, tmpfsMount } from "./parse";
 
 /** The shell of `msb shell` and of `msb run` without a command. */
 const DEFAULT_SHELL = "/bin/sh";
@@ -30,6 +30,11 @@ interface RunFlags extends RegistryFlags {
   tty?: boolean;
   sandbox?: string;
   reuse?: boolean;
+  bind?: Record<string, VolumeMount>;
+  volume?: Record<string, VolumeMount>;
+  tmpfs?: Record<string, VolumeMount>;
+  persistent?: boolean;
+  rootfsSize?: number;
 }
 
 interface ExecFlags {
@@ -144,6 +149,11 @@ async function run(context: CliContext, image: string | undefined, rest: string[
     ...(flags.secret && { secretEnv: flags.secret }),
     ...(flags.workdir !== undefined && { workdir: flags.workdir }),
     ...(registryFrom(flags) && { registry: registryFrom(flags) }),
+    ...((flags.bind || flags.volume || flags.tmpfs) && {
+      volumes: { ...options.volumes, ...flags.bind, ...flags.volume, ...flags.tmpfs },
+    }),
+    ...(flags.persistent && { persistent: true }),
+    ...(flags.rootfsSize !== undefined && { rootfsSizeMib: flags.rootfsSize }),
     detached,
   };
 
@@ -211,6 +221,11 @@ export function registerRun(program: Command, context: CliContext, setStatus: (s
         secretPair(context.env),
       )
       .option("-w, --workdir <dir>", "where processes start")
+      .option("-v, --bind <host:guest[:ro]>", "mount a host directory at GUEST, read-only with :ro (repeatable)", bindMount(context.cwd))
+      .option("--volume <name:guest[:ro]>", "mount the named volume NAME at GUEST, read-only with :ro (repeatable)", namedMount)
+      .option("--tmpfs <guest[:mib]>", "a tmpfs of MIB MiB (default 64) at GUEST (repeatable)", tmpfsMount)
+      .option("--persistent", "keep the root's changes for the next sandbox of this --name")
+      .option("--rootfs-size <mib>", "size of a persistent root's disk in MiB (default 4096)", integer(64))
       .option("--rm", "keep nothing: the sandbox ends with this command (and with this CLI)")
       .option("-i, --interactive", "forward stdin to the command")
       .option("-t, --tty", "run the command on a pseudo-terminal")

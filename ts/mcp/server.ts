@@ -28,6 +28,7 @@ import {
   type NetworkOptions,
   type SandboxOptions,
   type SecretEnv,
+  Volume,
 } from "../index";
 
 declare global {
@@ -222,6 +223,19 @@ export function createMcpServer(version: string): McpServer {
           .optional()
           .describe(`stop after this long idle (default ${DEFAULT_IDLE_TIMEOUT_MS}; null: never)`),
         maxLifetimeMs: z.number().int().min(1000).optional(),
+        volumes: z
+          .record(
+            z.string(),
+            z.union([
+              z.strictObject({ named: z.string(), readonly: z.boolean().optional() }),
+              z.strictObject({ bind: z.string(), readonly: z.boolean().optional() }),
+              z.strictObject({ tmpfs: z.strictObject({ sizeMib: z.number().int().min(1).optional() }) }),
+            ]),
+          )
+          .optional()
+          .describe('by absolute guest path: { named: VOLUME, readonly? } (see volume_create), { bind: HOST_DIR, readonly? } or { tmpfs: { sizeMib? } }'),
+        persistent: z.boolean().optional().describe("keep the root's changes for the next sandbox of this name"),
+        rootfsSizeMib: z.number().int().min(64).optional().describe("size of a persistent root in MiB (default 4096)"),
       },
     },
     (args) =>
@@ -420,6 +434,45 @@ export function createMcpServer(version: string): McpServer {
 
   server.registerTool("image_list", { description: "List the cached images.", inputSchema: {} }, () =>
     guarded(async () => ({ images: await Image.list() })),
+  );
+
+  const volumeInfo = async (volume: Volume) => ({
+    name: volume.name,
+    kind: volume.kind,
+    quotaMib: volume.quotaMib ?? null,
+    createdAt: volume.createdAt.toISOString(),
+    usage: await volume.usage(),
+  });
+
+  server.registerTool(
+    "volume_create",
+    {
+      description:
+        "Create a named volume that sandboxes mount with volumes: { '/path': { named } }. Without quotaMib a directory any number of sandboxes share; with quotaMib a disk capped at that size, mounted by one sandbox at a time.",
+      inputSchema: {
+        name: z.string().describe("the volume's name"),
+        quotaMib: z.number().int().min(16).optional().describe("cap in MiB (makes a disk volume)"),
+        kind: z.enum(["dir", "disk"]).optional(),
+      },
+    },
+    (args) => guarded(async () => volumeInfo(await Volume.create(args))),
+  );
+
+  server.registerTool("volume_list", { description: "List the named volumes, with their use of the host's disk.", inputSchema: {} }, () =>
+    guarded(async () => ({ volumes: await Promise.all((await Volume.list()).map(volumeInfo)) })),
+  );
+
+  server.registerTool(
+    "volume_remove",
+    {
+      description: "Delete a volume and its contents (refused with VOLUME_IN_USE while a running sandbox mounts it).",
+      inputSchema: { name: z.string().describe("the volume's name") },
+    },
+    (args) =>
+      guarded(async () => {
+        await Volume.remove(args.name);
+        return { removed: args.name };
+      }),
   );
 
   return server;
