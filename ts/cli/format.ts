@@ -1,15 +1,17 @@
 // Human output: aligned columns, sizes, ages. Machine output is JSON, written
 // by the verbs themselves.
+import Table from "cli-table3";
 
-/** Rows under a header, each column padded to its widest cell, two spaces apart. */
+/** Rows under a header in aligned columns, two spaces apart, without borders (cli-table3). */
 export function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i])))
-      .join("  ")
-      .trimEnd();
-  return [line(header), ...rows.map(line)].join("\n") + "\n";
+  const none = {
+    top: "", "top-mid": "", "top-left": "", "top-right": "",
+    bottom: "", "bottom-mid": "", "bottom-left": "", "bottom-right": "",
+    left: "", "left-mid": "", mid: "", "mid-mid": "", right: "", "right-mid": "", middle: "  ",
+  };
+  const grid = new Table({ head: header, chars: none, style: { head: [], border: [], "padding-left": 0, "padding-right": 0 } });
+  grid.push(...rows.map((row) => header.map((_, i) => row[i] ?? "")));
+  return grid.toString().split("\n").map((line) => line.trimEnd()).join("\n") + "\n";
 }
 
 /** Bytes in the largest binary unit that keeps the number at least 1 (`1.5 MiB`). */
