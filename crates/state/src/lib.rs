@@ -303,13 +303,7 @@ impl State {
     pub fn put_image(&mut self, image: &ImageRecord) -> Result<()> {
         // IMMEDIATE: take the write lock up front, so two writers wait for each
         // other (busy timeout) instead of failing on a read-to-write upgrade.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| StateError {
-                path: self.path.clone(),
-                source: e,
-            })?;
+        let tx = begin_immediate(&mut self.conn, &self.path)?;
         let result = (|| {
             tx.execute(
                 "INSERT INTO images (reference, manifest_digest, config_digest, config_json, size, pulled_at)
@@ -557,14 +551,7 @@ impl State {
     }
 
     pub fn volume(&self, name: &str) -> Result<Option<VolumeRecord>> {
-        self.conn
-            .query_row(
-                "SELECT name, kind, quota_mib, created_at_ms FROM volumes WHERE name = ?1",
-                params![name],
-                volume_from_row,
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        volume_named(&self.conn, name).map_err(|e| self.err(e))
     }
 
     pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
@@ -581,21 +568,7 @@ impl State {
 
     /// Mounts of `volume` recorded by any sandbox (live or not).
     pub fn mounts_of(&self, volume: &str) -> Result<Vec<VolumeMount>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT sandbox, volume, readonly FROM volume_mounts WHERE volume = ?1")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![volume], |row| {
-                Ok(VolumeMount {
-                    sandbox: row.get(0)?,
-                    volume: row.get(1)?,
-                    readonly: row.get(2)?,
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.err(e))
+        mounts_where(&self.conn, "volume = ?1", params![volume]).map_err(|e| self.err(e))
     }
 
     /// In one transaction (no other process's claim or volume removal in
@@ -614,44 +587,19 @@ impl State {
             &[VolumeMount],
         ) -> std::result::Result<(), E>,
     ) -> Result<std::result::Result<(), E>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| StateError {
-                path: self.path.clone(),
-                source: e,
-            })?;
+        let tx = begin_immediate(&mut self.conn, &self.path)?;
         let wrap = |source| StateError {
             path: self.path.clone(),
             source,
         };
         for mount in mounts {
-            let volume = tx
-                .query_row(
-                    "SELECT name, kind, quota_mib, created_at_ms FROM volumes WHERE name = ?1",
-                    params![mount.volume],
-                    volume_from_row,
-                )
-                .optional()
-                .map_err(wrap)?;
-            let others: Vec<VolumeMount> = {
-                let mut stmt = tx
-                    .prepare(
-                        "SELECT sandbox, volume, readonly FROM volume_mounts
-                         WHERE volume = ?1 AND sandbox != ?2",
-                    )
-                    .map_err(wrap)?;
-                let rows = stmt
-                    .query_map(params![mount.volume, sandbox], |row| {
-                        Ok(VolumeMount {
-                            sandbox: row.get(0)?,
-                            volume: row.get(1)?,
-                            readonly: row.get(2)?,
-                        })
-                    })
-                    .map_err(wrap)?;
-                rows.collect::<rusqlite::Result<_>>().map_err(wrap)?
-            };
+            let volume = volume_named(&tx, &mount.volume).map_err(wrap)?;
+            let others = mounts_where(
+                &tx,
+                "volume = ?1 AND sandbox != ?2",
+                params![mount.volume, sandbox],
+            )
+            .map_err(wrap)?;
             if let Err(refused) = admit(volume.as_ref(), mount, &others) {
                 return Ok(Err(refused));
             }
@@ -685,36 +633,11 @@ impl State {
             path: path.clone(),
             source,
         };
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(wrap)?;
-        let Some(volume) = tx
-            .query_row(
-                "SELECT name, kind, quota_mib, created_at_ms FROM volumes WHERE name = ?1",
-                params![name],
-                volume_from_row,
-            )
-            .optional()
-            .map_err(wrap)?
-        else {
+        let tx = begin_immediate(&mut self.conn, &self.path)?;
+        let Some(volume) = volume_named(&tx, name).map_err(wrap)? else {
             return Ok(None);
         };
-        let mounts: Vec<VolumeMount> = {
-            let mut stmt = tx
-                .prepare("SELECT sandbox, volume, readonly FROM volume_mounts WHERE volume = ?1")
-                .map_err(wrap)?;
-            let rows = stmt
-                .query_map(params![name], |row| {
-                    Ok(VolumeMount {
-                        sandbox: row.get(0)?,
-                        volume: row.get(1)?,
-                        readonly: row.get(2)?,
-                    })
-                })
-                .map_err(wrap)?;
-            rows.collect::<rusqlite::Result<_>>().map_err(wrap)?
-        };
+        let mounts = mounts_where(&tx, "volume = ?1", params![name]).map_err(wrap)?;
         if let Err(refused) = check(&mounts) {
             return Ok(Some(Err(refused)));
         }
@@ -757,6 +680,44 @@ impl State {
 
 const RUN_COLUMNS: &str = "name, status, reason, image, detached, cpus, memory_mib, created_at_ms,
     stopped_at_ms, runtime_pid, runtime_start, handle_json";
+
+/// A transaction that takes the write lock up front, so that two writers wait
+/// for each other (busy timeout) instead of failing on a read-to-write upgrade.
+fn begin_immediate<'c>(conn: &'c mut Connection, path: &str) -> Result<rusqlite::Transaction<'c>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|source| StateError {
+            path: path.to_string(),
+            source,
+        })
+}
+
+/// The volume mounts rows matching `condition` (an SQL expression over `sandbox`, `volume`).
+fn mounts_where(
+    conn: &Connection,
+    condition: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<VolumeMount>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT sandbox, volume, readonly FROM volume_mounts WHERE {condition}"
+    ))?;
+    let rows = stmt.query_map(params, |row| {
+        Ok(VolumeMount {
+            sandbox: row.get(0)?,
+            volume: row.get(1)?,
+            readonly: row.get(2)?,
+        })
+    })?;
+    rows.collect()
+}
+
+fn volume_named(conn: &Connection, name: &str) -> rusqlite::Result<Option<VolumeRecord>> {
+    conn.query_row(
+        "SELECT name, kind, quota_mib, created_at_ms FROM volumes WHERE name = ?1",
+        params![name],
+        volume_from_row,
+    )
+    .optional()
+}
 
 fn volume_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VolumeRecord> {
     Ok(VolumeRecord {

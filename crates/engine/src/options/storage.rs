@@ -179,17 +179,23 @@ fn normalize_guest_path(field: &str, path: &str) -> Result<String, InvalidOption
     Ok(normalized)
 }
 
-/// Like patches' host paths: absolute, or `./` / `../` from the current directory.
-fn bind_source(field: &str, source: &str) -> Result<PathBuf, InvalidOption> {
-    let relative = source.starts_with("./") || source.starts_with("../") || source == ".";
-    if !source.starts_with('/') && !relative {
+/// Like patches' host paths: absolute, or `./` / `../` (or `.`) from the
+/// current directory; made absolute.
+fn host_path(field: &str, path: &str) -> Result<PathBuf, InvalidOption> {
+    let relative = path.starts_with("./") || path.starts_with("../") || path == ".";
+    if !path.starts_with('/') && !relative {
         return Err(InvalidOption::new(
             field,
-            format!("{source:?}: a host path is absolute or starts with ./ or ../"),
+            format!("{path:?}: a host path is absolute or starts with ./ or ../"),
         ));
     }
-    let absolute = std::path::absolute(Path::new(source))
-        .map_err(|e| InvalidOption::new(field, format!("cannot resolve {source}: {e}")))?;
+    std::path::absolute(Path::new(path))
+        .map_err(|e| InvalidOption::new(field, format!("cannot resolve {path}: {e}")))
+}
+
+/// A bind mount's source: an existing host directory.
+fn bind_source(field: &str, source: &str) -> Result<PathBuf, InvalidOption> {
+    let absolute = host_path(field, source)?;
     match std::fs::metadata(&absolute) {
         Ok(meta) if meta.is_dir() => Ok(absolute),
         Ok(_) => Err(InvalidOption::new(
@@ -254,15 +260,7 @@ pub fn validate_persistent(
 /// `rootfsPath`: a file (made on first use) in an existing host directory.
 fn root_disk_path(path: &str) -> Result<PathBuf, InvalidOption> {
     let field = "rootfsPath";
-    let relative = path.starts_with("./") || path.starts_with("../");
-    if !path.starts_with('/') && !relative {
-        return Err(InvalidOption::new(
-            field,
-            format!("{path:?}: a host path is absolute or starts with ./ or ../"),
-        ));
-    }
-    let absolute = std::path::absolute(Path::new(path))
-        .map_err(|e| InvalidOption::new(field, format!("cannot resolve {path}: {e}")))?;
+    let absolute = host_path(field, path)?;
     let parent_is_dir = absolute.parent().is_some_and(Path::is_dir);
     if !parent_is_dir {
         return Err(InvalidOption::new(
