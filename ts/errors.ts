@@ -130,6 +130,21 @@ export class ExecFailedError extends MicrosandboxError {
   }
 }
 
+/**
+ * The interpreter of a `PythonSandbox` or `NodeSandbox` could not
+ * be started (the image lacks a working `python3` or `node`), or it died or
+ * broke the driver protocol during a run (the user's code called `os._exit`,
+ * wrote to the driver's private channel, ...). It was killed; the sandbox runs
+ * on, and the next run starts a fresh interpreter, without the old state. The
+ * code is `EXEC_FAILED`, as for any process that failed.
+ */
+export class InterpreterFailedError extends ExecFailedError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message);
+    if (options && "cause" in options) this.cause = options.cause;
+  }
+}
+
 /** A script or patch could not be applied in the guest; `field` names it. The sandbox was stopped. */
 export class PatchFailedError extends MicrosandboxError {
   /** The script or patch at fault, e.g. `"patches[2]"`. */
