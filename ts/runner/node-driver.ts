@@ -21,6 +21,7 @@ export const NODE_DRIVER = String.raw`
 (function driver() {
 "use strict";
 const fs = require("node:fs");
+const net = require("node:net");
 const util = require("node:util");
 const vm = require("node:vm");
 const { Writable } = require("node:stream");
@@ -29,28 +30,89 @@ const { createRequire } = require("node:module");
 
 const CHUNK = 256 * 1024;
 const MAX_TEXT = 1024 * 1024;
-const REPLIES = 3;
 const REQUESTS = 4;
 
-// Shared with the pump thread: [0] the reply lock, [1] the current run's id,
-// [2] 1 while the main thread waits for the pipes to be drained.
-const shared = new Int32Array(new SharedArrayBuffer(12));
-
-function lock() {
-  while (Atomics.compareExchange(shared, 0, 0, 1) !== 0) Atomics.wait(shared, 0, 1, 50);
-}
-function unlock() {
-  Atomics.store(shared, 0, 0);
-  Atomics.notify(shared, 0, 1);
-}
-function send(frame) {
-  const line = Buffer.from(JSON.stringify(frame) + "\n");
-  lock();
-  try {
-    for (let off = 0; off < line.length; ) off += fs.writeSync(REPLIES, line, off);
-  } finally {
-    unlock();
+// The reply channel, fd 3, as both threads use it. Stringified for the pump
+// thread, so it closes over nothing but its arguments.
+function channel(fs, shared, readers, CHUNK) {
+  // shared[0]: the reply lock, held to write a frame and by a reader from
+  // reading a chunk to sending it; shared[1]: the current run's id.
+  const buffer = Buffer.alloc(CHUNK);
+  function locked(f) {
+    while (Atomics.compareExchange(shared, 0, 0, 1) !== 0) Atomics.wait(shared, 0, 1, 50);
+    try {
+      return f();
+    } finally {
+      Atomics.store(shared, 0, 0);
+      Atomics.notify(shared, 0, 1);
+    }
   }
+  // With the lock held.
+  function write(frame) {
+    const line = Buffer.from(JSON.stringify(frame) + "\n");
+    for (let off = 0; off < line.length; ) off += fs.writeSync(3, line, off);
+  }
+  // With the lock held: sends what FIFO i holds, at most limit bytes. An
+  // empty FIFO answers with EAGAIN, an exception, cheap without a stack.
+  function forward(i, limit) {
+    const traceLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    let total = 0;
+    try {
+      while (total < limit) {
+        let n;
+        try {
+          n = fs.readSync(readers[i], buffer, 0, Math.min(CHUNK, limit - total), null);
+        } catch (error) {
+          if (error.code === "EAGAIN") break;
+          throw error;
+        }
+        if (n === 0) break;
+        total += n;
+        write({ t: "out", id: Atomics.load(shared, 1), s: i + 1, d: buffer.toString("base64", 0, n) });
+      }
+    } finally {
+      Error.stackTraceLimit = traceLimit;
+    }
+    return total;
+  }
+  return { locked, write, forward };
+}
+
+// The pump thread forwards what reaches fd 1 and 2 by other ways than
+// process.stdout (a child process, fs.writeSync(1)): it polls the FIFOs, at
+// once while output flows, backing off to every 100 ms when idle. At the end
+// of a run the main thread drains them itself (finish()).
+function pumpMain(channel) {
+  const fs = require("node:fs");
+  const { workerData } = require("node:worker_threads");
+  const { readers, CHUNK } = workerData;
+  const ch = channel(fs, new Int32Array(workerData.shared), readers, CHUNK);
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  let idle = 1;
+  for (;;) {
+    if (ch.locked(() => ch.forward(0, CHUNK) + ch.forward(1, CHUNK)) > 0) {
+      idle = 1;
+    } else {
+      Atomics.wait(nap, 0, 0, idle);
+      idle = Math.min(idle * 2, 100);
+    }
+  }
+}
+
+const shared = new Int32Array(new SharedArrayBuffer(8));
+const dir = process.argv[1];
+const readers = [1, 2].map((n) => fs.openSync(dir + "/" + n, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK));
+fs.rmSync(dir, { recursive: true, force: true });
+const ch = channel(fs, shared, readers, CHUNK);
+const pump = new Worker("(" + pumpMain.toString() + ")(" + channel.toString() + ")", {
+  eval: true,
+  workerData: { shared: shared.buffer, readers, CHUNK },
+});
+pump.unref();
+
+function send(frame) {
+  ch.locked(() => ch.write(frame));
 }
 function sendOutput(stream, data) {
   for (let off = 0; off < data.length; off += CHUNK) {
@@ -59,74 +121,14 @@ function sendOutput(stream, data) {
   }
 }
 
-// The pump thread forwards what reaches fd 1 and 2 by other ways than
-// process.stdout (a child process, fs.writeSync(1)): it polls the FIFOs,
-// and drains them when the main thread asks, at the end of each run.
-const dir = process.argv[1];
-const readers = [1, 2].map((n) => fs.openSync(dir + "/" + n, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK));
-fs.rmSync(dir, { recursive: true, force: true });
-function pumpMain() {
-  const fs = require("node:fs");
-  const { workerData } = require("node:worker_threads");
-  const { readers, CHUNK } = workerData;
-  const shared = new Int32Array(workerData.shared);
-  const buffer = Buffer.alloc(CHUNK);
-  function send(frame) {
-    const line = Buffer.from(JSON.stringify(frame) + "\n");
-    while (Atomics.compareExchange(shared, 0, 0, 1) !== 0) Atomics.wait(shared, 0, 1, 50);
-    try {
-      for (let off = 0; off < line.length; ) off += fs.writeSync(3, line, off);
-    } finally {
-      Atomics.store(shared, 0, 0);
-      Atomics.notify(shared, 0, 1);
-    }
-  }
-  function forward(fd, stream, limit) {
-    let total = 0;
-    while (total < limit) {
-      let n;
-      try {
-        n = fs.readSync(fd, buffer, 0, Math.min(CHUNK, limit - total), null);
-      } catch (error) {
-        if (error.code === "EAGAIN") break;
-        throw error;
-      }
-      if (n === 0) break;
-      total += n;
-      send({ t: "out", id: Atomics.load(shared, 1), s: stream, d: buffer.toString("base64", 0, n) });
-    }
-    return total;
-  }
-  // Polls: at once while output flows, backing off to 100 ms when idle; a
-  // drain request (shared[2] = 1) wakes it.
-  let idle = 1;
-  for (;;) {
-    const draining = Atomics.load(shared, 2) === 1;
-    let got = 0;
-    // When draining, what the run wrote is all in the FIFOs; the bound keeps a
-    // writer that never stops from holding the run open.
-    for (let i = 0; i < 2; i++) got += forward(readers[i], i + 1, draining ? 4 * 1024 * 1024 : CHUNK);
-    if (draining) {
-      Atomics.store(shared, 2, 0);
-      Atomics.notify(shared, 2);
-    } else if (got > 0) {
-      idle = 1;
-    } else {
-      Atomics.wait(shared, 2, 0, idle);
-      idle = Math.min(idle * 2, 100);
-    }
-  }
-}
-const pump = new Worker("(" + pumpMain.toString() + ")()", {
-  eval: true,
-  workerData: { shared: shared.buffer, readers, CHUNK },
-});
-pump.unref();
-
-function syncOutput() {
-  Atomics.store(shared, 2, 1);
-  Atomics.notify(shared, 2, 1);
-  Atomics.wait(shared, 2, 1, 10000);
+// Sends the rest of what reached the FIFOs, then the frames given. With the lock held
+// the pump holds nothing it has read and not sent: the FIFOs hold the rest.
+// The bound keeps a writer that never stops from holding the run open.
+function finish(frames) {
+  ch.locked(() => {
+    for (let i = 0; i < 2; i++) ch.forward(i, 4 * 1024 * 1024);
+    for (const frame of frames) ch.write(frame);
+  });
 }
 
 // What the user's code writes through process.stdout, process.stderr and
@@ -216,14 +218,13 @@ async function run(id, code) {
       exception = describe(error);
     }
   }
-  syncOutput();
-  for (const r of results) send({ t: "result", id, ...r });
-  send({ t: "done", id, exception });
+  finish([...results.map((r) => ({ t: "result", id, ...r })), { t: "done", id, exception }]);
 }
 
 let queue = Promise.resolve();
 let buffered = "";
-const requests = fs.createReadStream(null, { fd: REQUESTS, encoding: "utf8" });
+const requests = new net.Socket({ fd: REQUESTS, readable: true, writable: false });
+requests.setEncoding("utf8");
 requests.on("data", (chunk) => {
   buffered += chunk;
   for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
@@ -236,7 +237,6 @@ requests.on("end", () => process.exit(0));
 
 // What the process wrote before the first run (a warning of node's own) is
 // drained, and dropped by the host, before the first run can claim it.
-syncOutput();
-send({ t: "ready", language: "node", version: process.versions.node, pid: process.pid });
+finish([{ t: "ready", language: "node", version: process.versions.node, pid: process.pid }]);
 })();
 `;

@@ -41,7 +41,8 @@ for f in (sys.stdout, sys.stderr):
     except Exception:
         pass
 
-reply_lock = threading.Lock()
+# Held to write a frame, and by the pump from reading a chunk to sending it.
+reply_lock = threading.RLock()
 current = [0]
 
 
@@ -57,48 +58,41 @@ def forward(fd, limit):
     """Reads what fd holds, at most limit bytes, and sends it; returns the count."""
     total = 0
     while total < limit:
-        try:
-            data = os.read(fd, min(CHUNK, limit - total))
-        except BlockingIOError:
-            break
-        if not data:
-            break
-        total += len(data)
-        send({"t": "out", "id": current[0], "s": pipes[fd], "d": base64.b64encode(data).decode()})
+        with reply_lock:
+            try:
+                data = os.read(fd, min(CHUNK, limit - total))
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            total += len(data)
+            send({"t": "out", "id": current[0], "s": pipes[fd], "d": base64.b64encode(data).decode()})
     return total
-
-
-sync_r, sync_w = os.pipe()
-synced = threading.Event()
 
 
 def pump():
     # SIGINT is for the main thread, which runs the user's code.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     while True:
-        ready, _, _ = select.select(list(pipes) + [sync_r], [], [])
-        if sync_r in ready:
-            os.read(sync_r, 64)
-            # Everything the run wrote is in the pipes now: forward exactly that
-            # much, so that a writer that never stops cannot hold the run open.
-            for fd in pipes:
-                pending = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
-                forward(fd, int.from_bytes(pending, sys.byteorder))
-            synced.set()
-            continue
+        ready, _, _ = select.select(list(pipes), [], [])
         for fd in ready:
             forward(fd, CHUNK)
 
 
 def sync_output():
+    """Sends the rest of what the run wrote to fd 1 and 2, before its results and end."""
     for f in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
             f.flush()
         except Exception:
             pass
-    synced.clear()
-    os.write(sync_w, b"s")
-    synced.wait(10)
+    # With the lock held the pump holds nothing it has read and not sent: the
+    # pipes hold the rest. Exactly that much is forwarded, so that a writer
+    # that never stops (a thread, a child) cannot hold the run open.
+    with reply_lock:
+        for fd in pipes:
+            pending = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+            forward(fd, int.from_bytes(pending, sys.byteorder))
 
 
 results = []
