@@ -7,7 +7,7 @@
 /** Source of the Python driver (Python 3.8 or later, standard library only). */
 export const PYTHON_DRIVER = String.raw`
 import ast, base64, builtins, fcntl, importlib.abc, importlib.util, io, json, linecache
-import os, select, signal, sys, termios, threading, traceback
+import os, select, signal, sys, termios, threading, traceback, types
 
 CHUNK = 256 * 1024
 MAX_TEXT = 1024 * 1024
@@ -199,7 +199,14 @@ def on_sigint(signum, frame):
 
 signal.signal(signal.SIGINT, on_sigint)
 
-namespace = {"__name__": "__main__", "__builtins__": builtins, "display": display}
+# The user's code runs in a module of its own that is __main__ (as IPython
+# does), so that pickle and multiprocessing find what it defines; the driver's
+# functions keep their own globals.
+main_module = types.ModuleType("__main__")
+main_module.__builtins__ = builtins
+main_module.display = display
+sys.modules["__main__"] = main_module
+namespace = main_module.__dict__
 
 
 def user_traceback(tb):

@@ -39,7 +39,8 @@ export type CodeSandboxOptions = Omit<SandboxOptions, "image"> & {
 /** Options of {@link CodeSandbox.run}. */
 export interface RunOptions {
   /**
-   * Milliseconds; when they pass the run is interrupted (SIGINT: Python's
+   * Milliseconds from the run's start (time queued behind other runs not
+   * counted); when they pass the run is interrupted (SIGINT: Python's
    * KeyboardInterrupt, Node's breakOnSigint) and resolves with status
    * "timeout". The interpreter and its state live on, unless the snippet
    * ignores the interrupt for 5 s: then it is killed
@@ -239,9 +240,10 @@ export class CodeSandbox extends Sandbox {
 
   /** The error a lost interpreter becomes: the sandbox's own when it is gone, else InterpreterFailedError. */
   #failure(err: unknown, what: string): Error {
+    // The exec's own error says best why the sandbox is gone (GuestProtocolError, ...).
+    if (err instanceof InterpreterLost && err.streamError instanceof MicrosandboxError) return err.streamError;
     if (this.#stopped || !this.running) return this.#notRunning();
     if (err instanceof InterpreterLost) {
-      if (err.streamError instanceof MicrosandboxError) return err.streamError;
       return new InterpreterFailedError(`the ${this.#language.name} interpreter ${what}: ${err.message}`, { cause: err });
     }
     return err as Error;
