@@ -1,10 +1,10 @@
-// The Python driver: the program the host writes into the guest and starts
-// with `python3 <file>` to keep one interpreter alive across runs. Its protocol
-// is in ./protocol.ts. Kept as a string (String.raw: no escapes are processed,
-// so the source must hold neither a backtick nor a dollar sign before a brace);
-// __test__/runner.unit.test.ts runs it on the host.
+// The Python driver: the program the host starts in the guest with
+// `python3 -c` to keep one interpreter alive across runs. Its protocol is in
+// ./protocol.ts. Kept as a string (String.raw: no escapes are processed, so
+// the source must hold neither a backtick nor a dollar sign before a brace);
+// __test__/runner.e2e.test.ts runs it in a VM.
 
-/** Source of the Python driver (Python 3.8 or later, standard library only). */
+/** Source of the Python driver (Python 3.8 or later, standard library only; run on 3.8 to 3.13). */
 export const PYTHON_DRIVER = String.raw`
 import ast, base64, builtins, fcntl, importlib.abc, importlib.util, io, json, linecache
 import os, select, signal, sys, termios, threading, traceback, types
