@@ -162,9 +162,24 @@ describe("PythonSandbox", () => {
   });
 
   test("restart() gives a fresh interpreter", async () => {
+    await sb.run("before_restart = 1");
     await sb.restart();
-    const exec = await sb.run("count");
+    const exec = await sb.run("before_restart");
     assert.equal(exec.exception?.name, "NameError");
+  });
+
+  test("a snippet that ignores the interrupt is killed after 5 s, and the next run starts afresh", async () => {
+    await sb.run("kept = 1");
+    const started = Date.now();
+    const exec = await sb.run("import time\nwhile True:\n    try:\n        time.sleep(10)\n    except KeyboardInterrupt:\n        pass", {
+      timeout: 1000,
+    });
+    assert.equal(exec.status, "timeout");
+    assert.equal(exec.interpreterKilled, true);
+    const took = Date.now() - started;
+    assert.ok(took >= 6000 && took < 15000, `timeout + grace, not more (${took} ms)`);
+    assert.equal((await sb.run("kept")).exception?.name, "NameError");
+    assert.equal((await sb.run("6 * 7")).value, "42");
   });
 
   test("garbage on the driver's channel kills the interpreter, not the sandbox", async () => {
