@@ -84,8 +84,11 @@ const NODE: Language = {
 const READY_TIMEOUT_MS = 60_000;
 /** How long an interrupted run may take to stop before its interpreter is killed. */
 const INTERRUPT_GRACE_MS = 5_000;
-/** What a result costs against `maxOutputBytes` besides its data. */
-const RESULT_OVERHEAD = 64;
+/**
+ * What a result costs against `maxOutputBytes` besides its data: enough that
+ * a guest sending empty results cannot make the host keep millions of objects.
+ */
+const RESULT_OVERHEAD = 1024;
 
 const runOptionKinds: Record<keyof RunOptions, string> = {
   timeout: "number",
