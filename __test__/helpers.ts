@@ -25,6 +25,11 @@ export function pythonRoot(): string {
   return buildRoot("rootfs-debian-python.sh");
 }
 
+/** A Debian 12 minbase root with python3, nodejs and python3-matplotlib: PythonSandbox and NodeSandbox. */
+export function runnerRoot(): string {
+  return buildRoot("rootfs-debian-runner.sh");
+}
+
 /**
  * Points the engine at a fresh MSB_HOME for this test file, so that what its
  * sandboxes leave behind (processes, files) can be told apart from others'.

@@ -160,9 +160,24 @@ export class ExecFailedError extends MicrosandboxError {
   /** The guest's error number, when a system call failed. */
   readonly errno: number | undefined;
 
-  constructor(message: string, errno?: number) {
-    super("EXEC_FAILED", message);
+  constructor(message: string, errno?: number, code: "EXEC_FAILED" | "INTERPRETER_FAILED" = "EXEC_FAILED") {
+    super(code, message);
     this.errno = errno;
+  }
+}
+
+/**
+ * The interpreter of a `PythonSandbox` or `NodeSandbox` could not
+ * be started (the image lacks a working `python3` or `node`), or it died or
+ * broke the driver protocol during a run (the user's code called `os._exit`,
+ * wrote to the driver's private channel, ...). It was killed; the sandbox runs
+ * on, and the next run starts a fresh interpreter, without the old state.
+ * Code `INTERPRETER_FAILED`; an {@link ExecFailedError}, as a process that failed.
+ */
+export class InterpreterFailedError extends ExecFailedError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, undefined, "INTERPRETER_FAILED");
+    if (options && "cause" in options) this.cause = options.cause;
   }
 }
 

@@ -13,6 +13,15 @@ export {
   type StopStatus,
   type ExecConfig,
 } from "./sandbox";
+export {
+  CodeSandbox,
+  PythonSandbox,
+  NodeSandbox,
+  type CodeSandboxOptions,
+  type RunOptions,
+} from "./runner/sandboxes";
+export { Execution, type ExecutionStatus } from "./runner/execution";
+export type { ExecutionException, ExecutionResult } from "./runner/protocol";
 export { CreateSession, type PullProgress } from "./progress";
 export { SandboxBuilder, MountBuilder } from "./builder";
 export { isInstalled, install } from "./install";
@@ -69,6 +78,7 @@ export {
   CommandNotFoundError,
   UserNotFoundError,
   ExecFailedError,
+  InterpreterFailedError,
   ExecTimeoutError,
   ExecAbortedError,
   FsError,

@@ -239,8 +239,20 @@ export class Sandbox implements AsyncDisposable {
   readonly #native: Native.NativeSandbox;
   #fs: SandboxFs | undefined;
 
-  private constructor(handle: Native.NativeSandbox) {
-    this.#native = handle;
+  /**
+   * Wraps the addon's handle, or takes over another Sandbox object's (a
+   * subclass's `create` boots a plain Sandbox, then adopts it).
+   *
+   * @internal
+   */
+  protected constructor(handle: Native.NativeSandbox | Sandbox) {
+    if (handle instanceof Sandbox) {
+      this.#native = handle.#native;
+      // The adopting object is the one its owner holds and stops.
+      if (unstopped.delete(handle)) unstopped.add(this);
+    } else {
+      this.#native = handle;
+    }
   }
 
   /**

@@ -67,6 +67,9 @@ macro_rules! for_each_error_code {
             #[doc = "The caller's AbortSignal killed the process. Raised by the TypeScript"]
             #[doc = "layer, which owns the signal; listed here so that the list is whole."]
             ExecAborted = "EXEC_ABORTED",
+            #[doc = "The interpreter of a PythonSandbox or NodeSandbox failed to start, died or broke its"]
+            #[doc = "driver protocol. Raised by the TypeScript code runner; listed here so that the list is whole."]
+            InterpreterFailed = "INTERPRETER_FAILED",
             #[doc = "The guest path does not exist."]
             FsNotFound = "FS_NOT_FOUND",
             #[doc = "The guest refused the access."]
@@ -724,6 +727,6 @@ mod tests {
         }
         assert_eq!(ErrorCode::InvalidOption.as_str(), "INVALID_OPTION");
         assert_eq!(ErrorCode::FsNotADirectory.as_str(), "FS_NOT_A_DIRECTORY");
-        assert_eq!(ErrorCode::ALL.len(), 38);
+        assert_eq!(ErrorCode::ALL.len(), 39);
     }
 }
