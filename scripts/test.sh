@@ -93,6 +93,14 @@ MSB_HOME=$cold_cache/demo-home scripts/demo.sh 2>&1 | tee "$cold_log" | tail -n 
 grep -Eq '^42 [0-9]+\.[0-9]+' "$cold_log" ||
     { echo "the demo printed no Python output from a cold cache (log above)" >&2; exit 1; }
 
+# The code runner's test root (Debian with python3, nodejs, matplotlib: mostly downloads and
+# unpacking) builds in the background while the CPU-bound steps below run; the end-to-end step
+# waits for it.
+runner_root_log=$(mktemp)
+scripts/rootfs-debian-runner.sh >"$runner_root_log" 2>&1 &
+runner_root_pid=$!
+trap 'kill "$runner_root_pid" 2>/dev/null || true; rm -rf -- "$cold_cache" "$cold_log" "$runner_root_log"' EXIT
+
 step "cargo fmt --check"
 cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
@@ -135,6 +143,10 @@ done
 
 step "loopback registries for the image tests"
 scripts/registry.sh start
+
+step "the code runner's test root (built in the background since the demo)"
+wait "$runner_root_pid" || { cat -- "$runner_root_log" >&2; echo "test.sh: scripts/rootfs-debian-runner.sh failed" >&2; exit 1; }
+tail -n 2 -- "$runner_root_log"
 
 step "TypeScript unit and end-to-end tests (real VMs)"
 node_tests 'dist/__test__/*.test.js'

@@ -34,10 +34,17 @@ if [ ! -f "$cached" ]; then
     make -s tinyconfig
     scripts/kconfig/merge_config.sh -m .config "$fragment" >/dev/null
     make -s olddefconfig
-    # Fail loudly when an option of the fragment did not survive (unmet dependency).
+    # Fail loudly when an option of the fragment did not survive (unmet dependency), or one it
+    # turns off is still on (selected by another).
     missing=0
     while IFS= read -r line; do
-        case "$line" in CONFIG_*) grep -qxF "$line" .config || { echo "kernel config lost: $line" >&2; missing=1; } ;; esac
+        case "$line" in
+            CONFIG_*) grep -qxF "$line" .config || { echo "kernel config lost: $line" >&2; missing=1; } ;;
+            "# CONFIG_"*" is not set")
+                option=${line#\# }
+                option=${option%% *}
+                if grep -q "^$option=" .config; then echo "kernel config: $option is still set" >&2; missing=1; fi ;;
+        esac
     done <"$fragment"
     [ "$missing" = 0 ] || exit 1
     make -s -j"$(nproc)" vmlinux
