@@ -140,6 +140,11 @@ export declare const enum ErrorCode {
    * layer, which owns the signal; listed here so that the list is whole.
    */
   ExecAborted = 'EXEC_ABORTED',
+  /**
+   * The interpreter of a PythonSandbox or NodeSandbox failed to start, died or broke its
+   * driver protocol. Raised by the TypeScript code runner; listed here so that the list is whole.
+   */
+  InterpreterFailed = 'INTERPRETER_FAILED',
   /** The guest path does not exist. */
   FsNotFound = 'FS_NOT_FOUND',
   /** The guest refused the access. */
