@@ -153,11 +153,12 @@ export class Interpreter {
 
   /**
    * Runs `code` as the next run; resolves with its exception (null when it
-   * raised none) once the driver reports it done.
+   * raised none) once the driver reports it done. Without `interruptible`
+   * the caller promises no interrupt for a timeout or a signal.
    *
    * @throws {InterpreterLost} The driver died or broke the protocol during the run.
    */
-  async run(code: string, sink: RunSink): Promise<ExecutionException | null> {
+  async run(code: string, sink: RunSink, interruptible = true): Promise<ExecutionException | null> {
     if (this.#lost) throw this.#lost;
     if (this.#inFlight) throw new Error("a run is already in flight");
     const id = ++this.#lastId;
@@ -165,7 +166,9 @@ export class Interpreter {
       this.#inFlight = { id, sink, resolve, reject };
     });
     try {
-      await this.#process.write(Buffer.from(JSON.stringify({ id, code }) + "\n"));
+      // `interruptible: false` lets a driver skip what only an interrupt needs (Node's SIGINT
+      // watchdog thread, started and joined around every run that can be broken off).
+      await this.#process.write(Buffer.from(JSON.stringify({ id, code, ...(!interruptible && { interruptible }) }) + "\n"));
     } catch (err) {
       this.#lose(new InterpreterLost("the driver's stdin was closed", err));
     }

@@ -188,14 +188,16 @@ function compile(code, filename) {
   return new vm.Script(code, { filename });
 }
 
-async function run(id, code) {
+async function run(id, code, interruptible) {
   Atomics.store(shared, 1, id);
   const filename = "<cell " + id + ">";
   let exception = null;
   let value;
   try {
     const script = compile(code, filename);
-    value = script.runInThisContext({ breakOnSigint: true, displayErrors: false });
+    // breakOnSigint starts and joins node's SIGINT watchdog thread around the call: a few ms
+    // under emulation, spent only when the host may interrupt (a timeout or a signal).
+    value = script.runInThisContext({ breakOnSigint: interruptible, displayErrors: false });
     if (value !== null && (typeof value === "object" || typeof value === "function") && typeof value.then === "function") {
       value = await new Promise((resolve, reject) => {
         current = {
@@ -230,7 +232,7 @@ requests.on("data", (chunk) => {
   for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
     const request = JSON.parse(buffered.slice(0, nl));
     buffered = buffered.slice(nl + 1);
-    queue = queue.then(() => run(request.id, request.code));
+    queue = queue.then(() => run(request.id, request.code, request.interruptible !== false));
   }
 });
 requests.on("end", () => process.exit(0));

@@ -3,6 +3,9 @@
 //
 // Requests, host to driver, on the driver's stdin: JSON lines
 //   {"id": N, "code": "..."}                 run `code` as run N (ids count up from 1)
+//   {"id": N, "code": "...", "interruptible": false}   the same; no interrupt will come (no
+//                                                       timeout or signal), so a driver may skip
+//                                                       what breaking off a run costs
 // Closing stdin ends the driver. Interrupts are not requests: the host sends
 // SIGINT to the driver's process group while a run is in flight.
 //

@@ -319,7 +319,9 @@ export class CodeSandbox extends Sandbox {
     const started = performance.now();
     let exception: ExecutionException | null = null;
     try {
-      exception = await interpreter.run(code, sink);
+      // Only a timeout or a signal asks for an interrupt a snippet cannot ignore by spinning;
+      // one over maxOutputBytes that never yields ends with the interpreter's kill.
+      exception = await interpreter.run(code, sink, timeout !== undefined || signal !== undefined);
     } catch (err) {
       // Killed after our own interrupt went unheeded: the run ends as the interrupt said.
       if (!(killed && err instanceof InterpreterLost && this.running && !this.#stopped)) {
