@@ -333,8 +333,8 @@ export class Sandbox implements AsyncDisposable {
 
   /**
    * Boots a stopped sandbox again with the options it was created with. Its
-   * root starts afresh (its scripts and patches are applied again); its name,
-   * logs and record stay.
+   * root starts afresh unless it was created `persistent: true` (its scripts
+   * and patches are applied again either way); its name, logs and record stay.
    *
    * @throws {SandboxNotFoundError} No sandbox has this name.
    * @throws {SandboxRunningError} It is running.
