@@ -126,8 +126,11 @@ export type VolumeMount =
       readonly?: boolean;
     }
   | {
-      /** A tmpfs in guest memory of at most `sizeMib` MiB (default 64). */
-      tmpfs: { sizeMib?: number };
+      /** A tmpfs in guest memory. */
+      tmpfs: {
+        /** Its size cap in MiB (1 to 1048576). Default 64. */
+        sizeMib?: number;
+      };
     };
 
 /** One secret environment variable; see {@link SandboxOptions.secretEnv}. */
