@@ -6,13 +6,13 @@
 
 /**
  * The shell command that starts the Node driver, its source given as `$1`.
- * The shell makes two FIFOs that become the interpreter's fd 1 and 2, keeps
- * the reply channel (the exec's stdout) as fd 3 and the requests (the exec's
- * stdin) as fd 4, and gives the user's code /dev/null as stdin.
+ * The interpreter's fd 1 and 2 are two files opened for appending (a writer
+ * never blocks on them, whatever the driver is doing), the reply channel (the
+ * exec's stdout) is fd 3 and the requests (the exec's stdin) fd 4; the user's
+ * code gets /dev/null as stdin.
  */
 export const NODE_LAUNCH =
-  'd=$(mktemp -d) && mkfifo "$d/1" "$d/2" && ' +
-  'exec node -e "$1" "$d" 3>&1 4<&0 0</dev/null 1<>"$d/1" 2<>"$d/2"';
+  'd=$(mktemp -d) && exec node -e "$1" "$d" 3>&1 4<&0 0</dev/null 1>>"$d/1" 2>>"$d/2"';
 
 /** Source of the Node driver (Node 18 or later, no packages). */
 export const NODE_DRIVER = String.raw`
@@ -25,110 +25,69 @@ const net = require("node:net");
 const util = require("node:util");
 const vm = require("node:vm");
 const { Writable } = require("node:stream");
-const { Worker } = require("node:worker_threads");
 const { createRequire } = require("node:module");
 
 const CHUNK = 256 * 1024;
 const MAX_TEXT = 1024 * 1024;
 const REQUESTS = 4;
+// Bytes the output files may hold before a run's end empties them.
+const ROTATE = 8 * 1024 * 1024;
+// How often a run in flight forwards what reached fd 1 and 2, when the event
+// loop is free (a run awaiting something).
+const POLL_MS = 20;
 
-// The reply channel, fd 3, as both threads use it. Stringified for the pump
-// thread, so it closes over nothing but its arguments.
-function channel(fs, shared, readers, CHUNK) {
-  // shared[0]: the reply lock, held to write a frame and by a reader from
-  // reading a chunk to sending it; shared[1]: the current run's id.
-  const buffer = Buffer.alloc(CHUNK);
-  function locked(f) {
-    while (Atomics.compareExchange(shared, 0, 0, 1) !== 0) Atomics.wait(shared, 0, 1, 50);
-    try {
-      return f();
-    } finally {
-      Atomics.store(shared, 0, 0);
-      Atomics.notify(shared, 0, 1);
-    }
-  }
-  // With the lock held.
-  function write(frame) {
-    const line = Buffer.from(JSON.stringify(frame) + "\n");
-    for (let off = 0; off < line.length; ) off += fs.writeSync(3, line, off);
-  }
-  // With the lock held: sends what FIFO i holds, at most limit bytes. An
-  // empty FIFO answers with EAGAIN, an exception, cheap without a stack.
-  function forward(i, limit) {
-    const traceLimit = Error.stackTraceLimit;
-    Error.stackTraceLimit = 0;
-    let total = 0;
-    try {
-      while (total < limit) {
-        let n;
-        try {
-          n = fs.readSync(readers[i], buffer, 0, Math.min(CHUNK, limit - total), null);
-        } catch (error) {
-          if (error.code === "EAGAIN") break;
-          throw error;
-        }
-        if (n === 0) break;
-        total += n;
-        write({ t: "out", id: Atomics.load(shared, 1), s: i + 1, d: buffer.toString("base64", 0, n) });
-      }
-    } finally {
-      Error.stackTraceLimit = traceLimit;
-    }
-    return total;
-  }
-  return { locked, write, forward };
-}
-
-// The pump thread forwards what reaches fd 1 and 2 by other ways than
-// process.stdout (a child process, fs.writeSync(1)): it polls the FIFOs, at
-// once while output flows, backing off to every 100 ms when idle. At the end
-// of a run the main thread drains them itself (finish()).
-function pumpMain(channel) {
-  const fs = require("node:fs");
-  const { workerData } = require("node:worker_threads");
-  const { readers, CHUNK } = workerData;
-  const ch = channel(fs, new Int32Array(workerData.shared), readers, CHUNK);
-  const nap = new Int32Array(new SharedArrayBuffer(4));
-  let idle = 1;
-  for (;;) {
-    if (ch.locked(() => ch.forward(0, CHUNK) + ch.forward(1, CHUNK)) > 0) {
-      idle = 1;
-    } else {
-      Atomics.wait(nap, 0, 0, idle);
-      idle = Math.min(idle * 2, 100);
-    }
-  }
-}
-
-const shared = new Int32Array(new SharedArrayBuffer(8));
+// What reaches fd 1 and 2 by other ways than process.stdout (a child process,
+// fs.writeSync(1)) lands in two files that only grow; the driver reads each
+// from where it stopped. A file never blocks its writers, so a synchronous
+// child writing any amount cannot deadlock against a busy driver, and at a
+// run's end everything written before it is in the files: read to their end,
+// then "done", attributes it exactly. No second thread: under emulation a
+// Worker's mere presence cost about 6 ms a run.
 const dir = process.argv[1];
-const readers = [1, 2].map((n) => fs.openSync(dir + "/" + n, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK));
+const files = [1, 2].map((n) => fs.openSync(dir + "/" + n, "r+"));
 fs.rmSync(dir, { recursive: true, force: true });
-const ch = channel(fs, shared, readers, CHUNK);
-const pump = new Worker("(" + pumpMain.toString() + ")(" + channel.toString() + ")", {
-  eval: true,
-  workerData: { shared: shared.buffer, readers, CHUNK },
-});
-pump.unref();
+const offsets = [0, 0];
+const buffer = Buffer.alloc(CHUNK);
+let currentId = 0;
 
+function write(frame) {
+  const line = Buffer.from(JSON.stringify(frame) + "\n");
+  for (let off = 0; off < line.length; ) off += fs.writeSync(3, line, off);
+}
 function send(frame) {
-  ch.locked(() => ch.write(frame));
+  write(frame);
 }
 function sendOutput(stream, data) {
   for (let off = 0; off < data.length; off += CHUNK) {
-    const d = data.subarray(off, off + CHUNK).toString("base64");
-    send({ t: "out", id: Atomics.load(shared, 1), s: stream, d });
+    send({ t: "out", id: currentId, s: stream, d: data.subarray(off, off + CHUNK).toString("base64") });
   }
 }
+// Sends what file i gained since the last call, at most limit bytes.
+function forward(i, limit) {
+  let total = 0;
+  while (total < limit) {
+    const n = fs.readSync(files[i], buffer, 0, Math.min(CHUNK, limit - total), offsets[i]);
+    if (n === 0) break;
+    offsets[i] += n;
+    total += n;
+    send({ t: "out", id: currentId, s: i + 1, d: buffer.toString("base64", 0, n) });
+  }
+  return total;
+}
 
-// Sends the rest of what reached the FIFOs, then the frames given. With the lock held
-// the pump holds nothing it has read and not sent: the FIFOs hold the rest.
-// The bound keeps a writer that never stops from holding the run open.
+// Sends what reached the files before this call, then the frames given: up to
+// each file's size now, so a writer that never stops cannot hold the run open.
+// A file read to its end and grown large is emptied (what a background process
+// writes in the instant between the size check and the truncation is lost).
 function finish(frames) {
-  ch.locked(() => {
-    for (let i = 0; i < 2; i++) ch.forward(i, 4 * 1024 * 1024);
-    for (const frame of frames) ch.write(frame);
-  });
+  for (let i = 0; i < 2; i++) {
+    forward(i, fs.fstatSync(files[i]).size - offsets[i]);
+    if (offsets[i] > ROTATE && fs.fstatSync(files[i]).size === offsets[i]) {
+      fs.ftruncateSync(files[i], 0);
+      offsets[i] = 0;
+    }
+  }
+  for (const frame of frames) write(frame);
 }
 
 // What the user's code writes through process.stdout, process.stderr and
@@ -189,7 +148,12 @@ function compile(code, filename) {
 }
 
 async function run(id, code, interruptible) {
-  Atomics.store(shared, 1, id);
+  currentId = id;
+  const poll = setInterval(() => {
+    forward(0, CHUNK);
+    forward(1, CHUNK);
+  }, POLL_MS);
+  poll.unref();
   const filename = "<cell " + id + ">";
   let exception = null;
   let value;
@@ -211,6 +175,7 @@ async function run(id, code, interruptible) {
     exception = describe(error);
   } finally {
     current = null;
+    clearInterval(poll);
   }
   const results = [];
   if (exception === null && value !== undefined) {

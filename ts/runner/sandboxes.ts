@@ -29,9 +29,9 @@ import { PYTHON_DRIVER } from "./python-driver";
 export type CodeSandboxOptions = Omit<SandboxOptions, "image"> & {
   /**
    * As {@link SandboxOptions.image}. Default: `python:3.11-slim` for
-   * PythonSandbox, `node:20-slim` for NodeSandbox (Docker Hub images, pulled
+   * PythonSandbox, `node:20-slim` for NodeSandbox (from the default registry, pulled
    * on first use). Any root with `python3` (3.8 or later) or `node` (18 or
-   * later) and `/bin/sh`, `mktemp`, `mkfifo` will do.
+   * later) and `/bin/sh`, `mktemp` will do.
    */
   image?: string;
 };
@@ -447,7 +447,7 @@ export class NodeSandbox extends CodeSandbox {
    * Boots a sandbox as {@link Sandbox.create} does (its errors apply) and
    * starts its Node interpreter; resolves once the interpreter is ready.
    *
-   * @throws {InterpreterFailedError} The image has no `node` (or no `/bin/sh`, `mktemp`, `mkfifo`), or
+   * @throws {InterpreterFailedError} The image has no `node` (or no `/bin/sh`, `mktemp`), or
    *   the interpreter did not start; the sandbox was stopped.
    */
   static override async create(options: CodeSandboxOptions = {}): Promise<NodeSandbox> {
