@@ -32,8 +32,8 @@ const MAX_TEXT = 1024 * 1024;
 const REQUESTS = 4;
 // Bytes the output files may hold before a run's end empties them.
 const ROTATE = 8 * 1024 * 1024;
-// How often a run in flight forwards what reached fd 1 and 2, when the event
-// loop is free (a run awaiting something).
+// How often a run that awaits a promise forwards what reached fd 1 and 2 (a
+// synchronous run's output is forwarded when it ends).
 const POLL_MS = 20;
 
 // What reaches fd 1 and 2 by other ways than process.stdout (a child process,
@@ -81,8 +81,9 @@ function forward(i, limit) {
 // writes in the instant between the size check and the truncation is lost).
 function finish(frames) {
   for (let i = 0; i < 2; i++) {
-    forward(i, fs.fstatSync(files[i]).size - offsets[i]);
-    if (offsets[i] > ROTATE && fs.fstatSync(files[i]).size === offsets[i]) {
+    const size = fs.fstatSync(files[i]).size;
+    forward(i, size - offsets[i]);
+    if (offsets[i] > ROTATE && offsets[i] === size) {
       fs.ftruncateSync(files[i], 0);
       offsets[i] = 0;
     }
@@ -149,11 +150,7 @@ function compile(code, filename) {
 
 async function run(id, code, interruptible) {
   currentId = id;
-  const poll = setInterval(() => {
-    forward(0, CHUNK);
-    forward(1, CHUNK);
-  }, POLL_MS);
-  poll.unref();
+  let poll;
   const filename = "<cell " + id + ">";
   let exception = null;
   let value;
@@ -163,6 +160,12 @@ async function run(id, code, interruptible) {
     // under emulation, spent only when the host may interrupt (a timeout or a signal).
     value = script.runInThisContext({ breakOnSigint: interruptible, displayErrors: false });
     if (value !== null && (typeof value === "object" || typeof value === "function") && typeof value.then === "function") {
+      // While the run awaits, the event loop is free to forward output as it comes.
+      poll = setInterval(() => {
+        forward(0, CHUNK);
+        forward(1, CHUNK);
+      }, POLL_MS);
+      poll.unref();
       value = await new Promise((resolve, reject) => {
         current = {
           waiting: true,
