@@ -42,6 +42,46 @@ msb_cache_key() {
 	} | sha256sum | cut -c1-16
 }
 
+# msb_debian_source SUITE
+# For a debootstrap of Debian SUITE: checks root, installs debootstrap, and sets msb_mirror to the
+# mirror this host's apt uses for SUITE's main component (MSB_DEBIAN_MIRROR overrides it; no mirror
+# host is written into the repository) and msb_point_release to its point release (12.x).
+# apt's own parser covers both sources formats (one-line .list and deb822 .sources) and skips
+# disabled files. `Release` is the suite as written in the sources, `Codename` the one the mirror
+# reports (known once the lists are downloaded): either may spell the suite. `Version` changes
+# whenever the suite's packages do. One call: each apt invocation costs about half a second where
+# the package cache is disabled, as in Debian's container images.
+msb_debian_source() {
+	local suite=$1
+	[[ $(id -u) -eq 0 ]] || msb_die "must run as root: debootstrap creates device nodes and chroot needs root"
+	msb_ensure_packages debootstrap
+	# The '$(FIELD)' strings are apt's format fields, not shell expansions.
+	# shellcheck disable=SC2016
+	read -r msb_mirror msb_point_release < <(
+		apt-get indextargets --format '$(RELEASE) $(CODENAME) $(COMPONENT) $(REPO_URI) $(VERSION)' \
+			'Identifier: Packages' |
+			awk -v suite="$suite" '($1 == suite || $2 == suite) && $3 == "main" { print $4, $5; exit }'
+	) || true
+	msb_mirror=${MSB_DEBIAN_MIRROR:-$msb_mirror}
+	[[ -n $msb_mirror ]] ||
+		msb_die "no apt source for Debian $suite main found; add one or set MSB_DEBIAN_MIRROR"
+}
+
+# msb_debian_key SCRIPT SUITE PKG...
+# The cache key of a debootstrap root that SCRIPT builds from SUITE (after msb_debian_source): it
+# follows what debootstrap will fetch. The versions of PKG... come from the host's package lists for
+# that suite only (not -security or -updates, which debootstrap does not use); the lists may lag the
+# mirror, and `apt-get update` refreshes them.
+msb_debian_key() {
+	local script=$1 suite=$2 versions
+	shift 2
+	versions=$(apt-cache madison "$@" 2>/dev/null | grep -F " $suite/main " || true)
+	# '${Version}' is dpkg's format field, not a shell expansion.
+	# shellcheck disable=SC2016
+	msb_cache_key "$script" "$suite" "$msb_mirror" "$msb_point_release" "$versions" \
+		"debootstrap $(dpkg-query -W -f='${Version}' debootstrap)"
+}
+
 # msb_remove_tree DIR
 # Removes a (partial) build. debootstrap mounts proc and sys inside its target, and a killed run can
 # leave them mounted: unmount those first and never let rm cross into another filesystem.

@@ -15,33 +15,12 @@ source "$here/lib.sh"
 suite=bookworm
 python_pkgs=(python3 python3-minimal python3.11 python3.11-minimal libpython3.11-minimal libpython3.11-stdlib)
 
-[[ $(id -u) -eq 0 ]] || msb_die "must run as root: debootstrap creates device nodes and chroot needs root"
-msb_ensure_packages debootstrap
-
-# apt's own parser covers both sources formats (one-line .list and deb822 .sources) and skips
-# disabled files. `Release` is the suite as written in the sources, `Codename` the one the mirror
-# reports (known once the lists are downloaded): either may spell bookworm. `Version` is the point
-# release (12.x), which changes whenever the suite's packages do. One call: each apt invocation costs
-# about half a second where the package cache is disabled, as in Debian's container images.
-read -r mirror point_release < <(
-	apt-get indextargets --format '$(RELEASE) $(CODENAME) $(COMPONENT) $(REPO_URI) $(VERSION)' \
-		'Identifier: Packages' |
-		awk -v suite="$suite" '($1 == suite || $2 == suite) && $3 == "main" { print $4, $5; exit }'
-) || true
-mirror=${MSB_DEBIAN_MIRROR:-$mirror}
-[[ -n $mirror ]] ||
-	msb_die "no apt source for Debian $suite main found; add one or set MSB_DEBIAN_MIRROR"
-
-# The key follows what debootstrap will fetch. The versions come from the host's package lists for
-# that suite only (not -security or -updates, which debootstrap does not use); the lists may lag the
-# mirror, and `apt-get update` refreshes them.
-python_versions=$(apt-cache madison "${python_pkgs[@]}" 2>/dev/null | grep -F " $suite/main " || true)
-key=$(msb_cache_key "${BASH_SOURCE[0]}" "$suite" "$mirror" "$point_release" "$python_versions" \
-	"debootstrap $(dpkg-query -W -f='${Version}' debootstrap)")
+msb_debian_source "$suite"
+key=$(msb_debian_key "${BASH_SOURCE[0]}" "$suite" "${python_pkgs[@]}")
 
 build() {
 	local root=$1 answer
-	debootstrap --variant=minbase --include=python3-minimal,python3 "$suite" "$root" "$mirror"
+	debootstrap --variant=minbase --include=python3-minimal,python3 "$suite" "$root" "$msb_mirror"
 	# Keep the root small: the package cache and lists are only useful to a later apt-get update.
 	chroot "$root" apt-get clean
 	rm -rf "$root"/var/lib/apt/lists/*

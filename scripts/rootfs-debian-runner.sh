@@ -17,29 +17,12 @@ suite=bookworm
 # The packages whose versions key the cache: the three asked for and the big pieces they pull in.
 key_pkgs=(python3 python3.11 libpython3.11-stdlib nodejs libnode108 python3-matplotlib python3-numpy python3-pil)
 
-[[ $(id -u) -eq 0 ]] || msb_die "must run as root: debootstrap creates device nodes and chroot needs root"
-msb_ensure_packages debootstrap
-
-# As in rootfs-debian-python.sh: apt's own parser finds the mirror of the suite's main component and
-# its point release, in one call.
-read -r mirror point_release < <(
-	apt-get indextargets --format '$(RELEASE) $(CODENAME) $(COMPONENT) $(REPO_URI) $(VERSION)' \
-		'Identifier: Packages' |
-		awk -v suite="$suite" '($1 == suite || $2 == suite) && $3 == "main" { print $4, $5; exit }'
-) || true
-mirror=${MSB_DEBIAN_MIRROR:-$mirror}
-[[ -n $mirror ]] ||
-	msb_die "no apt source for Debian $suite main found; add one or set MSB_DEBIAN_MIRROR"
-
-# The key follows what debootstrap and the chroot's apt (whose only source is the suite's main, as
-# debootstrap writes it) will fetch; see rootfs-debian-python.sh on the host lists lagging the mirror.
-versions=$(apt-cache madison "${key_pkgs[@]}" 2>/dev/null | grep -F " $suite/main " || true)
-key=$(msb_cache_key "${BASH_SOURCE[0]}" "$suite" "$mirror" "$point_release" "$versions" \
-	"debootstrap $(dpkg-query -W -f='${Version}' debootstrap)")
+msb_debian_source "$suite"
+key=$(msb_debian_key "${BASH_SOURCE[0]}" "$suite" "${key_pkgs[@]}")
 
 build() {
 	local root=$1 answer
-	debootstrap --variant=minbase --include=python3-minimal,python3,nodejs "$suite" "$root" "$mirror"
+	debootstrap --variant=minbase --include=python3-minimal,python3,nodejs "$suite" "$root" "$msb_mirror"
 	# matplotlib through the root's own apt, not --include: debootstrap's resolver does not follow
 	# virtual packages (numpy's ABI provides), apt does. No recommends. python3-munkres satisfies
 	# fonttools' `python3-scipy | python3-munkres`, whose first choice would pull in scipy, pythran and
