@@ -249,6 +249,9 @@ describe("NodeSandbox", () => {
     assert.equal(exec.error(), "warn");
     const child = await sb.run("require('child_process').execSync('printf child', { stdio: 'inherit' }); undefined");
     assert.equal(child.output(), "child", "a child's output through fd 1 is the run's too");
+    // More than a pipe holds, written while the driver is busy in execSync: nothing blocks, nothing is lost.
+    const flood = await sb.run("require('child_process').execSync(\"head -c 300000 /dev/zero | tr '\\\\0' x\", { stdio: 'inherit' }); undefined");
+    assert.equal(flood.output(), "x".repeat(300000));
   });
 
   test("a timeout interrupts `while (true) {}` and the variables stay", async () => {
