@@ -17,7 +17,7 @@ import { pipeline } from "node:stream/promises";
 
 import { Sandbox } from "../ts/index";
 import { accelOf } from "./baseline";
-import { accelLine, appendResults, median, percentile } from "./report";
+import { accelLine, appendResults, latencyRow } from "./report";
 
 const repoRoot = path.resolve(__dirname, "..", "..");
 const runs = Number(process.argv[2] ?? "200");
@@ -41,8 +41,7 @@ async function roundTrips(sb: Sandbox): Promise<string[]> {
     guest.push(out.durationMs);
     overhead.push(ms - out.durationMs);
   }
-  const row = (label: string, xs: number[]) =>
-    `| ${label} | ${median(xs).toFixed(2)} ms | ${percentile(xs, 99).toFixed(2)} ms |`;
+  const row = latencyRow;
   return [
     `### exec("/bin/true"), ${runs} runs`,
     "",

@@ -13,20 +13,13 @@ import * as path from "node:path";
 
 import { Sandbox } from "../ts/index";
 import { accelOf } from "./baseline";
-import { accelLine, appendResults, median, percentile } from "./report";
+import { accelLine, appendResults, latencyRow, timed } from "./report";
 
 const repoRoot = path.resolve(__dirname, "..", "..");
 const runs = Number(process.argv[2] ?? "100");
 const LISTED = 20;
 
-async function timed<T>(f: () => Promise<T>): Promise<[number, T]> {
-  const started = process.hrtime.bigint();
-  const value = await f();
-  return [Number(process.hrtime.bigint() - started) / 1e6, value];
-}
-
-const row = (label: string, xs: number[]) =>
-  `| ${label} | ${median(xs).toFixed(2)} ms | ${percentile(xs, 99).toFixed(2)} ms |`;
+const row = latencyRow;
 
 async function getThenExec(held: Sandbox): Promise<string[]> {
   const heldMs: number[] = [];

@@ -18,6 +18,18 @@ export function percentile(values: number[], p: number): number {
   return sorted[rank - 1];
 }
 
+/** Runs `f` and returns the milliseconds it took with its value. */
+export async function timed<T>(f: () => Promise<T>): Promise<[number, T]> {
+  const started = process.hrtime.bigint();
+  const value = await f();
+  return [Number(process.hrtime.bigint() - started) / 1e6, value];
+}
+
+/** A table row of latencies: `| label | p50 ms | p99 ms |`. */
+export function latencyRow(label: string, xs: number[]): string {
+  return `| ${label} | ${median(xs).toFixed(2)} ms | ${percentile(xs, 99).toFixed(2)} ms |`;
+}
+
 function qemuVersion(): string {
   try {
     return execFileSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" }).split("\n")[0];

@@ -14,7 +14,7 @@ import * as path from "node:path";
 
 import { NodeSandbox, PythonSandbox, Sandbox, type CodeSandbox } from "../ts/index";
 import { AccelRecord } from "./baseline";
-import { accelLine, appendResults, median, percentile } from "./report";
+import { accelLine, appendResults, latencyRow, median, timed } from "./report";
 
 const repoRoot = path.resolve(__dirname, "..", "..");
 const runs = Number(process.argv[2] ?? "200");
@@ -22,14 +22,7 @@ const creates = Number(process.argv[3] ?? "3");
 const accel = new AccelRecord();
 const resources = { memoryMib: 512, cpus: 1 };
 
-async function timed<T>(f: () => Promise<T>): Promise<[number, T]> {
-  const started = process.hrtime.bigint();
-  const value = await f();
-  return [Number(process.hrtime.bigint() - started) / 1e6, value];
-}
-
-const row = (label: string, xs: number[]) =>
-  `| ${label} | ${median(xs).toFixed(2)} ms | ${percentile(xs, 99).toFixed(2)} ms |`;
+const row = latencyRow;
 
 async function roundTrips(label: string, sb: CodeSandbox): Promise<string[]> {
   const run: number[] = [];
