@@ -1,6 +1,7 @@
 // `Sandbox.builder(name)`: the options object of `Sandbox.create`, built as a
 // chain (the upstream SDK's fluent form). One code path underneath: `create()`
 // passes the options it gathered to `Sandbox.create`.
+import { InvalidOptionError } from "./errors";
 import type { RegistryOptions } from "./image";
 import type { NetworkOptions, SandboxOptions, SecretEnv, VolumeMount } from "./options";
 import type { Patch } from "./patch";
@@ -16,6 +17,7 @@ export class SandboxBuilder<T> {
    * @internal
    */
   constructor(name: string, create: (options: SandboxOptions) => Promise<T>) {
+    if (typeof name !== "string") throw new InvalidOptionError("name: must be a string", "name");
     this.#options = { name };
     this.#create = create;
   }

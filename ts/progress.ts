@@ -3,6 +3,7 @@
 // `result()` gives the sandbox. The event names and fields are those of the
 // upstream microsandbox SDK, so that code written against it runs here.
 import { InvalidOptionError } from "./errors";
+import { checkSandboxOptions, type SandboxOptions } from "./options";
 import type { PullEvent } from "./image";
 import { Image } from "./image";
 
@@ -210,4 +211,25 @@ export class CreateSession<T> implements AsyncIterable<PullProgress> {
     this.#consumed = true;
     return this.#result;
   }
+}
+
+/**
+ * `create(options)` as a {@link CreateSession}: the options are checked at
+ * once, and the engine's pull events reach both the session and
+ * `options.onProgress`. Serves every `createWithProgress`.
+ *
+ * @internal
+ */
+export function createSession<T>(options: SandboxOptions, create: (options: SandboxOptions) => Promise<T>): CreateSession<T> {
+  checkSandboxOptions(options);
+  const { onProgress } = options;
+  return new CreateSession(options.image, (report) =>
+    create({
+      ...options,
+      onProgress: (event) => {
+        report(event);
+        onProgress?.(event);
+      },
+    }),
+  );
 }

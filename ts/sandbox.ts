@@ -5,7 +5,7 @@ import { check, ExecAbortedError, InvalidOptionError, SandboxNotFoundError, unwr
 import { DEFAULT_MAX_OUTPUT_BYTES, ExecHandle, ExecOutput, toNativeExecOptions } from "./exec";
 import { SandboxBuilder } from "./builder";
 import { SandboxFs } from "./fs";
-import { CreateSession } from "./progress";
+import { createSession, type CreateSession } from "./progress";
 import { checkRegistryOptions, toNativePullEvent } from "./image";
 import { assetsDir, native, type Native } from "./native";
 import {
@@ -307,17 +307,7 @@ export class Sandbox implements AsyncDisposable {
    *   through `result()`).
    */
   static createWithProgress(options: SandboxOptions): CreateSession<Sandbox> {
-    checkSandboxOptions(options);
-    const { onProgress } = options;
-    return new CreateSession(options.image, (report) =>
-      Sandbox.create({
-        ...options,
-        onProgress: (event) => {
-          report(event);
-          onProgress?.(event);
-        },
-      }),
-    );
+    return createSession(options, (o) => Sandbox.create(o));
   }
 
   /** {@link Sandbox.createWithProgress} with `detached: true`. */
@@ -327,7 +317,6 @@ export class Sandbox implements AsyncDisposable {
 
   /** The options of {@link Sandbox.create} as a chain: `Sandbox.builder("w").image("alpine").cpus(2).create()`. */
   static builder(name: string): SandboxBuilder<Sandbox> {
-    checkName(name);
     return new SandboxBuilder(name, (options) => Sandbox.create(options));
   }
 

@@ -13,8 +13,8 @@ import {
 } from "../errors";
 import { DEFAULT_MAX_OUTPUT_BYTES, type ExecHandle } from "../exec";
 import { SandboxBuilder } from "../builder";
-import { CreateSession } from "../progress";
-import { checkSandboxOptions, type SandboxOptions } from "../options";
+import { createSession, type CreateSession } from "../progress";
+import type { SandboxOptions } from "../options";
 import { Sandbox, type StartOptions } from "../sandbox";
 import { Execution } from "./execution";
 import { execDriverProcess, Interpreter, InterpreterLost } from "./interpreter";
@@ -397,7 +397,7 @@ export class PythonSandbox extends CodeSandbox {
 
   /** The options of {@link PythonSandbox.create} as a chain, as {@link Sandbox.builder}. */
   static override builder(name: string): SandboxBuilder<PythonSandbox> {
-    return builder(name, (o) => PythonSandbox.create(o));
+    return new SandboxBuilder(name, (o) => PythonSandbox.create(o));
   }
 
   /**
@@ -467,7 +467,7 @@ export class NodeSandbox extends CodeSandbox {
 
   /** The options of {@link NodeSandbox.create} as a chain, as {@link Sandbox.builder}. */
   static override builder(name: string): SandboxBuilder<NodeSandbox> {
-    return builder(name, (o) => NodeSandbox.create(o));
+    return new SandboxBuilder(name, (o) => NodeSandbox.create(o));
   }
 
   /**
@@ -493,26 +493,11 @@ export class NodeSandbox extends CodeSandbox {
   }
 }
 
+/** `create` with the language's default image, as a {@link CreateSession}. */
 function withProgress<T>(
   options: CodeSandboxOptions,
   language: Language,
   create: (options: CodeSandboxOptions) => Promise<T>,
 ): CreateSession<T> {
-  const full = { ...options, image: options.image ?? language.defaultImage };
-  checkSandboxOptions(full);
-  const { onProgress } = options;
-  return new CreateSession(full.image, (report) =>
-    create({
-      ...full,
-      onProgress: (event) => {
-        report(event);
-        onProgress?.(event);
-      },
-    }),
-  );
-}
-
-function builder<T>(name: string, create: (options: SandboxOptions) => Promise<T>): SandboxBuilder<T> {
-  if (typeof name !== "string") throw new InvalidOptionError("name: must be a string", "name");
-  return new SandboxBuilder(name, create);
+  return createSession({ ...options, image: options.image ?? language.defaultImage }, create);
 }
