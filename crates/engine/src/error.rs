@@ -617,6 +617,10 @@ impl VolumeError {
         let what = what.into();
         move |source| VolumeError::Io { what, source }
     }
+
+    pub(crate) fn io_error(what: &str, source: std::io::Error) -> VolumeError {
+        VolumeError::io(what)(source)
+    }
 }
 
 impl HasCode for VolumeError {

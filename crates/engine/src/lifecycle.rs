@@ -112,14 +112,28 @@ pub(crate) async fn with_state<T: Send + 'static>(
     path: PathBuf,
     f: impl FnOnce(&mut State) -> msb_state::Result<T> + Send + 'static,
 ) -> Result<T, LifecycleError> {
+    on_state(path, LifecycleError::io, f).await
+}
+
+/// Runs `f` on the state database at `path` (made if missing) on a blocking
+/// thread. `io` makes the caller's error for what failed before `f` could run.
+pub(crate) async fn on_state<T, E>(
+    path: PathBuf,
+    io: fn(&str, std::io::Error) -> E,
+    f: impl FnOnce(&mut State) -> msb_state::Result<T> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<msb_state::StateError> + Send + 'static,
+{
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(path.parent().expect("state.db has a parent"))
-            .map_err(|e| LifecycleError::io("create the state directory", e))?;
+            .map_err(|e| io("create the state directory", e))?;
         let mut state = State::open(&path)?;
         Ok(f(&mut state)?)
     })
     .await
-    .map_err(|e| LifecycleError::io("read the state database", std::io::Error::other(e)))?
+    .map_err(|e| io("read the state database", std::io::Error::other(e)))?
 }
 
 /// The recorded run of `name`, or `SandboxNotFound`.

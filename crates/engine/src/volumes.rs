@@ -30,6 +30,7 @@ use msb_state::{VolumeMount, VolumeRecord};
 
 use crate::error::{CreateError, InvalidOption, VolumeError};
 use crate::images::sandbox_alive;
+use crate::lifecycle;
 use crate::options::integer_in;
 use crate::options::storage::{
     validate_volume_name, MountConfig, MountKind, PersistentRoot, MAX_SIZE_MIB, MIN_DISK_MIB,
@@ -118,18 +119,17 @@ async fn with_state<T: Send + 'static>(
     settings: &EngineSettings,
     f: impl FnOnce(&mut msb_state::State) -> msb_state::Result<T> + Send + 'static,
 ) -> Result<T, VolumeError> {
-    let path = settings.state_db();
-    tokio::task::spawn_blocking(move || {
-        fs::create_dir_all(path.parent().expect("state.db has a parent"))
-            .map_err(VolumeError::io("create the state directory"))?;
-        let mut state = msb_state::State::open(&path)?;
-        Ok(f(&mut state)?)
-    })
-    .await
-    .map_err(|e| VolumeError::Io {
-        what: "state database task".into(),
-        source: io::Error::other(e),
-    })?
+    lifecycle::on_state(settings.state_db(), VolumeError::io_error, f).await
+}
+
+/// Runs file work `what` on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, VolumeError> + Send + 'static,
+) -> Result<T, VolumeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| VolumeError::io_error(what, io::Error::other(e)))?
 }
 
 /// Creates a volume: the record first (which settles a race for the name),
@@ -187,12 +187,10 @@ pub async fn create(
     }
     let dir = volumes_dir(settings).join(&options.name);
     let mkfs = settings.mkfs_ext4.clone();
-    let built = tokio::task::spawn_blocking(move || build_volume(&dir, kind, quota_mib, &mkfs))
-        .await
-        .map_err(|e| VolumeError::Io {
-            what: "create the volume".into(),
-            source: io::Error::other(e),
-        })?;
+    let built = blocking("create the volume", move || {
+        build_volume(&dir, kind, quota_mib, &mkfs)
+    })
+    .await;
     if let Err(err) = built {
         let name = options.name.clone();
         let _ = with_state(settings, move |state| state.forget_volume(&name)).await;
@@ -321,17 +319,16 @@ pub async fn remove(settings: &EngineSettings, name: &str) -> Result<(), VolumeE
         }),
         Some(Ok(_)) => {
             let dir = volumes_dir(settings).join(name);
-            tokio::task::spawn_blocking(move || match fs::remove_dir_all(&dir) {
-                Err(err) if err.kind() != io::ErrorKind::NotFound => {
-                    Err(VolumeError::io("delete the volume's files")(err))
-                }
-                _ => Ok(()),
-            })
+            blocking(
+                "delete the volume's files",
+                move || match fs::remove_dir_all(&dir) {
+                    Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                        Err(VolumeError::io("delete the volume's files")(err))
+                    }
+                    _ => Ok(()),
+                },
+            )
             .await
-            .map_err(|e| VolumeError::Io {
-                what: "delete the volume's files".into(),
-                source: io::Error::other(e),
-            })?
         }
     }
 }
@@ -340,7 +337,7 @@ pub async fn remove(settings: &EngineSettings, name: &str) -> Result<(), VolumeE
 /// disk image counts only what was written).
 pub async fn usage(settings: &EngineSettings, name: &str) -> Result<VolumeUsage, VolumeError> {
     let volume = get(settings, name).await?;
-    tokio::task::spawn_blocking(move || {
+    blocking("measure the volume", move || {
         let used_bytes = match volume.kind {
             VolumeKind::Disk => {
                 fs::metadata(&volume.path)
@@ -356,10 +353,6 @@ pub async fn usage(settings: &EngineSettings, name: &str) -> Result<VolumeUsage,
         })
     })
     .await
-    .map_err(|e| VolumeError::Io {
-        what: "measure the volume".into(),
-        source: io::Error::other(e),
-    })?
 }
 
 /// Sums allocated blocks under `root` without following symlinks, visiting
@@ -499,16 +492,12 @@ pub(crate) async fn claim(
                 staging.push(".new");
                 let staging = PathBuf::from(staging);
                 let target = disk.clone();
-                tokio::task::spawn_blocking(move || {
+                blocking("create the persistent root", move || {
                     make_ext4(&staging, mib, &mkfs)?;
                     fs::rename(&staging, &target)
                         .map_err(VolumeError::io("move the root disk into place"))
                 })
-                .await
-                .map_err(|e| CreateError::Io {
-                    what: "create the persistent root".into(),
-                    source: io::Error::other(e),
-                })??;
+                .await?;
             }
             devices.push(StorageDevice::Disk {
                 serial: UPPER_SERIAL.to_string(),
