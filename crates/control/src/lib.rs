@@ -26,5 +26,5 @@ pub mod vm;
 pub use files::LOCK_FD;
 pub use messages::{
     BootInfo, BootSpec, FromRuntime, HostEnded, HostMetrics, LifecycleSpec, RuntimeFailure,
-    RuntimeFailureKind, ToRuntime, VmExit,
+    RuntimeFailureKind, SnapshotPolicy, ToRuntime, VmExit,
 };

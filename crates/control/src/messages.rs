@@ -87,6 +87,21 @@ pub struct BootSpec {
     /// (its `Debug` shows values as `<redacted>`).
     pub secrets: Option<SecretsConfig>,
     pub lifecycle: LifecycleSpec,
+    /// Start from a template snapshot where the VM allows it; `None`: always
+    /// boot the kernel.
+    pub snapshots: Option<SnapshotPolicy>,
+}
+
+/// Where template snapshots live and how long one serves. A template is the
+/// saved state of a VM booted until its agent greets the host, before `Init`:
+/// identical for every sandbox of one machine shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPolicy {
+    /// One subdirectory per template; the runtime creates it.
+    pub dir: PathBuf,
+    /// Clones of one template share its kernel's address layout and whatever
+    /// the kernel derived at boot; a template older than this is made again.
+    pub max_age_s: u64,
 }
 
 /// Who the sandbox belongs to, where other clients reach it, and when the

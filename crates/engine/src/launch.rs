@@ -278,6 +278,9 @@ impl Claimed<'_> {
                 ca_certificate: None,
                 upper: storage.upper,
                 mounts: storage.mounts,
+                // Drawn by the runtime as it sends `Init`.
+                entropy: Vec::new(),
+                realtime_ns: 0,
             },
             sandbox_dir: dir.clone(),
             boot_timeout_ms: BOOT_TIMEOUT_MS,
@@ -291,6 +294,7 @@ impl Claimed<'_> {
                 idle_timeout_ms: config.idle_timeout_ms,
                 max_lifetime_ms: config.max_lifetime_ms,
             },
+            snapshots: settings.snapshot_policy(),
         };
         match boot(&conn, spec).await {
             Ok(boot) => {

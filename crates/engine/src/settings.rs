@@ -8,11 +8,13 @@
 //! $MSB_HOME/
 //!   sandboxes/<name>/   lock, console.log, vmm.log, runtime.log
 //!   cache/initramfs/    one initramfs per agent build, by content hash
+//!   cache/snapshots/    template snapshots, one directory per machine shape
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use msb_control::vm::AccelChoice;
+use msb_control::SnapshotPolicy;
 
 use crate::error::CreateError;
 
@@ -30,7 +32,14 @@ pub struct EngineSettings {
     pub guest_debug: bool,
     /// The program that formats disk volumes and persistent roots.
     pub mkfs_ext4: PathBuf,
+    /// Whether VMs start from template snapshots where they can.
+    pub snapshots: bool,
+    /// How long one template serves before it is made again.
+    pub snapshot_max_age_s: u64,
 }
+
+/// A template's default lifetime: its clones share its kernel's address layout.
+const SNAPSHOT_MAX_AGE_S: u64 = 24 * 60 * 60;
 
 impl EngineSettings {
     /// Assets from `assets_dir` and the home from `MSB_HOME` (default
@@ -38,7 +47,9 @@ impl EngineSettings {
     /// single assets. `MSB_ACCEL=kvm|tcg` forces an accelerator (anything else
     /// lets the runtime's probe decide); `MSB_GUEST_DEBUG=1` turns on the
     /// agent's boot log; `MSB_MKFS_EXT4` names the ext4 formatter (default
-    /// `mkfs.ext4` from `PATH` or the sbin directories).
+    /// `mkfs.ext4` from `PATH` or the sbin directories); `MSB_SNAPSHOT=off` boots
+    /// every VM's kernel instead of restoring a template, and
+    /// `MSB_SNAPSHOT_MAX_AGE` (seconds, default a day) is how long a template serves.
     pub fn from_env(assets_dir: &Path) -> Self {
         let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
         let home = var("MSB_HOME").unwrap_or_else(|| {
@@ -58,7 +69,20 @@ impl EngineSettings {
             },
             guest_debug: std::env::var("MSB_GUEST_DEBUG").as_deref() == Ok("1"),
             mkfs_ext4: var("MSB_MKFS_EXT4").unwrap_or_else(find_mkfs_ext4),
+            snapshots: std::env::var("MSB_SNAPSHOT").as_deref() != Ok("off"),
+            snapshot_max_age_s: std::env::var("MSB_SNAPSHOT_MAX_AGE")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(SNAPSHOT_MAX_AGE_S),
         }
+    }
+
+    /// Template snapshots for the runtime, unless they are turned off.
+    pub fn snapshot_policy(&self) -> Option<SnapshotPolicy> {
+        self.snapshots.then(|| SnapshotPolicy {
+            dir: self.home.join("cache").join("snapshots"),
+            max_age_s: self.snapshot_max_age_s,
+        })
     }
 
     pub fn sandbox_dir(&self, name: &str) -> PathBuf {

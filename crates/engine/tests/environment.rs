@@ -53,6 +53,14 @@ const ALLOWED: &[(&str, &str)] = &[
         "MSB_MKFS_EXT4",
         "the program that formats new disk volumes and persistent roots on the host",
     ),
+    (
+        "MSB_SNAPSHOT",
+        "`off` boots every kernel instead of restoring a template: slower, never less isolated",
+    ),
+    (
+        "MSB_SNAPSHOT_MAX_AGE",
+        "how long one template serves; shorter means fewer clones share its kernel layout",
+    ),
 ];
 
 /// Kernel command-line switches the guest agent reads (set by the engine).

@@ -20,7 +20,7 @@ pub use frame::{FrameCodec, FrameError};
 pub use message::*;
 
 /// Version of this protocol. Host and guest must speak the same one.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// Largest frame payload either side accepts.
 pub const MAX_FRAME_LEN: usize = 1 << 20;

@@ -129,6 +129,14 @@ pub struct GuestInit {
     /// Filesystems mounted into the root once it is assembled, parents before
     /// children (the host sorts them).
     pub mounts: Vec<GuestMount>,
+    /// Fresh random bytes from the host. The agent mixes them into the kernel's
+    /// pool and reseeds its generator before anything else runs: guests restored
+    /// from one snapshot would otherwise share the generator's state.
+    #[serde(with = "serde_bytes")]
+    pub entropy: Vec<u8>,
+    /// The host's wall clock when `Init` was sent, in nanoseconds since the Unix
+    /// epoch: a restored guest's clock is the snapshot's until it is set.
+    pub realtime_ns: u64,
 }
 
 /// The writable layer over the image.

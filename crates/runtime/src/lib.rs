@@ -15,6 +15,7 @@ mod record;
 mod relay;
 mod secrets;
 mod settings;
+mod snapshot;
 
 pub use relay::run;
 pub use settings::RuntimeSettings;

@@ -33,10 +33,10 @@ use msb_control::{
 };
 use msb_netstack::{NetError, NetStack, SecretKill};
 use msb_protocol::{
-    check_version, Envelope, FrameCodec, FsReply, FsRequest, GuestMessage, HostMessage, INIT_ID,
-    LIVENESS_ID, NO_REQUEST,
+    check_version, Envelope, FrameCodec, FsReply, FsRequest, GuestMessage, Hello, HostMessage,
+    INIT_ID, LIVENESS_ID, NO_REQUEST,
 };
-use msb_vmm::{GuestLinks, VmProcess};
+use msb_vmm::{Controller, GuestLinks, Start, VmProcess};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
@@ -49,6 +49,7 @@ use crate::metrics::{MetricsSource, MEMINFO, MEMINFO_WINDOW};
 use crate::record::RunRecord;
 use crate::secrets;
 use crate::settings::RuntimeSettings;
+use crate::snapshot::{Template, Templates};
 
 type AgentLink = Framed<UnixStream, FrameCodec<GuestMessage, HostMessage>>;
 
@@ -57,6 +58,15 @@ const PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a ping may stay unanswered before the guest counts as gone.
 const LIVENESS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a restored VM gets to load its template's state and run.
+const RESUME_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a VM whose restore failed gets to exit with its reason.
+const EXIT_REPORT_WAIT: Duration = Duration::from_secs(1);
+
+/// Bytes of host entropy each `Init` carries (the kernel's generator keys are 32).
+const GUEST_ENTROPY: usize = 64;
 
 /// How long to wait for the console to drain after the VM died, for error reports.
 const CONSOLE_DRAIN: Duration = Duration::from_millis(500);
@@ -137,7 +147,34 @@ pub async fn run(client: UnixStream, settings: &RuntimeSettings) -> std::io::Res
         .unwrap_or_default();
     let net_stats = network.as_ref().map(NetStack::stats);
     let events = EventLog::create(&spec.sandbox_dir.join(files::EVENTS_LOG));
-    let mut vm = match Vm::launch(&spec, network, settings, events.clone()) {
+    let templates = spec
+        .snapshots
+        .clone()
+        .map(|policy| Templates::new(policy, msb_vmm::select(spec.vm.backend, &settings.vmm)));
+    let boot_timeout = Duration::from_millis(spec.boot_timeout_ms);
+    let template = match &templates {
+        None => None,
+        Some(templates) => tokio::select! {
+            prepared = templates.prepare(&spec.vm, boot_timeout) => match prepared {
+                Ok(template) => {
+                    if let Some(reason) = &template.replaced {
+                        events.runtime(&format!("snapshot {} unusable ({reason}); made again", template.key));
+                    }
+                    if let Some(took) = template.built_in {
+                        events.runtime(&format!("snapshot {} built in {} ms", template.key, took.as_millis()));
+                    }
+                    Some(template)
+                }
+                Err(reason) => {
+                    tracing::info!(%reason, "no template snapshot: booting cold");
+                    None
+                }
+            },
+            // The client left: nobody will use this sandbox.
+            _ = client.next() => return Ok(()),
+        },
+    };
+    let mut vm = match Vm::launch(&spec, network, settings, events.clone(), template.as_ref()) {
         Ok(vm) => vm,
         Err(failure) => {
             let _ = client
@@ -147,7 +184,7 @@ pub async fn run(client: UnixStream, settings: &RuntimeSettings) -> std::io::Res
         }
     };
     let booted = tokio::select! {
-        booted = vm.boot(&spec) => booted,
+        booted = vm.boot(&spec, template.zip(templates.as_ref())) => booted,
         // The client left while the VM was booting: nobody will use it.
         _ = client.next() => {
             vm.kill().await;
@@ -233,11 +270,19 @@ fn failure(kind: RuntimeFailureKind, message: impl Into<String>) -> RuntimeFailu
 
 struct Vm {
     process: VmProcess,
+    backend: Box<dyn msb_vmm::Backend>,
     agent: AgentLink,
     console_tail: ConsoleTail,
     console_task: JoinHandle<()>,
     vmm_log: std::path::PathBuf,
     launched: Instant,
+    /// The guest ends of the links, kept while a restored VM may still have to
+    /// give way to a cold boot. Nothing crosses them before `Init`: the guest's
+    /// network is down and its agent waits, so a second VM can take them over.
+    spare: Option<GuestLinks>,
+    /// The host end of a restored VM's control link, until it is resumed.
+    control: Option<std::os::fd::OwnedFd>,
+    events: EventLog,
 }
 
 impl Vm {
@@ -246,6 +291,7 @@ impl Vm {
         network: Option<NetStack>,
         settings: &RuntimeSettings,
         events: EventLog,
+        template: Option<&Template>,
     ) -> Result<Vm, RuntimeFailure> {
         let launch_failure = |what: &str, err: &dyn std::fmt::Display| {
             failure(RuntimeFailureKind::Launch, format!("{what}: {err}"))
@@ -269,19 +315,27 @@ impl Vm {
             console: console_guest.into(),
             net: net_guest,
         };
+        let backend = msb_vmm::select(spec.vm.backend, &settings.vmm);
+        let (start, links, spare, control) = match template {
+            None => (Start::Cold, links, None, None),
+            Some(template) => {
+                let (control_host, control_guest) =
+                    StdUnixStream::pair().map_err(|e| launch_failure("control link", &e))?;
+                let ram = template
+                    .ram
+                    .try_clone()
+                    .map_err(|e| launch_failure("template memory", &e))?;
+                let start = Start::Restore {
+                    ram,
+                    control: control_guest.into(),
+                    accel: template.accel,
+                };
+                let copies = clone_links(&links).map_err(|e| launch_failure("links", &e))?;
+                (start, copies, Some(links), Some(control_host.into()))
+            }
+        };
         let launched = Instant::now();
-        let process = msb_vmm::select(spec.vm.backend, &settings.vmm)
-            .launch(&spec.vm, links, vmm_log_file)
-            .map_err(|e| match e {
-                // Not a failure of this VM but of the host's setup: say what to install.
-                msb_vmm::LaunchError::ProgramNotFound { .. } => {
-                    failure(RuntimeFailureKind::MissingProgram, e.to_string())
-                }
-                e => launch_failure(
-                    "cannot start the VM",
-                    &format!("{:#}", anyhow::Error::new(e)),
-                ),
-            })?;
+        let process = start_vm(backend.as_ref(), spec, links, vmm_log_file, start)?;
 
         if let (Some(stack), Some(link)) = (network, net_host) {
             tokio::spawn(async move {
@@ -293,23 +347,68 @@ impl Vm {
         let console_tail = ConsoleTail::default();
         let console_path = spec.sandbox_dir.join(files::CONSOLE_LOG);
         let tail = console_tail.clone();
+        let console_events = events.clone();
         let console_task = tokio::spawn(async move {
-            if let Err(err) = console::record(console_host, &console_path, tail, events).await {
+            if let Err(err) =
+                console::record(console_host, &console_path, tail, console_events).await
+            {
                 tracing::warn!(%err, "console recording stopped");
             }
         });
         Ok(Vm {
             process,
+            backend,
             agent: Framed::new(agent_host, FrameCodec::new()),
             console_tail,
             console_task,
             vmm_log,
             launched,
+            spare,
+            control,
+            events,
         })
     }
 
-    /// Waits for the agent's greeting, sends `Init` and waits for `Ready`.
-    async fn boot(&mut self, spec: &BootSpec) -> Result<BootInfo, RuntimeFailure> {
+    /// Brings the guest up: resumes `template` (falling back to a cold boot if
+    /// that fails) or waits for the agent's greeting, then sends `Init` and
+    /// waits for `Ready`.
+    async fn boot(
+        &mut self,
+        spec: &BootSpec,
+        template: Option<(Template, &Templates)>,
+    ) -> Result<BootInfo, RuntimeFailure> {
+        let booted = self.boot_inner(spec, template).await;
+        // From here on a VM's links are its own: its end closes them.
+        self.spare = None;
+        booted
+    }
+
+    async fn boot_inner(
+        &mut self,
+        spec: &BootSpec,
+        template: Option<(Template, &Templates)>,
+    ) -> Result<BootInfo, RuntimeFailure> {
+        if let Some((template, templates)) = template {
+            match self.resume(&template).await {
+                Ok(()) => {
+                    self.events.runtime(&format!(
+                        "restored from snapshot {} in {} ms",
+                        template.key,
+                        self.launched.elapsed().as_millis()
+                    ));
+                    return self.init(spec, template.hello).await;
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, key = %template.key, "template snapshot unusable");
+                    self.events.runtime(&format!(
+                        "snapshot {} unusable ({reason}); booting cold",
+                        template.key
+                    ));
+                    templates.discard(&template);
+                    self.relaunch_cold(spec).await?;
+                }
+            }
+        }
         let deadline = self.launched + Duration::from_millis(spec.boot_timeout_ms);
         let hello = match self.next_boot_message(deadline).await? {
             Envelope {
@@ -323,11 +422,70 @@ impl Vm {
             }
         };
         check_version(&hello).map_err(|e| boot_failure(e.to_string()))?;
+        self.init(spec, hello).await
+    }
+
+    /// Loads the template's state into the VM started for it and runs it.
+    async fn resume(&mut self, template: &Template) -> Result<(), String> {
+        let control = self.control.take().ok_or("no control link")?;
+        let resumed = async {
+            let mut controller = Controller::connect(control).await?;
+            controller.resume(&template.state).await
+        };
+        let exited = |status: std::io::Result<std::process::ExitStatus>,
+                      vmm_log: &std::path::Path| {
+            let status = status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string());
+            let vmm = files::tail(vmm_log, 1024);
+            format!("the VM exited ({status}): {}", vmm.trim())
+        };
+        let failed = tokio::select! {
+            resumed = resumed => match resumed {
+                Ok(()) => return Ok(()),
+                Err(err) => err.to_string(),
+            },
+            status = self.process.child.wait() => return Err(exited(status, &self.vmm_log)),
+            _ = tokio::time::sleep(RESUME_TIMEOUT) => return Err("the VM did not resume in time".into()),
+        };
+        // A QEMU that refuses the state says why in its log as it exits,
+        // which is also what closes the control link.
+        match tokio::time::timeout(EXIT_REPORT_WAIT, self.process.child.wait()).await {
+            Ok(status) => Err(exited(status, &self.vmm_log)),
+            Err(_) => Err(failed),
+        }
+    }
+
+    /// Replaces a VM that could not be restored with one that boots the kernel,
+    /// on the same links.
+    async fn relaunch_cold(&mut self, spec: &BootSpec) -> Result<(), RuntimeFailure> {
+        let _ = self.process.child.kill().await;
+        let links = self
+            .spare
+            .take()
+            .ok_or_else(|| boot_failure("no links left for a cold boot"))?;
+        // Appended: the restore's own complaint stays in the log.
+        let vmm_log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.vmm_log)
+            .map_err(|e| failure(RuntimeFailureKind::Launch, format!("vmm log: {e}")))?;
+        self.launched = Instant::now();
+        self.process = start_vm(self.backend.as_ref(), spec, links, vmm_log, Start::Cold)?;
+        Ok(())
+    }
+
+    /// Sends `Init`, with fresh entropy and the clock, and waits for `Ready`.
+    async fn init(&mut self, spec: &BootSpec, hello: Hello) -> Result<BootInfo, RuntimeFailure> {
+        let deadline = self.launched + Duration::from_millis(spec.boot_timeout_ms);
+        let mut guest = spec.guest.clone();
+        guest.entropy = fresh_entropy().map_err(|e| boot_failure(format!("entropy: {e}")))?;
+        guest.realtime_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
         self.agent
-            .send(Envelope::new(
-                INIT_ID,
-                HostMessage::Init(Box::new(spec.guest.clone())),
-            ))
+            .send(Envelope::new(INIT_ID, HostMessage::Init(Box::new(guest))))
             .await
             .map_err(|e| boot_failure(format!("agent channel failed: {e}")))?;
         match self.next_boot_message(deadline).await? {
@@ -386,6 +544,59 @@ impl Vm {
         let _ = tokio::time::timeout(CONSOLE_DRAIN, &mut self.console_task).await;
         self.console_tail.text()
     }
+}
+
+/// Starts `backend`'s VM, turning its errors into the creator's failure.
+fn start_vm(
+    backend: &dyn msb_vmm::Backend,
+    spec: &BootSpec,
+    links: GuestLinks,
+    vmm_log: File,
+    start: Start,
+) -> Result<VmProcess, RuntimeFailure> {
+    backend
+        .launch(&spec.vm, links, vmm_log, start)
+        .map_err(|e| match e {
+            // Not a failure of this VM but of the host's setup: say what to install.
+            msb_vmm::LaunchError::ProgramNotFound { .. } => {
+                failure(RuntimeFailureKind::MissingProgram, e.to_string())
+            }
+            e => failure(
+                RuntimeFailureKind::Launch,
+                format!("cannot start the VM: {:#}", anyhow::Error::new(e)),
+            ),
+        })
+}
+
+/// Copies of the guest ends, for a VM that may have to give them back.
+fn clone_links(links: &GuestLinks) -> std::io::Result<GuestLinks> {
+    Ok(GuestLinks {
+        agent: links.agent.try_clone()?,
+        console: links.console.try_clone()?,
+        net: links.net.as_ref().map(|n| n.try_clone()).transpose()?,
+    })
+}
+
+/// Bytes for the guest's generator, from the host's.
+fn fresh_entropy() -> std::io::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; GUEST_ENTROPY];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        // SAFETY: getrandom writes at most the given length into the buffer,
+        // which lives across the call.
+        let n = unsafe {
+            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
+        };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+            continue;
+        }
+        filled += n as usize;
+    }
+    Ok(bytes)
 }
 
 fn boot_failure(message: impl Into<String>) -> RuntimeFailure {

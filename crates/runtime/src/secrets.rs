@@ -69,6 +69,8 @@ mod tests {
             ca_certificate: None,
             upper: msb_protocol::UpperSpec::Memory,
             mounts: vec![],
+            entropy: vec![],
+            realtime_ns: 0,
         }
     }
 

@@ -7,6 +7,7 @@
 //! the process that calls it. The caller (the sandbox runtime) owns the other
 //! ends of the links and never learns which backend feeds them.
 
+mod control;
 pub mod kvm_probe;
 mod qemu;
 
@@ -15,6 +16,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+pub use control::{ControlError, Controller};
 pub use qemu::Qemu;
 
 // The spec is plain data shared with the engine, which must not link this crate.
@@ -77,6 +79,26 @@ pub struct GuestLinks {
     pub net: Option<OwnedFd>,
 }
 
+/// How a VM comes up.
+pub enum Start {
+    /// Boots the kernel.
+    Cold,
+    /// Boots the kernel with the guest's memory in the new file `ram`, shared
+    /// with it, and QMP on `control`: a VM to be saved as a template
+    /// ([`Controller::save`]).
+    Template { ram: PathBuf, control: OwnedFd },
+    /// Waits for a template's state on `control` ([`Controller::resume`]), its
+    /// memory the template's `ram` file mapped copy-on-write: the file is never
+    /// written, and VMs restored from it share the pages they have not changed.
+    /// `accel` is the template's: a restore does not probe again, and should
+    /// the host have changed, the restore fails and the caller boots cold.
+    Restore {
+        ram: File,
+        control: OwnedFd,
+        accel: Accel,
+    },
+}
+
 /// A VM running as a child process. Dropping it kills the process.
 pub struct VmProcess {
     pub child: tokio::process::Child,
@@ -91,7 +113,15 @@ pub trait Backend {
         spec: &VmSpec,
         links: GuestLinks,
         vmm_log: File,
+        start: Start,
     ) -> Result<VmProcess, LaunchError>;
+
+    /// Everything a template's saved state depends on for `spec`, as text (the
+    /// caller hashes it): VMs whose specs give the same text can be restored from
+    /// one template. `None` when `spec` cannot start from a template. The
+    /// accelerator counts as asked for, not as resolved: resolving may probe,
+    /// which a restore exists to avoid; a template keeps the one it ran on.
+    fn template_identity(&self, spec: &VmSpec) -> Option<String>;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -134,6 +134,11 @@ impl State {
             ));
         }
         system::phase("init received");
+        // First, before any process can draw from the generator or read the
+        // clock: a guest restored from a snapshot carries the snapshot's.
+        system::reseed_random(&init.entropy)
+            .map_err(|err| io_failure("reseed the random generator", err))?;
+        system::set_clock(init.realtime_ns).map_err(|err| io_failure("set the clock", err))?;
         if let Some(tag) = &init.transfer_tag {
             let dir = rootfs::mount_transfer(tag)
                 .map_err(|err| io_failure("mount the transfer share", err))?;
