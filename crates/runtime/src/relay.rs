@@ -432,26 +432,18 @@ impl Vm {
             let mut controller = Controller::connect(control).await?;
             controller.resume(&template.state).await
         };
-        let exited = |status: std::io::Result<std::process::ExitStatus>,
-                      vmm_log: &std::path::Path| {
-            let status = status
-                .map(|s| s.to_string())
-                .unwrap_or_else(|e| e.to_string());
-            let vmm = files::tail(vmm_log, 1024);
-            format!("the VM exited ({status}): {}", vmm.trim())
-        };
         let failed = tokio::select! {
             resumed = resumed => match resumed {
                 Ok(()) => return Ok(()),
                 Err(err) => err.to_string(),
             },
-            status = self.process.child.wait() => return Err(exited(status, &self.vmm_log)),
+            status = self.process.child.wait() => return Err(exit_report("the VM exited", status, &self.vmm_log)),
             _ = tokio::time::sleep(RESUME_TIMEOUT) => return Err("the VM did not resume in time".into()),
         };
         // A QEMU that refuses the state says why in its log as it exits,
         // which is also what closes the control link.
         match tokio::time::timeout(EXIT_REPORT_WAIT, self.process.child.wait()).await {
-            Ok(status) => Err(exited(status, &self.vmm_log)),
+            Ok(status) => Err(exit_report("the VM exited", status, &self.vmm_log)),
             Err(_) => Err(failed),
         }
     }
@@ -519,14 +511,7 @@ impl Vm {
                 None => Err(boot_failure("agent channel closed during boot")),
             },
             status = self.process.child.wait() => {
-                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                let vmm = files::tail(&self.vmm_log, 2048);
-                let mut message = format!("the VM exited during boot ({status})");
-                if !vmm.trim().is_empty() {
-                    message.push_str(": ");
-                    message.push_str(vmm.trim());
-                }
-                Err(boot_failure(message))
+                Err(boot_failure(exit_report("the VM exited during boot", status, &self.vmm_log)))
             }
             _ = tokio::time::sleep_until(deadline.into()) => Err(boot_failure(format!(
                 "the guest agent was not ready within {} ms",
@@ -543,6 +528,28 @@ impl Vm {
     async fn final_console_tail(&mut self) -> String {
         let _ = tokio::time::timeout(CONSOLE_DRAIN, &mut self.console_task).await;
         self.console_tail.text()
+    }
+}
+
+/// `what` with the VM's exit status and the end of its VMM log, which is
+/// where QEMU says why it stopped.
+pub(crate) fn exit_report(
+    what: &str,
+    status: std::io::Result<std::process::ExitStatus>,
+    vmm_log: &std::path::Path,
+) -> String {
+    let status = status
+        .map(|s| s.to_string())
+        .unwrap_or_else(|e| e.to_string());
+    format!("{what} ({status}){}", vmm_tail(vmm_log))
+}
+
+/// `": "` and the end of a VMM log, or nothing when it is empty.
+pub(crate) fn vmm_tail(vmm_log: &std::path::Path) -> String {
+    let tail = files::tail(vmm_log, 2048);
+    match tail.trim() {
+        "" => String::new(),
+        tail => format!(": {tail}"),
     }
 }
 

@@ -41,6 +41,8 @@ use sha2::{Digest, Sha256};
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
 
+use crate::relay::{exit_report, vmm_tail};
+
 /// Version of `meta.json`'s layout.
 const META_FORMAT: u32 = 1;
 
@@ -285,8 +287,9 @@ impl Templates {
         let (_console_host, console_guest) = pair()?;
         let (_net_host, net_guest) = pair()?;
         let (control_host, control_guest) = pair()?;
-        let vmm_log = File::create(work.join("vmm.log"))
-            .map_err(|e| format!("cannot create vmm.log: {e}"))?;
+        let vmm_log = work.join("vmm.log");
+        let vmm_log_file =
+            File::create(&vmm_log).map_err(|e| format!("cannot create vmm.log: {e}"))?;
         let links = GuestLinks {
             agent: agent_guest.into(),
             console: console_guest.into(),
@@ -298,9 +301,8 @@ impl Templates {
         };
         let mut vm = self
             .backend
-            .launch(&shape, links, vmm_log, start)
+            .launch(&shape, links, vmm_log_file, start)
             .map_err(|e| format!("cannot start the template VM: {e}"))?;
-        let vm_log = || files_tail(&work.join("vmm.log"));
         agent_host
             .set_nonblocking(true)
             .map_err(|e| e.to_string())?;
@@ -314,9 +316,7 @@ impl Templates {
                 Some(Err(err)) => return Err(format!("agent channel failed: {err}")),
                 None => return Err("agent channel closed".into()),
             },
-            status = vm.child.wait() => {
-                return Err(format!("the template VM exited ({}){}", status.map(|s| s.to_string()).unwrap_or_default(), vm_log()));
-            }
+            status = vm.child.wait() => return Err(exit_report("the template VM exited", status, &vmm_log)),
             _ = tokio::time::sleep_until(deadline.into()) => {
                 return Err("the template's agent did not greet in time".into());
             }
@@ -329,7 +329,7 @@ impl Templates {
             control.quit().await
         };
         tokio::select! {
-            saved = saved => saved.map_err(|e| format!("{e}{}", vm_log()))?,
+            saved = saved => saved.map_err(|e| format!("{e}{}", vmm_tail(&vmm_log)))?,
             _ = tokio::time::sleep_until(deadline.into()) => return Err("saving the template took too long".into()),
         }
         state.sync_all().map_err(|e| format!("state: {e}"))?;
@@ -397,16 +397,6 @@ async fn lock(path: &Path, deadline: Instant) -> Result<File, String> {
             return Err("another process is still making the template".into());
         }
         tokio::time::sleep(LOCK_POLL).await;
-    }
-}
-
-fn files_tail(path: &Path) -> String {
-    let tail = msb_control::files::tail(path, 1024);
-    let tail = tail.trim();
-    if tail.is_empty() {
-        String::new()
-    } else {
-        format!(": {tail}")
     }
 }
 
