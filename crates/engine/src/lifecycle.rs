@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conn::RuntimeConn;
 use crate::error::{LifecycleError, NotRunning};
+use crate::images::sandbox_alive;
 use crate::options::sandbox::SandboxOptions;
 use crate::settings::EngineSettings;
 
@@ -151,16 +152,32 @@ pub(crate) async fn find(
 
 pub(crate) async fn list(settings: &EngineSettings) -> Result<Vec<SandboxSummary>, LifecycleError> {
     let runs = with_state(settings.state_db(), |state| state.runs()).await?;
-    Ok(runs.iter().map(summary).collect())
+    Ok(runs.iter().map(|run| summary(settings, run)).collect())
 }
 
-fn summary(run: &SandboxRun) -> SandboxSummary {
-    let status = run.effective_status();
+/// The status readers should believe: [`SandboxRun::effective_status`], and a
+/// `starting` record whose name lock nobody holds was left by a creator that
+/// died before its sandbox booted (the creating engine holds the lock from
+/// before the record is written until the runtime takes it over).
+fn believed_status(settings: &EngineSettings, run: &SandboxRun) -> RunStatus {
+    match run.status {
+        RunStatus::Starting if !sandbox_alive(&settings.sandbox_dir(&run.name)) => {
+            RunStatus::Crashed
+        }
+        _ => run.effective_status(),
+    }
+}
+
+fn summary(settings: &EngineSettings, run: &SandboxRun) -> SandboxSummary {
+    let status = believed_status(settings, run);
     SandboxSummary {
         name: run.name.clone(),
         status: status.as_str(),
-        reason: match status {
-            RunStatus::Crashed if run.status.expects_runtime() => {
+        reason: match (status, run.status) {
+            (RunStatus::Crashed, RunStatus::Starting) => {
+                Some("the process creating it ended before it booted".into())
+            }
+            (RunStatus::Crashed, recorded) if recorded.expects_runtime() => {
                 Some("its runtime process died without recording an end".into())
             }
             _ => run.reason.clone(),
@@ -200,9 +217,9 @@ pub(crate) async fn attach(
             secret_violation: false,
         })
     };
-    let status = run.effective_status();
+    let status = believed_status(settings, &run);
     if status != RunStatus::Running {
-        let summary = summary(&run);
+        let summary = summary(settings, &run);
         let reason = match summary.reason {
             Some(reason) => format!("it is {} ({reason})", summary.status),
             None => format!("it is {}", summary.status),
@@ -249,5 +266,69 @@ pub(crate) async fn wait_runtime_gone(run: &SandboxRun) {
     let deadline = tokio::time::Instant::now() + RUNTIME_EXIT_WAIT;
     while run.runtime_alive() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn starting(name: &str) -> SandboxRun {
+        SandboxRun {
+            name: name.into(),
+            status: RunStatus::Starting,
+            reason: None,
+            image: "img".into(),
+            detached: false,
+            cpus: 1,
+            memory_mib: 512,
+            created_at_ms: 0,
+            stopped_at_ms: None,
+            runtime_pid: None,
+            runtime_start: None,
+            handle_json: "{}".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_starting_record_whose_creator_died_lists_as_crashed() {
+        let home = tempfile::tempdir().unwrap();
+        let settings = EngineSettings {
+            home: home.path().to_path_buf(),
+            ..EngineSettings::from_env(home.path())
+        };
+        for name in ["booting", "abandoned"] {
+            std::fs::create_dir_all(settings.sandbox_dir(name)).unwrap();
+            let run = starting(name);
+            with_state(settings.state_db(), move |state| state.put_run(&run))
+                .await
+                .unwrap();
+        }
+        // A creator still at work holds its sandbox's name lock.
+        let _held = crate::launch::lock_name(&settings.sandbox_dir("booting"), "booting").unwrap();
+
+        let listed = list(&settings).await.unwrap();
+        let status = |name: &str| {
+            let entry = listed.iter().find(|s| s.name == name).unwrap();
+            (entry.status, entry.reason.clone())
+        };
+        assert_eq!(status("booting"), ("starting", None));
+        assert_eq!(
+            status("abandoned"),
+            (
+                "crashed",
+                Some("the process creating it ended before it booted".into())
+            )
+        );
+        match attach(&settings, "abandoned").await {
+            Err(LifecycleError::NotRunning(not_running)) => {
+                assert!(
+                    not_running.reason.contains("crashed"),
+                    "{}",
+                    not_running.reason
+                )
+            }
+            other => panic!("attached to an abandoned record: {:?}", other.err()),
+        }
     }
 }
