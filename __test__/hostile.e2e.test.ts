@@ -219,6 +219,29 @@ describe("a guest that lies about its files", () => {
   });
 });
 
+describe("a guest that lies about its memory", () => {
+  test("meminfo: figures beyond the VM's memory are dropped, and the sandbox serves on", { timeout: 120_000 }, async () => {
+    await withSandbox("meminfo", async (sb) => {
+      const honest = await within(30_000, "metrics", sb.metrics());
+      assert.ok(
+        honest.memoryTotalMib !== undefined && honest.memoryTotalMib > 0 && honest.memoryTotalMib <= 256,
+        `the real agent's MemTotal: ${honest.memoryTotalMib}`,
+      );
+      await startImpostor(sb, "meminfo");
+      // 64 GiB total and 128 GiB available, in a 256 MiB VM.
+      const lied = await within(30_000, "metrics", sb.metrics());
+      assert.equal(lied.memoryTotalMib, undefined);
+      assert.equal(lied.memoryUsedMib, undefined);
+      assert.equal(lied.memoryBytes, 0);
+      assert.equal(lied.memoryLimitBytes, 256 * MiB);
+      // A lie about itself is not a protocol violation: the sandbox serves on.
+      const out = await within(30_000, "exec", sb.exec("true"));
+      assert.equal(out.code, 0);
+      assert.equal(sb.running, true);
+    });
+  });
+});
+
 describe("a guest that breaks the protocol", () => {
   test("flood-output: output beyond the window stops the sandbox", { timeout: 120_000 }, async () => {
     await withSandbox("flood-output", async (sb) => {

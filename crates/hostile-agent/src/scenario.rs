@@ -33,10 +33,13 @@ pub enum Scenario {
     Silent,
     /// A length prefix above the protocol's `MAX_FRAME_LEN`.
     HugeFrame,
+    /// `/proc/meminfo` claims far more memory than the VM was given, and more
+    /// available than total; everything else is honest.
+    Meminfo,
 }
 
 impl Scenario {
-    pub const ALL: [(&'static str, Scenario); 9] = [
+    pub const ALL: [(&'static str, Scenario); 10] = [
         ("traversal", Scenario::Traversal),
         ("modes", Scenario::Modes),
         ("flood-entries", Scenario::FloodEntries),
@@ -46,6 +49,7 @@ impl Scenario {
         ("no-started", Scenario::NoStarted),
         ("silent", Scenario::Silent),
         ("huge-frame", Scenario::HugeFrame),
+        ("meminfo", Scenario::Meminfo),
     ];
 
     pub fn parse(name: &str) -> Option<Scenario> {
@@ -108,6 +112,10 @@ pub const MODES_CONTENT: &[u8] = b"modes scenario\n";
 
 /// Content of every file in the `traversal` scenario.
 pub const TRAVERSAL_CONTENT: &[u8] = b"pwned";
+
+/// What `meminfo` says of the guest's memory: 64 GiB, and twice that available.
+pub const MEMINFO_LIE: &[u8] =
+    b"MemTotal:       67108864 kB\nMemFree:        67108864 kB\nMemAvailable:  134217728 kB\n";
 
 pub struct Session {
     scenario: Scenario,
@@ -228,10 +236,11 @@ impl Session {
                     more: false,
                 })],
             },
-            FsRequest::Read { .. } => {
+            FsRequest::Read { path, .. } => {
                 let content = match self.scenario {
                     Scenario::Traversal => TRAVERSAL_CONTENT,
                     Scenario::Modes => MODES_CONTENT,
+                    Scenario::Meminfo if path == "/proc/meminfo" => MEMINFO_LIE,
                     _ => b"",
                 };
                 let mut actions = Vec::new();
@@ -412,6 +421,22 @@ mod tests {
                 other => panic!("expected a frame, got {other:?}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn meminfo_lies_only_about_proc_meminfo() {
+        let mut session = Session::new(Scenario::Meminfo, "t");
+        assert_eq!(
+            messages(session.answer(7, read("/proc/meminfo"))),
+            [
+                GuestMessage::Data(MEMINFO_LIE.to_vec()),
+                GuestMessage::Fs(FsReply::Done)
+            ]
+        );
+        assert_eq!(
+            messages(session.answer(8, read("/etc/hostname"))),
+            [GuestMessage::Fs(FsReply::Done)]
+        );
     }
 
     fn decode(bytes: &[u8]) -> Result<Option<Envelope<GuestMessage>>, FrameError> {
