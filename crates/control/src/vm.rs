@@ -1,6 +1,6 @@
 //! What a VM is made of, as the engine asks for it and a VMM backend builds it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +29,29 @@ pub struct VmSpec {
     pub net: Option<NetDevice>,
     /// Host storage the guest mounts: volumes, bind mounts, a persistent root.
     pub storage: Vec<StorageDevice>,
+}
+
+impl VmSpec {
+    /// This spec with the host directory of every 9p share (root, transfer
+    /// share, share volumes) replaced by `dir`. The guest sees a share by its
+    /// tag only, so the result has the same shape as `self`: a template VM
+    /// runs with its shares at an empty directory, and a template's identity
+    /// leaves share paths out.
+    pub fn with_shares_at(&self, dir: &Path) -> VmSpec {
+        let mut shape = self.clone();
+        if let RootDevice::Share(root) = &mut shape.root {
+            *root = dir.to_path_buf();
+        }
+        if let Some(transfer) = &mut shape.transfer_share {
+            *transfer = dir.to_path_buf();
+        }
+        for device in &mut shape.storage {
+            if let StorageDevice::Share { path, .. } = device {
+                *path = dir.to_path_buf();
+            }
+        }
+        shape
+    }
 }
 
 /// Host storage attached to the VM. The host decides every mode here; the

@@ -29,10 +29,10 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use msb_control::vm::{Accel, RootDevice, StorageDevice, VmSpec};
+use msb_control::vm::{Accel, VmSpec};
 use msb_control::SnapshotPolicy;
 use msb_protocol::{check_version, Envelope, FrameCodec, GuestMessage, Hello, HostMessage};
 use msb_vmm::{Backend, Controller, GuestLinks, Start};
@@ -272,14 +272,7 @@ impl Templates {
     ) -> Result<(Hello, Accel), String> {
         // The template's shares are an empty directory: it never mounts them,
         // and nothing of any sandbox's files must be near a template.
-        let mut shape = spec.clone();
-        shape.root = RootDevice::Share(empty.to_path_buf());
-        shape.transfer_share = shape.transfer_share.map(|_| empty.to_path_buf());
-        for device in &mut shape.storage {
-            if let StorageDevice::Share { path, .. } = device {
-                *path = empty.to_path_buf();
-            }
-        }
+        let shape = spec.with_shares_at(empty);
         let pair = || StdUnixStream::pair().map_err(|e| format!("socket pair: {e}"));
         let (agent_host, agent_guest) = pair()?;
         // The console and network ends are held, never read: the template does
@@ -383,15 +376,12 @@ async fn lock(path: &Path, deadline: Instant) -> Result<File, String> {
         .open(path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     loop {
-        // SAFETY: flock on a descriptor this function owns; no memory is passed.
-        let taken = unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        } == 0;
-        if taken {
-            return Ok(file);
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("cannot lock {}: {e}", path.display()))
+            }
         }
         if Instant::now() >= deadline {
             return Err("another process is still making the template".into());
@@ -400,11 +390,9 @@ async fn lock(path: &Path, deadline: Instant) -> Result<File, String> {
     }
 }
 
+/// Seconds since the Unix epoch.
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    (msb_state::now_ms() / 1000).max(0) as u64
 }
 
 fn hex(bytes: &[u8]) -> String {

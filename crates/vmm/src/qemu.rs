@@ -140,14 +140,11 @@ impl Backend for Qemu {
         {
             return None;
         }
-        // The paths of shares are the host's side only; the guest sees tags.
-        let mut shape = spec.clone();
-        let anywhere = PathBuf::from("/");
-        shape.root = RootDevice::Share(anywhere.clone());
-        shape.transfer_share = shape.transfer_share.map(|_| anywhere.clone());
+        // The paths of shares and whether they are read-only are the host's
+        // side only; the guest sees tags.
+        let mut shape = spec.with_shares_at(Path::new("/"));
         for device in &mut shape.storage {
-            if let StorageDevice::Share { path, readonly, .. } = device {
-                *path = anywhere.clone();
+            if let StorageDevice::Share { readonly, .. } = device {
                 *readonly = false;
             }
         }
