@@ -87,23 +87,19 @@ async function sandboxToFirstOutput(
   return { ms, sandbox };
 }
 
-function peakRssKib(pid: number): number {
-  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
-  const match = /VmHWM:\s+(\d+) kB/.exec(status);
-  if (!match) throw new Error(`no VmHWM for ${pid}`);
-  return Number(match[1]);
-}
-
 function parentOf(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
   return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
 }
 
-/** A field of /proc/<pid>/status or smaps_rollup, in KiB. */
-function procKib(file: string, field: string): number {
-  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(fs.readFileSync(file, "utf8"));
-  if (!match) throw new Error(`no ${field} in ${file}`);
-  return Number(match[1]);
+/** The KiB fields of /proc/<pid>/status or smaps_rollup, read once. */
+function procKib(file: string): (field: string) => number {
+  const text = fs.readFileSync(file, "utf8");
+  return (field) => {
+    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text);
+    if (!match) throw new Error(`no ${field} in ${file}`);
+    return Number(match[1]);
+  };
 }
 
 /** Memory of a sandbox's QEMU and runtime processes together, in KiB. */
@@ -119,11 +115,12 @@ function hostMemory(sandbox: Sandbox): HostMemory {
   const vmPid = sandbox.bootInfo.vmPid;
   const total: HostMemory = { peakRss: 0, rss: 0, pss: 0, pssFileShmem: 0 };
   for (const pid of [vmPid, parentOf(vmPid)]) {
-    const rollup = `/proc/${pid}/smaps_rollup`;
-    total.peakRss += peakRssKib(pid);
-    total.rss += procKib(`/proc/${pid}/status`, "VmRSS");
-    total.pss += procKib(rollup, "Pss");
-    total.pssFileShmem += procKib(rollup, "Pss_File") + procKib(rollup, "Pss_Shmem");
+    const status = procKib(`/proc/${pid}/status`);
+    const rollup = procKib(`/proc/${pid}/smaps_rollup`);
+    total.peakRss += status("VmHWM");
+    total.rss += status("VmRSS");
+    total.pss += rollup("Pss");
+    total.pssFileShmem += rollup("Pss_File") + rollup("Pss_Shmem");
   }
   return total;
 }
