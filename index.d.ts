@@ -67,6 +67,8 @@ export declare class NativeSandbox {
   fs(): NativeFs
   stop(): Promise<void>
   stopAndWait(): Promise<NativeStopStatus | NativeFailure>
+  /** Takes a pooled sandbox out of its pool. */
+  claim(): Promise<NativeFailure | null>
   kill(): Promise<NativeFailure | null>
 }
 
@@ -477,6 +479,12 @@ export interface NativeWriteOptions {
   append?: boolean
   createParents?: boolean
 }
+
+/**
+ * Boots a sandbox for the caller's warm pool (`Sandbox.prewarm`): hidden from
+ * `list` and `get` until `claim`.
+ */
+export declare function prewarmSandbox(options: SandboxOptions, engine: EngineConfig): Promise<NativeSandbox | NativeFailure>
 
 export declare function pruneImages(engine: EngineConfig): Promise<NativePruneReport | NativeFailure>
 

@@ -851,6 +851,7 @@ module.exports.inspectImage = nativeBinding.inspectImage
 module.exports.listImages = nativeBinding.listImages
 module.exports.listSandboxes = nativeBinding.listSandboxes
 module.exports.listVolumes = nativeBinding.listVolumes
+module.exports.prewarmSandbox = nativeBinding.prewarmSandbox
 module.exports.pruneImages = nativeBinding.pruneImages
 module.exports.pullImage = nativeBinding.pullImage
 module.exports.removeImage = nativeBinding.removeImage

@@ -323,6 +323,25 @@ pub async fn create_sandbox(
     )
 }
 
+/// Boots a sandbox for the caller's warm pool (`Sandbox.prewarm`): hidden from
+/// `list` and `get` until `claim`.
+#[napi]
+pub async fn prewarm_sandbox(
+    options: SandboxOptions,
+    engine: EngineConfig,
+) -> Either<NativeSandbox, NativeFailure> {
+    let settings = settings(engine);
+    let options = match engine_options(options) {
+        Ok(options) => options,
+        Err(invalid) => return Either::B(failure(CreateError::from(invalid))),
+    };
+    outcome(
+        Sandbox::prewarm(&settings, options)
+            .await
+            .map(|inner| NativeSandbox { inner }),
+    )
+}
+
 #[napi]
 pub async fn start_sandbox(
     name: String,
@@ -535,6 +554,12 @@ impl NativeSandbox {
             };
             NativeStopStatus { code, signal }
         }))
+    }
+
+    /// Takes a pooled sandbox out of its pool.
+    #[napi]
+    pub async fn claim(&self) -> Option<NativeFailure> {
+        done(self.inner.claim().await)
     }
 
     #[napi]

@@ -23,6 +23,7 @@ export {
 export { Execution, type ExecutionStatus } from "./runner/execution";
 export type { ExecutionException, ExecutionResult } from "./runner/protocol";
 export { CreateSession, type PullProgress } from "./progress";
+export { WarmPool, type PrewarmOptions } from "./pool";
 export { SandboxBuilder, MountBuilder } from "./builder";
 export { isInstalled, install } from "./install";
 export { ExecOutput, ExecHandle, ExecStdin, type ExecEvent, type ExitEvent } from "./exec";

@@ -8,6 +8,7 @@ import { SandboxFs } from "./fs";
 import { createSession, type CreateSession } from "./progress";
 import { checkRegistryOptions, toNativePullEvent } from "./image";
 import { assetsDir, native, type Native } from "./native";
+import { splitPrewarmOptions, takePooled, WarmPool, type PrewarmOptions } from "./pool";
 import {
   checkArgs,
   checkExecOptions,
@@ -281,6 +282,13 @@ export class Sandbox implements AsyncDisposable {
   static async create(options: SandboxOptions): Promise<Sandbox> {
     checkSandboxOptions(options);
     checkRegistryOptions(options.registry);
+    const pooled = await takePooled(options);
+    if (pooled !== undefined) {
+      forgetEnded();
+      const sandbox = new Sandbox(pooled);
+      unstopped.add(sandbox);
+      return sandbox;
+    }
     const { onProgress, network, replace, volumes, ...rest } = options;
     const mounts = toNativeMounts(volumes);
     if (replace && options.name !== undefined) {
@@ -295,6 +303,36 @@ export class Sandbox implements AsyncDisposable {
     // A detached sandbox does not depend on its handle; others do.
     if (!options.detached) unstopped.add(sandbox);
     return sandbox;
+  }
+
+  /**
+   * Boots `count` sandboxes with these options ahead of time and keeps that
+   * many ready: a later {@link Sandbox.create} whose options equal them (apart
+   * from `onProgress`) takes one instead of booting, and the pool boots its
+   * replacement in the background. Each pooled sandbox runs `/bin/sh -c true`
+   * once, so that its first command finds the emulator's translation cache
+   * warm. Resolves once all `count` are ready.
+   *
+   * @throws {InvalidOptionError} `count` is not an integer from 1 to 32, an option is invalid, or it
+   *   is one a pooled sandbox cannot have (`name`, `detached`, `ports`, `volumes`, `persistent`,
+   *   `rootfsSizeMib`, `rootfsPath`, `idleTimeoutMs`, `maxLifetimeMs`); `field` names it.
+   * @throws The errors of {@link Sandbox.create}: the first boot that failed, after the others were stopped.
+   */
+  static async prewarm(options: PrewarmOptions): Promise<WarmPool> {
+    const { count, sandbox } = splitPrewarmOptions(options);
+    checkSandboxOptions(sandbox);
+    checkRegistryOptions(sandbox.registry);
+    const { network, volumes, ...rest } = sandbox;
+    // Passed on for the engine to refuse with its reason, as it does `name` and the rest.
+    const nativeOptions = { ...rest, network: toNativeNetwork(network), volumes: toNativeMounts(volumes) };
+    const pool = new WarmPool(count, sandbox, async () => {
+      const handle = unwrap(await native.prewarmSandbox(nativeOptions, { assetsDir }));
+      // Errors ignored: an image without a shell is poolable, only not warmed.
+      await handle.exec("/bin/sh", ["-c", "true"], undefined);
+      return handle;
+    });
+    await pool.fill();
+    return pool;
   }
 
   /**
@@ -366,7 +404,8 @@ export class Sandbox implements AsyncDisposable {
 
   /**
    * Every sandbox with a record: running ones, and detached ones until removed
-   * (with their status and why they ended).
+   * (with their status and why they ended). Sandboxes waiting in a
+   * {@link WarmPool} are not listed until they are taken.
    *
    * @throws {InternalError} The state database could not be read.
    */

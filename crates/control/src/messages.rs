@@ -120,6 +120,9 @@ pub struct LifecycleSpec {
     pub idle_timeout_ms: Option<u64>,
     /// Stop this long after boot, whatever is running.
     pub max_lifetime_ms: Option<u64>,
+    /// Booted into its creator's warm pool: recorded as pooled (unlisted,
+    /// unreachable by name) until the creator claims it.
+    pub pooled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -66,8 +66,20 @@ pub(crate) struct Launch<'a> {
     default_user: Option<User>,
     /// The options as given, for the run record (`Sandbox::start`).
     stored: SandboxOptions,
-    /// Whether this boots an existing stopped sandbox again (`Sandbox::start`).
-    restart: bool,
+    kind: LaunchKind,
+}
+
+/// What a launch is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LaunchKind {
+    /// `Sandbox::create`.
+    Create,
+    /// `Sandbox::start`: boots an existing stopped sandbox again, whose record
+    /// it may replace.
+    Restart,
+    /// `Sandbox::prewarm`: a sandbox for its creator's warm pool, recorded as
+    /// pooled (unlisted, not found by name) until the creator claims it.
+    Pooled,
 }
 
 /// A launch that holds the sandbox's name: its directory exists and the lock
@@ -135,14 +147,13 @@ impl<'a> Launch<'a> {
             workdir,
             default_user,
             stored,
-            restart: false,
+            kind: LaunchKind::Create,
         })
     }
 
-    /// Marks this launch as `Sandbox::start` of an existing stopped sandbox,
-    /// whose record it may replace.
-    pub fn restart(mut self) -> Self {
-        self.restart = true;
+    /// Marks what this launch is for (a new launch is a `Create`).
+    pub fn for_kind(mut self, kind: LaunchKind) -> Self {
+        self.kind = kind;
         self
     }
 
@@ -211,7 +222,7 @@ impl Claimed<'_> {
         let transfer = dir.join(TRANSFER_DIR);
         let _ = fs::remove_dir_all(&transfer);
         fs::create_dir_all(&transfer).map_err(io_error("create the transfer directory"))?;
-        if !launch.restart {
+        if launch.kind != LaunchKind::Restart {
             refuse_stopped_detached(settings, &config.name).await?;
         }
         let storage = volumes::claim(
@@ -235,7 +246,7 @@ impl Claimed<'_> {
             secret_names: secrets.secrets.iter().map(|s| s.name.clone()).collect(),
             options: Some(launch.stored),
         };
-        record_start(settings, &config, handle).await?;
+        record_start(settings, &config, handle, launch.kind).await?;
         let (mut runtime, conn) = match spawn_runtime(settings, &dir, lock, config.detached) {
             Ok(spawned) => spawned,
             Err(err) => {
@@ -293,6 +304,7 @@ impl Claimed<'_> {
                 state_db: settings.state_db(),
                 idle_timeout_ms: config.idle_timeout_ms,
                 max_lifetime_ms: config.max_lifetime_ms,
+                pooled: launch.kind == LaunchKind::Pooled,
             },
             snapshots: settings.snapshot_policy(),
         };
@@ -508,10 +520,15 @@ async fn record_start(
     settings: &EngineSettings,
     config: &SandboxConfig,
     handle: HandleInfo,
+    kind: LaunchKind,
 ) -> Result<(), CreateError> {
     let run = msb_state::SandboxRun {
         name: config.name.clone(),
-        status: msb_state::RunStatus::Starting,
+        // A pooled sandbox is hidden from its first record on.
+        status: match kind {
+            LaunchKind::Pooled => msb_state::RunStatus::Pooled,
+            LaunchKind::Create | LaunchKind::Restart => msb_state::RunStatus::Starting,
+        },
         reason: None,
         image: match &config.image {
             ImageSource::Directory(path) | ImageSource::Disk(path) => path.display().to_string(),

@@ -143,25 +143,36 @@ pub(crate) async fn find(
     name: &str,
 ) -> Result<SandboxRun, LifecycleError> {
     let key = name.to_string();
-    with_state(settings.state_db(), move |state| state.run(&key))
-        .await?
-        .ok_or_else(|| LifecycleError::NotFound {
+    let run = with_state(settings.state_db(), move |state| state.run(&key)).await?;
+    match run {
+        // A live pooled sandbox is its pool's until claimed: nobody else's to find.
+        Some(run) if believed_status(settings, &run) != RunStatus::Pooled => Ok(run),
+        _ => Err(LifecycleError::NotFound {
             name: name.to_string(),
-        })
+        }),
+    }
 }
 
+/// Every sandbox with a record but the live pooled ones.
 pub(crate) async fn list(settings: &EngineSettings) -> Result<Vec<SandboxSummary>, LifecycleError> {
     let runs = with_state(settings.state_db(), |state| state.runs()).await?;
-    Ok(runs.iter().map(|run| summary(settings, run)).collect())
+    Ok(runs
+        .iter()
+        .filter(|run| believed_status(settings, run) != RunStatus::Pooled)
+        .map(|run| summary(settings, run))
+        .collect())
 }
 
 /// The status readers should believe: [`SandboxRun::effective_status`], and a
-/// `starting` record whose name lock nobody holds was left by a creator that
-/// died before its sandbox booted (the creating engine holds the lock from
-/// before the record is written until the runtime takes it over).
+/// record not yet booted (`starting`, or `pooled` without a runtime) whose name
+/// lock nobody holds was left by a creator that died before its sandbox booted
+/// (the creating engine holds the lock from before the record is written until
+/// the runtime takes it over).
 fn believed_status(settings: &EngineSettings, run: &SandboxRun) -> RunStatus {
     match run.status {
-        RunStatus::Starting if !sandbox_alive(&settings.sandbox_dir(&run.name)) => {
+        RunStatus::Starting | RunStatus::Pooled
+            if run.runtime_pid.is_none() && !sandbox_alive(&settings.sandbox_dir(&run.name)) =>
+        {
             RunStatus::Crashed
         }
         _ => run.effective_status(),
@@ -174,7 +185,9 @@ fn summary(settings: &EngineSettings, run: &SandboxRun) -> SandboxSummary {
         name: run.name.clone(),
         status: status.as_str(),
         reason: match (status, run.status) {
-            (RunStatus::Crashed, RunStatus::Starting) => {
+            (RunStatus::Crashed, RunStatus::Starting | RunStatus::Pooled)
+                if run.runtime_pid.is_none() =>
+            {
                 Some("the process creating it ended before it booted".into())
             }
             (RunStatus::Crashed, recorded) if recorded.expects_runtime() => {
@@ -330,5 +343,62 @@ mod tests {
             }
             other => panic!("attached to an abandoned record: {:?}", other.err()),
         }
+    }
+
+    #[tokio::test]
+    async fn a_live_pooled_sandbox_is_neither_listed_nor_found() {
+        let home = tempfile::tempdir().unwrap();
+        let settings = EngineSettings {
+            home: home.path().to_path_buf(),
+            ..EngineSettings::from_env(home.path())
+        };
+        let this = std::process::id();
+        let this_start = msb_state::process_start(this).unwrap();
+        // (name, runtime): booting into the pool (no runtime yet, lock held),
+        // booted (a live runtime: this process), its runtime dead, abandoned
+        // before boot (no runtime, lock free).
+        let records = [
+            ("booting", None),
+            ("booted", Some((this, this_start))),
+            ("dead", Some((this, this_start + 1))),
+            ("abandoned", None),
+        ];
+        for (name, runtime) in records {
+            std::fs::create_dir_all(settings.sandbox_dir(name)).unwrap();
+            let run = SandboxRun {
+                status: RunStatus::Pooled,
+                runtime_pid: runtime.map(|(pid, _)| pid),
+                runtime_start: runtime.map(|(_, start)| start),
+                ..starting(name)
+            };
+            with_state(settings.state_db(), move |state| state.put_run(&run))
+                .await
+                .unwrap();
+        }
+        let _held = crate::launch::lock_name(&settings.sandbox_dir("booting"), "booting").unwrap();
+
+        let listed: Vec<(String, &str)> = list(&settings)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.name, s.status))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("abandoned".to_string(), "crashed"),
+                ("dead".to_string(), "crashed")
+            ]
+        );
+        for hidden in ["booting", "booted"] {
+            assert!(
+                matches!(
+                    find(&settings, hidden).await,
+                    Err(LifecycleError::NotFound { .. })
+                ),
+                "{hidden} was found"
+            );
+        }
+        assert!(find(&settings, "dead").await.is_ok());
     }
 }

@@ -22,7 +22,7 @@ use crate::error::{CreateError, ExecError, InvalidOption, LifecycleError, StopEr
 use crate::exec::{self, ExecControl, ExecEvents, ExecOutput};
 use crate::fs::SandboxFs;
 use crate::images::{Images, Progress};
-use crate::launch::{self, Launch};
+use crate::launch::{self, Launch, LaunchKind};
 use crate::lifecycle::{self, SandboxMetrics, SandboxSummary};
 use crate::options::exec::ExecOptions;
 use crate::options::sandbox::{self, SandboxOptions};
@@ -76,7 +76,39 @@ impl Sandbox {
         options: SandboxOptions,
         progress: Option<Progress>,
     ) -> Result<Sandbox, CreateError> {
-        Self::launch(settings, options, progress, false).await
+        Self::launch(settings, options, progress, LaunchKind::Create).await
+    }
+
+    /// Boots a sandbox for the caller's warm pool: like `create`, but recorded
+    /// as pooled (not listed, not found by name) until [`Sandbox::claim`].
+    /// Options that tie a sandbox to a name, a host resource or a clock started
+    /// at boot are refused (see [`sandbox::check_poolable`]).
+    pub async fn prewarm(
+        settings: &EngineSettings,
+        options: SandboxOptions,
+    ) -> Result<Sandbox, CreateError> {
+        sandbox::check_poolable(&options)?;
+        Self::launch(settings, options, None, LaunchKind::Pooled).await
+    }
+
+    /// Takes a pooled sandbox out of its pool: from now on it is listed and
+    /// found by name as any sandbox of its creator. Fails if it is not pooled
+    /// (any more): it ended, or was claimed before.
+    pub async fn claim(&self) -> Result<(), LifecycleError> {
+        let name = self.inner.name.clone();
+        let claimed = lifecycle::with_state(self.inner.state_db.clone(), move |state| {
+            state.claim_pooled(&name)
+        })
+        .await?;
+        if claimed && self.is_running() {
+            return Ok(());
+        }
+        Err(LifecycleError::NotRunning(crate::error::NotRunning {
+            name: self.inner.name.clone(),
+            reason: "it is no pooled sandbox: it ended, or was claimed already".into(),
+            guest_fault: false,
+            secret_violation: false,
+        }))
     }
 
     /// Boots a stopped sandbox again with the options it was created with
@@ -127,19 +159,18 @@ impl Sandbox {
         }
         options.secret_env = secret_env;
         options.name = Some(name.to_string());
-        Ok(Self::launch(settings, options, progress, true).await?)
+        Ok(Self::launch(settings, options, progress, LaunchKind::Restart).await?)
     }
 
     async fn launch(
         settings: &EngineSettings,
         options: SandboxOptions,
         progress: Option<Progress>,
-        restart: bool,
+        kind: LaunchKind,
     ) -> Result<Sandbox, CreateError> {
-        let mut launch = Launch::prepare(settings, options, progress).await?;
-        if restart {
-            launch = launch.restart();
-        }
+        let launch = Launch::prepare(settings, options, progress)
+            .await?
+            .for_kind(kind);
         let booted = launch.claim()?.boot().await?;
         let patches = booted.patches;
         let sandbox = Sandbox {

@@ -16,6 +16,8 @@ use msb_state::{now_ms, RunStatus, State};
 pub struct RunRecord {
     db: PathBuf,
     name: String,
+    /// Booted into a warm pool: recorded `pooled` until the engine claims it.
+    pooled: bool,
 }
 
 impl RunRecord {
@@ -23,13 +25,21 @@ impl RunRecord {
         RunRecord {
             db: lifecycle.state_db.clone(),
             name: lifecycle.name.clone(),
+            pooled: lifecycle.pooled,
         }
     }
 
     pub fn running(&self) {
         let pid = std::process::id();
+        let status = if self.pooled {
+            RunStatus::Pooled
+        } else {
+            RunStatus::Running
+        };
         match msb_state::process_start(pid) {
-            Some(start) => self.write("running", |state| state.set_running(&self.name, pid, start)),
+            Some(start) => self.write(status.as_str(), |state| {
+                state.set_booted(&self.name, status, pid, start)
+            }),
             None => tracing::warn!("cannot read this process's start time; status not recorded"),
         }
     }

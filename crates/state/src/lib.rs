@@ -74,6 +74,9 @@ pub struct SandboxRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
     Starting,
+    /// Booted into a warm pool: running, but nobody's until claimed, and not
+    /// listed or reachable by name before that.
+    Pooled,
     Running,
     Stopping,
     Stopped,
@@ -84,6 +87,7 @@ impl RunStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Starting => "starting",
+            RunStatus::Pooled => "pooled",
             RunStatus::Running => "running",
             RunStatus::Stopping => "stopping",
             RunStatus::Stopped => "stopped",
@@ -94,6 +98,7 @@ impl RunStatus {
     fn parse(text: &str) -> RunStatus {
         match text {
             "starting" => RunStatus::Starting,
+            "pooled" => RunStatus::Pooled,
             "running" => RunStatus::Running,
             "stopping" => RunStatus::Stopping,
             "stopped" => RunStatus::Stopped,
@@ -106,7 +111,7 @@ impl RunStatus {
     pub fn expects_runtime(self) -> bool {
         matches!(
             self,
-            RunStatus::Starting | RunStatus::Running | RunStatus::Stopping
+            RunStatus::Starting | RunStatus::Pooled | RunStatus::Running | RunStatus::Stopping
         )
     }
 }
@@ -150,6 +155,7 @@ impl SandboxRun {
         match self.status {
             // Before boot the engine, not a runtime, holds the record.
             RunStatus::Starting => RunStatus::Starting,
+            RunStatus::Pooled if self.runtime_pid.is_none() => RunStatus::Pooled,
             status if status.expects_runtime() && !self.runtime_alive() => RunStatus::Crashed,
             status => status,
         }
@@ -470,16 +476,36 @@ impl State {
         Ok(())
     }
 
-    /// Marks the run booted by the runtime process `pid` (started at `start`).
-    pub fn set_running(&mut self, name: &str, pid: u32, start: u64) -> Result<()> {
+    /// Marks the run booted by the runtime process `pid` (started at `start`):
+    /// `Running`, or `Pooled` for a sandbox booted into a warm pool.
+    pub fn set_booted(
+        &mut self,
+        name: &str,
+        status: RunStatus,
+        pid: u32,
+        start: u64,
+    ) -> Result<()> {
         self.conn
             .execute(
-                "UPDATE sandbox_runs SET status = 'running', runtime_pid = ?2, runtime_start = ?3
+                "UPDATE sandbox_runs SET status = ?2, runtime_pid = ?3, runtime_start = ?4
                  WHERE name = ?1",
-                params![name, pid, start as i64],
+                params![name, status.as_str(), pid, start as i64],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// Turns a pooled run into a running one; false if it is not pooled (any
+    /// more): it ended, or was claimed already.
+    pub fn claim_pooled(&mut self, name: &str) -> Result<bool> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE sandbox_runs SET status = 'running' WHERE name = ?1 AND status = 'pooled'",
+                params![name],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(changed == 1)
     }
 
     /// Records a new status; an end (`Stopped`, `Crashed`) also records its time.
@@ -830,7 +856,7 @@ mod tests {
             handle_json: "{}".into(),
         };
         state.put_run(&run).unwrap();
-        state.set_running("w", 42, 7).unwrap();
+        state.set_booted("w", RunStatus::Running, 42, 7).unwrap();
         let running = state.run("w").unwrap().unwrap();
         assert_eq!(running.status, RunStatus::Running);
         assert_eq!(
@@ -851,6 +877,43 @@ mod tests {
         assert_eq!(state.runs().unwrap().len(), 1);
         state.remove_run("w").unwrap();
         assert_eq!(state.run("w").unwrap(), None);
+    }
+
+    #[test]
+    fn a_pooled_run_is_claimed_once_and_only_while_pooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("state.db")).unwrap();
+        let run = |name: &str| SandboxRun {
+            name: name.into(),
+            status: RunStatus::Starting,
+            reason: None,
+            image: "busybox".into(),
+            detached: false,
+            cpus: 1,
+            memory_mib: 512,
+            created_at_ms: 1000,
+            stopped_at_ms: None,
+            runtime_pid: None,
+            runtime_start: None,
+            handle_json: "{}".into(),
+        };
+        state.put_run(&run("p")).unwrap();
+        state.put_run(&run("r")).unwrap();
+        assert!(
+            !state.claim_pooled("p").unwrap(),
+            "a starting run is not pooled yet"
+        );
+        state.set_booted("p", RunStatus::Pooled, 42, 7).unwrap();
+        state.set_booted("r", RunStatus::Running, 43, 7).unwrap();
+        assert_eq!(state.run("p").unwrap().unwrap().status, RunStatus::Pooled);
+        assert!(
+            !state.claim_pooled("r").unwrap(),
+            "a running run is nobody's to claim"
+        );
+        assert!(state.claim_pooled("p").unwrap());
+        assert_eq!(state.run("p").unwrap().unwrap().status, RunStatus::Running);
+        assert!(!state.claim_pooled("p").unwrap(), "claimed twice");
+        assert!(!state.claim_pooled("gone").unwrap());
     }
 
     #[test]

@@ -242,6 +242,33 @@ pub(crate) fn validate_name(name: &str) -> Result<String, InvalidOption> {
     Ok(name.to_string())
 }
 
+/// Options a pooled sandbox cannot have: it is booted before anyone asks for
+/// it and handed to whoever does, so nothing about it may depend on who that
+/// is (a name, a detached life), hold a host resource exclusively while it
+/// waits (published ports, volumes, a persistent root), or start a clock at
+/// boot that should start at the claim (idle timeout, lifetime).
+pub(crate) fn check_poolable(options: &SandboxOptions) -> Result<(), InvalidOption> {
+    let refused = [
+        ("name", options.name.is_some()),
+        ("detached", options.detached == Some(true)),
+        ("ports", !options.ports.is_empty()),
+        ("volumes", !options.volumes.is_empty()),
+        ("persistent", options.persistent == Some(true)),
+        ("rootfsSizeMib", options.rootfs_size_mib.is_some()),
+        ("rootfsPath", options.rootfs_path.is_some()),
+        ("idleTimeoutMs", options.idle_timeout_ms.is_some()),
+        ("maxLifetimeMs", options.max_lifetime_ms.is_some()),
+    ];
+    match refused.into_iter().find(|(_, given)| *given) {
+        Some((field, _)) => Err(InvalidOption::new(
+            field,
+            "a pooled sandbox cannot have it: it is booted before anyone asks for it and handed to \
+             whoever does (leave it out of prewarm, and create such sandboxes without the pool)",
+        )),
+        None => Ok(()),
+    }
+}
+
 fn generated_name() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -278,6 +305,59 @@ fn parse_image(image: &str) -> Result<ImageSource, InvalidOption> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pool_refuses_what_ties_a_sandbox_to_its_claimer() {
+        assert!(check_poolable(&options()).is_ok());
+        let refused = |options: SandboxOptions| check_poolable(&options).unwrap_err().field;
+        assert_eq!(
+            refused(SandboxOptions {
+                name: Some("w".into()),
+                ..options()
+            }),
+            "name"
+        );
+        assert_eq!(
+            refused(SandboxOptions {
+                detached: Some(true),
+                ..options()
+            }),
+            "detached"
+        );
+        assert!(check_poolable(&SandboxOptions {
+            detached: Some(false),
+            ..options()
+        })
+        .is_ok());
+        assert_eq!(
+            refused(SandboxOptions {
+                persistent: Some(true),
+                ..options()
+            }),
+            "persistent"
+        );
+        assert_eq!(
+            refused(SandboxOptions {
+                idle_timeout_ms: Some(5000.0),
+                ..options()
+            }),
+            "idleTimeoutMs"
+        );
+        assert_eq!(
+            refused(SandboxOptions {
+                max_lifetime_ms: Some(5000.0),
+                ..options()
+            }),
+            "maxLifetimeMs"
+        );
+        assert_eq!(
+            refused(SandboxOptions {
+                rootfs_path: Some("/r".into()),
+                ..options()
+            }),
+            "rootfsPath"
+        );
+    }
 
     fn options() -> SandboxOptions {
         SandboxOptions {
