@@ -7,6 +7,14 @@
 //      (MSB_SNAPSHOT=off: the VM boots its kernel);
 //  (c) the same, restored from the shape's template snapshot (the default),
 //      which a warm-up create built;
+//  (d) the same, taken from a warm pool: Sandbox.prewarm({ count: 1 }) of
+//      (c)'s options plus one env variable (so that (c)'s creates do not take
+//      from the pool), made once before the rounds; each round waits for the
+//      pool to be full, then times a create with the pool's options, checks
+//      that it took the pooled sandbox (its name, and `available` dropping to
+//      0) and waits for the refill before the next path runs (the pooled
+//      sandbox idles while (a) to (c) run; the pool is closed before the
+//      memory measures);
 //  and the memory of the runtime and QEMU processes of one idle sandbox of
 //  each path (peak and current RSS, and Pss from smaps_rollup, which splits
 //  pages shared with other processes among them), then the Pss per sandbox
@@ -21,7 +29,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 
-import { Sandbox } from "../ts/index";
+import { Sandbox, type SandboxOptions, type WarmPool } from "../ts/index";
 import { AccelRecord, baselineInitramfs, engineInitramfs, rebootInit, runRawQemu } from "./baseline";
 import { accelLine, appendResults, machineDescription, median } from "./report";
 
@@ -85,6 +93,47 @@ async function sandboxToFirstOutput(
     throw new Error(`a sandbox meant to come up ${expect} came up ${took}`);
   }
   return { ms, sandbox };
+}
+
+/** (d)'s options: (c)'s machine and image, and an env variable that only (d)'s creates ask for. */
+function poolOptions(image: string): SandboxOptions {
+  return { image, cpus: 1, memoryMib: 512, env: { MSB_BENCH_PATH: "warm-pool" } };
+}
+
+/** Names of sandboxes with a directory under MSB_HOME/sandboxes that Sandbox.list() does not show: pooled ones. */
+async function unlistedSandboxes(): Promise<string[]> {
+  const dir = path.join(process.env.MSB_HOME!, "sandboxes");
+  const listed = new Set((await Sandbox.list()).map((s) => s.name));
+  return (fs.existsSync(dir) ? fs.readdirSync(dir) : []).filter((name) => !listed.has(name));
+}
+
+/**
+ * (d): with the pool full, Sandbox.create() of the pool's options to the
+ * output of shell("echo ok"); fails unless the sandbox is the one the pool
+ * held. Leaves the pool full again.
+ */
+async function pooledToFirstOutput(image: string, pool: WarmPool): Promise<number> {
+  await pool.filled();
+  if (pool.available !== 1) throw new Error(`the pool holds ${pool.available} sandboxes (last error: ${String(pool.lastError)})`);
+  const pooled = await unlistedSandboxes();
+  if (pooled.length !== 1) throw new Error(`expected one pooled sandbox, found ${JSON.stringify(pooled)}`);
+  const started = process.hrtime.bigint();
+  const sandbox = await Sandbox.create(poolOptions(image));
+  const availableAfter: number = pool.available;
+  const out = await sandbox.shell("echo ok");
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  try {
+    if (out.stdout() !== "ok\n") throw new Error(`unexpected output ${JSON.stringify(out.stdout())}`);
+    accel.note(sandbox);
+    if (sandbox.name !== pooled[0] || availableAfter !== 0) {
+      throw new Error(`create did not take the pooled ${pooled[0]}: got ${sandbox.name}, ${availableAfter} left in the pool`);
+    }
+  } finally {
+    await sandbox.stopAndWait();
+  }
+  // The refill boots now: it must not overlap the next round's other paths.
+  await pool.filled();
+  return ms;
 }
 
 function parentOf(pid: number): number {
@@ -171,21 +220,29 @@ async function main(): Promise<void> {
     path.join(process.env.MSB_HOME, "baseline-boot.cpio"),
   );
   await rawQemuBoot(kernel, initramfs);
+  // (d)'s pool, restored from the template like (c); closed before the memory measures.
+  const pool = await Sandbox.prewarm({ ...poolOptions(image), count: 1 });
 
   const raw: number[] = [];
   const cold: number[] = [];
   const restored: number[] = [];
-  for (let i = 0; i < rounds; i++) {
-    // Interleaved, so that drift in machine load hits all alike.
-    raw.push(await rawQemuBoot(kernel, initramfs));
-    for (const [snapshots, expect, into] of [
-      ["off", "cold", cold],
-      ["on", "restored", restored],
-    ] as const) {
-      const { ms, sandbox } = await sandboxToFirstOutput(image, snapshots, expect);
-      into.push(ms);
-      await sandbox.stopAndWait();
+  const warmPool: number[] = [];
+  try {
+    for (let i = 0; i < rounds; i++) {
+      // Interleaved, so that drift in machine load hits all alike.
+      raw.push(await rawQemuBoot(kernel, initramfs));
+      for (const [snapshots, expect, into] of [
+        ["off", "cold", cold],
+        ["on", "restored", restored],
+      ] as const) {
+        const { ms, sandbox } = await sandboxToFirstOutput(image, snapshots, expect);
+        into.push(ms);
+        await sandbox.stopAndWait();
+      }
+      warmPool.push(await pooledToFirstOutput(image, pool));
     }
+  } finally {
+    await pool.close();
   }
 
   const idleCold = await idleMemory(image, "off", "cold");
@@ -196,6 +253,9 @@ async function main(): Promise<void> {
   const rawMedian = median(raw);
   const coldRatio = median(cold) / rawMedian;
   const restoredRatio = median(restored) / rawMedian;
+  const warmPoolMedian = median(warmPool);
+  const warmPoolRatio = warmPoolMedian / rawMedian;
+  const warmPoolBarMs = 50;
   const rssBarMib = 60;
   const verdict = (pass: boolean) => (pass ? "pass" : "FAIL");
   const fmt = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(", ");
@@ -210,8 +270,10 @@ async function main(): Promise<void> {
     `| (a) raw QEMU boot, same machine and kernel, the agent's initramfs plus a ${rebootInit().length}-byte init (\`rdinit\`) that reboots at once | ${rawMedian.toFixed(0)} ms | ${fmt(raw)} |`,
     `| (b) \`Sandbox.create()\` to output of \`shell("echo ok")\`, cold boot (\`MSB_SNAPSHOT=off\`) | ${median(cold).toFixed(0)} ms | ${fmt(cold)} |`,
     `| (c) the same, restored from the shape's template snapshot (built by a warm-up create) | ${median(restored).toFixed(0)} ms | ${fmt(restored)} |`,
+    `| (d) the same, taken from a warm pool (\`Sandbox.prewarm\`, count 1, of (c)'s options plus one env variable; refilled before each round's create) (bar: p50 <= ${warmPoolBarMs} ms) | **${warmPoolMedian.toFixed(0)} ms** ${verdict(warmPoolMedian <= warmPoolBarMs)} | ${fmt(warmPool)} |`,
     `| ratio (b)/(a) (bar: <= 1.5) | **${coldRatio.toFixed(2)}** ${verdict(coldRatio <= 1.5)} | |`,
     `| ratio (c)/(a) (bar: <= 0.40) | **${restoredRatio.toFixed(2)}** ${verdict(restoredRatio <= 0.4)} | |`,
+    `| ratio (d)/(a) | **${warmPoolRatio.toFixed(2)}** | |`,
     "",
     "Host memory of one idle 512 MiB sandbox (QEMU + runtime, after `echo ok` and 3 s idle):",
     "",
