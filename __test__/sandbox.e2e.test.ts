@@ -299,6 +299,29 @@ describe("lifecycle", () => {
     assert.equal(fs.existsSync(dir), false);
   });
 
+  test("stopped without waiting, or ended by itself, an unnamed sandbox leaves no directory or record", async () => {
+    // Nobody waits for either: the creating engine's own watch of the runtime cleans up.
+    const stopped = await Sandbox.create({ image: root });
+    const died = await Sandbox.create({ image: root });
+    const dirs = [stopped, died].map((sb) => path.join(home, "sandboxes", sb.name));
+    assert.ok(dirs.every((dir) => fs.existsSync(dir)));
+    await stopped.stop();
+    process.kill(died.bootInfo.vmPid, "SIGKILL");
+    assert.ok(
+      await eventually(() => dirs.every((dir) => !fs.existsSync(dir)), 15_000),
+      `left: ${dirs.filter((dir) => fs.existsSync(dir)).join(", ")}`,
+    );
+    const listed = (await Sandbox.list()).map((s) => s.name);
+    assert.deepEqual(
+      listed.filter((name) => name === stopped.name || name === died.name),
+      [],
+    );
+    assert.deepEqual(processesOf(home).map(commandOf), []);
+    // Waiting afterwards still answers how each ended.
+    assert.equal((await stopped.stopAndWait()).success, true);
+    assert.equal(died.running, false);
+  });
+
   test("kill stops the VM at once", async () => {
     const sb = await Sandbox.create({ image: root });
     const vmPid = sb.bootInfo.vmPid;

@@ -3,9 +3,10 @@
 //! (from any process of the same user), then serving execs and the guest
 //! filesystem until it is stopped or its VM ends.
 //!
-//! The creator's handle owns the sandbox's cleanup: for a sandbox that is not
-//! detached it forgets the records and removes the directories once the
-//! runtime has exited. A detached sandbox keeps its record (status, reason)
+//! The creator owns the sandbox's cleanup: a task waits for the runtime it
+//! started and, for a sandbox that is not detached, forgets the records and
+//! removes the directories once the runtime has exited, whether or not any
+//! handle waits for it ([`watch_runtime`]). A detached sandbox keeps its record (status, reason)
 //! and directory until [`Sandbox::remove`].
 
 use std::fs;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use msb_control::{BootInfo, FromRuntime, HostMetrics, ToRuntime};
 use msb_protocol::User;
 use tokio::process::Child;
-use tokio::sync::Mutex;
+use tokio::sync::watch;
 
 use crate::conn::{Lifecycle, RuntimeConn};
 use crate::error::{CreateError, ExecError, InvalidOption, LifecycleError, StopError};
@@ -43,12 +44,8 @@ struct Inner {
     workdir: Option<String>,
     /// The image's `User`, used when an exec names none.
     default_user: Option<User>,
-    images: Images,
     /// Host side of the read-only share for bulk transfers into the guest.
     transfer: Arc<PathBuf>,
-    dir: PathBuf,
-    /// Directories of sandboxes the caller did not name are removed after stop.
-    keep_dir: bool,
     boot: BootInfo,
     conn: Arc<RuntimeConn>,
     state_db: PathBuf,
@@ -59,10 +56,11 @@ struct Inner {
 }
 
 enum Origin {
-    /// `create` in this process: the runtime is our child.
+    /// `create` in this process: the runtime is our child, waited for by a
+    /// task of its own ([`watch_runtime`]), which says here when it has exited
+    /// and been cleaned up after (`Err`: waiting for it failed).
     Created {
-        runtime: Mutex<Option<Child>>,
-        detached: bool,
+        ended: watch::Receiver<Option<Result<(), String>>>,
     },
     /// `get`: the runtime belongs to another handle, maybe in another process.
     Attached { run: msb_state::SandboxRun },
@@ -173,23 +171,28 @@ impl Sandbox {
             .for_kind(kind);
         let booted = launch.claim()?.boot().await?;
         let patches = booted.patches;
+        let ended = watch_runtime(
+            booted.runtime,
+            AfterExit {
+                name: booted.name.clone(),
+                dir: booted.dir,
+                keep_dir: booted.keep_dir,
+                detached: booted.detached,
+                images: booted.images,
+                state_db: settings.state_db(),
+            },
+        );
         let sandbox = Sandbox {
             inner: Arc::new(Inner {
                 name: booted.name,
                 workdir: booted.workdir,
                 default_user: booted.default_user,
-                images: booted.images,
                 transfer: Arc::new(booted.transfer),
-                dir: booted.dir,
-                keep_dir: booted.keep_dir,
                 boot: booted.boot,
                 conn: booted.conn,
                 state_db: settings.state_db(),
                 last_metrics: Default::default(),
-                origin: Origin::Created {
-                    runtime: Mutex::new(Some(booted.runtime)),
-                    detached: booted.detached,
-                },
+                origin: Origin::Created { ended },
             }),
         };
         if let Err((field, source)) = launch::apply_patches(&patches, &sandbox.fs()).await {
@@ -217,10 +220,7 @@ impl Sandbox {
                 name: name.to_string(),
                 workdir: attached.handle.workdir,
                 default_user: attached.handle.default_user,
-                images: Images::new(settings),
                 transfer: Arc::new(dir.join(launch::TRANSFER_DIR)),
-                dir,
-                keep_dir: true,
                 boot: attached.boot,
                 conn: attached.conn,
                 state_db: settings.state_db(),
@@ -416,29 +416,72 @@ impl Sandbox {
                 lifecycle::wait_runtime_gone(run).await;
                 Ok(ended)
             }
-            Origin::Created { runtime, detached } => {
-                let mut runtime = runtime.lock().await;
-                if let Some(mut child) = runtime.take() {
-                    child.wait().await.map_err(StopError::Wait)?;
-                    if *detached {
-                        // The record (status, reason) and the logs stay until `remove`.
-                        let _ = fs::remove_dir_all(&*self.inner.transfer);
-                        return Ok(ended);
-                    }
-                    let _ = self.inner.images.untrack_sandbox(&self.inner.name).await;
-                    let name = self.inner.name.clone();
-                    let _ = lifecycle::with_state(self.inner.state_db.clone(), move |state| {
-                        state.remove_run(&name)
-                    })
-                    .await;
-                    if self.inner.keep_dir {
-                        let _ = fs::remove_dir_all(&*self.inner.transfer);
-                    } else {
-                        let _ = fs::remove_dir_all(&self.inner.dir);
-                    }
+            Origin::Created { ended: watcher } => {
+                let mut watcher = watcher.clone();
+                let failed = match watcher.wait_for(Option::is_some).await {
+                    Ok(outcome) => outcome.as_ref().and_then(|r| r.clone().err()),
+                    // The watcher is gone with the async runtime, which happens
+                    // only as the process ends.
+                    Err(_) => None,
+                };
+                match failed {
+                    Some(message) => Err(StopError::Wait(std::io::Error::other(message))),
+                    None => Ok(ended),
                 }
-                Ok(ended)
             }
         }
     }
+}
+
+/// What the creator's side does once a sandbox's runtime has exited, whoever
+/// stopped it and whether or not a handle waits: a detached sandbox loses its
+/// transfer directory (record and logs stay until `remove`); another loses its
+/// record and image use, and its directory (only the transfer directory, for a
+/// name the caller chose: the logs stay for the post-mortem).
+struct AfterExit {
+    name: String,
+    dir: PathBuf,
+    keep_dir: bool,
+    detached: bool,
+    images: Images,
+    state_db: PathBuf,
+}
+
+impl AfterExit {
+    async fn run(self) {
+        // The runtime held the name lock until it exited. If someone holds it
+        // now, a new sandbox of this name has started meanwhile (a `create`,
+        // a `start`) and the record and directory are its own.
+        let Ok(_lock) = launch::lock_name(&self.dir, &self.name) else {
+            return;
+        };
+        let transfer = self.dir.join(launch::TRANSFER_DIR);
+        if self.detached {
+            let _ = fs::remove_dir_all(&transfer);
+            return;
+        }
+        let _ = self.images.untrack_sandbox(&self.name).await;
+        let name = self.name.clone();
+        let _ = lifecycle::with_state(self.state_db, move |state| state.remove_run(&name)).await;
+        let _ = fs::remove_dir_all(if self.keep_dir { &transfer } else { &self.dir });
+    }
+}
+
+/// Waits for the runtime in a task of its own, then cleans up after it, so
+/// that a sandbox stopped without waiting (`stop`), or whose VM ended by
+/// itself, leaves nothing behind. The task holds no connection to the runtime:
+/// dropping every handle still closes it, which stops the VM.
+fn watch_runtime(
+    mut runtime: Child,
+    after: AfterExit,
+) -> watch::Receiver<Option<Result<(), String>>> {
+    let (tell, ended) = watch::channel(None);
+    tokio::spawn(async move {
+        let waited = runtime.wait().await;
+        if waited.is_ok() {
+            after.run().await;
+        }
+        let _ = tell.send(Some(waited.map(drop).map_err(|err| err.to_string())));
+    });
+    ended
 }
