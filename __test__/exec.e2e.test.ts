@@ -14,7 +14,7 @@ import {
   UserNotFoundError,
   type ExecEvent,
 } from "../ts/index";
-import { busyboxRoot, isolatedHome } from "./helpers";
+import { busyboxRoot, isolatedHome, parentOf } from "./helpers";
 
 const home = isolatedHome("exec");
 let sb: Sandbox;
@@ -40,11 +40,6 @@ async function guestProcesses(marker: string): Promise<string[]> {
 function rssKib(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
-}
-
-function parentOf(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
 }
 
 describe("streaming", () => {

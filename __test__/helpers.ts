@@ -90,3 +90,23 @@ export function leftovers(dir: string): string[] {
   if (fs.existsSync(dir)) walk(dir);
   return found;
 }
+
+/** The fields of `/proc/PID/stat` after the command name (state first), which may hold spaces and parentheses. */
+function statFields(pid: number): string[] {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+}
+
+/** Whether `pid` runs: it exists and is no zombie. */
+export function alive(pid: number): boolean {
+  try {
+    return statFields(pid)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** The parent process of `pid`. */
+export function parentOf(pid: number): number {
+  return Number(statFields(pid)[1]);
+}

@@ -21,7 +21,7 @@ import {
   type LogLine,
   type SandboxInfo,
 } from "../ts/index";
-import { busyboxRoot, commandOf, eventually, isolatedHome, processesOf } from "./helpers";
+import { alive, busyboxRoot, commandOf, eventually, isolatedHome, processesOf } from "./helpers";
 
 const home = isolatedHome("lifecycle");
 const client = path.join(__dirname, "fixtures", "lifecycle-client.js");
@@ -39,14 +39,6 @@ after(() => {
 async function inOtherProcess(...args: string[]): Promise<string> {
   const { stdout } = await promisify(execFile)(process.execPath, [client, ...args], { env: process.env });
   return stdout;
-}
-
-function alive(pid: number): boolean {
-  try {
-    return !fs.readFileSync(`/proc/${pid}/stat`, "utf8").includes(") Z ");
-  } catch {
-    return false;
-  }
 }
 
 async function statusOf(name: string): Promise<SandboxInfo | undefined> {

@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, test } from "node:test";
 
-import { busyboxRoot, commandOf, eventually, isolatedHome, processesOf } from "./helpers";
+import { busyboxRoot, commandOf, eventually, isolatedHome, parentOf, processesOf } from "./helpers";
 
 const home = isolatedHome("orphans");
 let root: string;
@@ -18,11 +18,6 @@ before(() => {
 after(() => {
   fs.rmSync(home, { recursive: true, force: true });
 });
-
-function parentOf(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-}
 
 /** Starts the fixture and resolves with the VM pids once its sandboxes answer. */
 function holdSandboxes(count: number) {

@@ -20,7 +20,7 @@ import {
   type SandboxOptions,
   type WarmPool,
 } from "../ts/index";
-import { busyboxRoot, commandOf, eventually, isolatedHome, leftovers, processesOf } from "./helpers";
+import { alive, busyboxRoot, commandOf, eventually, isolatedHome, leftovers, parentOf, processesOf } from "./helpers";
 
 const home = isolatedHome("pool");
 const sandboxesDir = path.join(home, "sandboxes");
@@ -73,21 +73,6 @@ function newDirs(before: string[]): string[] {
 
 async function listedNames(): Promise<Set<string>> {
   return new Set((await Sandbox.list()).map((s) => s.name));
-}
-
-/** Whether `pid` runs (exists and is no zombie). */
-function alive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch {
-    return false;
-  }
-}
-
-function parentOf(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
 }
 
 /**

@@ -6,7 +6,7 @@ import { describe, test } from "node:test";
 
 import { InvalidOptionError } from "../ts/index";
 import type { Native } from "../ts/native";
-import { splitPrewarmOptions, takePooled, WarmPool, type PrewarmOptions } from "../ts/pool";
+import { splitPrewarmOptions, takePooled, WarmPool, type Pooled, type PrewarmOptions } from "../ts/pool";
 
 /** A stand-in for a booted sandbox: running until `die`, recording claims and stops. */
 class FakeSandbox {
@@ -29,7 +29,7 @@ class FakeSandbox {
 function booter() {
   const booted: FakeSandbox[] = [];
   const state = { failNext: 0, inFlight: 0, maxInFlight: 0 };
-  const boot = async (): Promise<Native.NativeSandbox> => {
+  const boot = async (): Promise<Pooled> => {
     state.inFlight += 1;
     state.maxInFlight = Math.max(state.maxInFlight, state.inFlight);
     await new Promise((resolve) => setTimeout(resolve, 20));
@@ -40,13 +40,13 @@ function booter() {
     }
     const sandbox = new FakeSandbox(booted.length);
     booted.push(sandbox);
-    return sandbox as unknown as Native.NativeSandbox;
+    return { value: sandbox, handle: sandbox as unknown as Native.NativeSandbox };
   };
   return { boot, booted, state };
 }
 
-async function pool(size: number, image: string, boot: () => Promise<Native.NativeSandbox>, env?: Record<string, string>) {
-  const made = new WarmPool(size, { image, env }, boot);
+async function pool(size: number, image: string, boot: () => Promise<Pooled>, env?: Record<string, string>) {
+  const made = new WarmPool("sandbox", size, { image, env }, boot);
   await made.fill();
   return made;
 }
@@ -58,12 +58,24 @@ describe("warm pool", () => {
     const made = await pool(1, "/equal", boot, env);
     try {
       env.A = "changed after prewarm";
-      assert.equal(await takePooled({ image: "/equal", env: { A: "2" } }), undefined);
-      assert.equal(await takePooled({ image: "/equal" }), undefined);
-      assert.equal(await takePooled({ image: "/other", env: { A: "1" } }), undefined);
-      const taken = await takePooled({ image: "/equal", env: { A: "1" }, onProgress: () => {}, workdir: undefined });
+      assert.equal(await takePooled("sandbox", { image: "/equal", env: { A: "2" } }), undefined);
+      assert.equal(await takePooled("sandbox", { image: "/equal" }), undefined);
+      assert.equal(await takePooled("sandbox", { image: "/other", env: { A: "1" } }), undefined);
+      const taken = await takePooled("sandbox", { image: "/equal", env: { A: "1" }, onProgress: () => {}, workdir: undefined });
       assert.equal(taken, booted[0]);
       assert.equal(booted[0]!.claims, 1);
+    } finally {
+      await made.close();
+    }
+  });
+
+  test("serves only its own kind: a code runner's pool is not a plain sandbox's", async () => {
+    const { boot, booted } = booter();
+    const made = new WarmPool("python", 1, { image: "/kind" }, boot);
+    await made.fill();
+    try {
+      assert.equal(await takePooled("sandbox", { image: "/kind" }), undefined);
+      assert.equal(await takePooled("python", { image: "/kind" }), booted[0]);
     } finally {
       await made.close();
     }
@@ -74,11 +86,11 @@ describe("warm pool", () => {
     const made = await pool(2, "/refill", boot);
     try {
       assert.equal(made.available, 2);
-      const first = await takePooled({ image: "/refill" });
-      const second = await takePooled({ image: "/refill" });
+      const first = await takePooled("sandbox", { image: "/refill" });
+      const second = await takePooled("sandbox", { image: "/refill" });
       assert.deepEqual([first, second], [booted[0], booted[1]]);
       // Empty now: the replacements wait out their delay, and a create boots as usual.
-      assert.equal(await takePooled({ image: "/refill" }), undefined);
+      assert.equal(await takePooled("sandbox", { image: "/refill" }), undefined);
       assert.equal(booted.length, 2, "a replacement booted before its delay");
       await made.filled();
       assert.equal(made.available, 2);
@@ -95,7 +107,7 @@ describe("warm pool", () => {
     try {
       booted[0]!.running = false;
       assert.equal(made.available, 1);
-      const taken = await takePooled({ image: "/dead" });
+      const taken = await takePooled("sandbox", { image: "/dead" });
       assert.equal(taken, booted[1]);
       assert.equal(booted[0]!.stops, 1);
       assert.equal(booted[0]!.claims, 0);
@@ -111,12 +123,12 @@ describe("warm pool", () => {
     const made = await pool(1, "/retry", boot);
     try {
       state.failNext = 1;
-      assert.notEqual(await takePooled({ image: "/retry" }), undefined);
+      assert.notEqual(await takePooled("sandbox", { image: "/retry" }), undefined);
       await made.filled();
       assert.equal(made.available, 0);
       assert.match(made.lastError?.message ?? "", /boot failed/);
       // Nothing to take, but the take starts the missing boot.
-      assert.equal(await takePooled({ image: "/retry" }), undefined);
+      assert.equal(await takePooled("sandbox", { image: "/retry" }), undefined);
       await made.filled();
       assert.equal(made.available, 1);
     } finally {
@@ -127,20 +139,20 @@ describe("warm pool", () => {
   test("a failed first fill stops what did boot and serves nothing", async () => {
     const { boot, booted, state } = booter();
     state.failNext = 1;
-    const made = new WarmPool(3, { image: "/fill" }, boot);
+    const made = new WarmPool("sandbox", 3, { image: "/fill" }, boot);
     await assert.rejects(made.fill(), /boot failed/);
     assert.equal(booted.length, 2);
     assert.deepEqual(
       booted.map((s) => s.stops),
       [1, 1],
     );
-    assert.equal(await takePooled({ image: "/fill" }), undefined);
+    assert.equal(await takePooled("sandbox", { image: "/fill" }), undefined);
   });
 
   test("close stops what was not taken, at once, and boots no more", async () => {
     const { boot, booted } = booter();
     const made = await pool(2, "/close", boot);
-    const taken = (await takePooled({ image: "/close" })) as unknown as FakeSandbox;
+    const taken = (await takePooled("sandbox", { image: "/close" })) as unknown as FakeSandbox;
     const started = Date.now();
     await made.close();
     assert.ok(Date.now() - started < 500, "close waited out the replacement's delay");
@@ -150,7 +162,7 @@ describe("warm pool", () => {
       [taken === booted[0] ? 0 : 1, taken === booted[1] ? 0 : 1],
     );
     assert.equal(made.available, 0);
-    assert.equal(await takePooled({ image: "/close" }), undefined);
+    assert.equal(await takePooled("sandbox", { image: "/close" }), undefined);
     await made.close();
   });
 

@@ -293,3 +293,38 @@ describe("NodeSandbox", () => {
     await assert.rejects(sb.run("1"), SandboxNotRunningError);
   });
 });
+
+describe("warm pools of code runners", () => {
+  for (const [label, runner, code, setState, readState] of [
+    ["PythonSandbox", PythonSandbox, "x = 41\nx + 1", "state = 'mine'", "print(globals().get('state'))"],
+    ["NodeSandbox", NodeSandbox, "var x = 41; x + 1", "var state = 'mine'", "console.log(typeof state === 'undefined' ? 'None' : state)"],
+  ] as const) {
+    test(`${label}.prewarm: an equal create takes a sandbox whose interpreter runs; each taken one has its own`, async () => {
+      const options = { image, env: { POOL: label } };
+      const pool = await runner.prewarm({ ...options, count: 1 });
+      try {
+        assert.equal(pool.available, 1);
+        const first = await runner.create(options);
+        assert.ok(first instanceof runner);
+        assert.equal(pool.available, 0, "the create did not take from the pool");
+        const value = await first.run(code);
+        assertOk(value);
+        assert.deepEqual(
+          value.results.map((r) => r.data),
+          ["42"],
+        );
+        assertOk(await first.run(setState));
+        // The replacement is a machine and an interpreter of its own.
+        await pool.filled();
+        assert.equal(pool.available, 1, String(pool.lastError));
+        const second = await runner.create(options);
+        assert.notEqual(second.name, first.name);
+        assert.equal((await second.run(readState)).output(), "None\n");
+        assert.equal((await first.run(readState)).output(), "mine\n");
+        await Promise.all([first.stopAndWait(), second.stopAndWait()]);
+      } finally {
+        await pool.close();
+      }
+    });
+  }
+});

@@ -4,7 +4,10 @@
 //    process per call through the agent); bar p50 <= 10 ms under TCG;
 //  - create -> first run result: PythonSandbox.create/NodeSandbox.create and
 //    the first run("x = 1"), beside Sandbox.create and the first
-//    exec("/bin/true") on the same image (the baseline), a few times each.
+//    exec("/bin/true") on the same image (the baseline), a few times each;
+//    then the same creates served by a warm pool (PythonSandbox.prewarm /
+//    NodeSandbox.prewarm, count 1, refilled before each create and checked
+//    to have been taken from).
 // Results are appended to benchmark/RESULTS.md.
 //   node dist/benchmark/runner.js [RUNS] [CREATES]
 import { execFileSync } from "node:child_process";
@@ -57,9 +60,10 @@ async function firstResults(image: string): Promise<string[]> {
     "| measure | p50 | max |",
     "|---|---|---|",
   ];
-  const measure = async (label: string, f: () => Promise<Sandbox>) => {
+  const measure = async (label: string, f: () => Promise<Sandbox>, before?: () => Promise<void>) => {
     const times: number[] = [];
     for (let i = 0; i < creates; i++) {
+      await before?.();
       const [ms, sb] = await timed(f);
       accel.note(sb);
       times.push(ms);
@@ -82,6 +86,26 @@ async function firstResults(image: string): Promise<string[]> {
     await sb.run("x = 1");
     return sb;
   });
+  for (const [label, runner] of [
+    ["PythonSandbox", PythonSandbox],
+    ["NodeSandbox", NodeSandbox],
+  ] as const) {
+    const pool = await runner.prewarm({ image, ...resources, count: 1 });
+    try {
+      await measure(
+        `**${label}.create from a warm pool (\`${label}.prewarm\`, count 1) + first run("x = 1")**`,
+        async () => {
+          const sb = await runner.create({ image, ...resources });
+          if (pool.available !== 0) throw new Error(`${label}.create did not take from the pool`);
+          await sb.run("x = 1");
+          return sb;
+        },
+        () => pool.filled(),
+      );
+    } finally {
+      await pool.close();
+    }
+  }
   return lines;
 }
 

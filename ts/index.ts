@@ -18,6 +18,7 @@ export {
   PythonSandbox,
   NodeSandbox,
   type CodeSandboxOptions,
+  type CodeSandboxPrewarmOptions,
   type RunOptions,
 } from "./runner/sandboxes";
 export { Execution, type ExecutionStatus } from "./runner/execution";

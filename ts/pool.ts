@@ -43,8 +43,17 @@ export type PrewarmOptions = Omit<
   count: number;
 };
 
+/**
+ * One pooled sandbox: what a take hands out (a Sandbox, or a PythonSandbox
+ * with its interpreter running) and the addon's handle behind it.
+ */
+export interface Pooled {
+  value: unknown;
+  handle: Native.NativeSandbox;
+}
+
 /** Boots one pooled sandbox (warmed up, unclaimed); rejects with the typed error of `create`. */
-type Boot = () => Promise<Native.NativeSandbox>;
+type Boot = () => Promise<Pooled>;
 
 /** The pools of this process that are not closed. */
 const pools = new Set<WarmPool>();
@@ -79,16 +88,17 @@ export function splitPrewarmOptions(options: PrewarmOptions): { count: number; s
 }
 
 /**
- * A sandbox from one of this process's pools whose options equal `options`,
- * claimed (listed from now on); undefined when no pool has one ready.
+ * A sandbox of `kind` ("sandbox", or a code runner's language) from one of
+ * this process's pools whose options equal `options`, claimed (listed from
+ * now on); undefined when no such pool has one ready.
  */
-export async function takePooled(options: SandboxOptions): Promise<Native.NativeSandbox | undefined> {
+export async function takePooled(kind: string, options: SandboxOptions): Promise<unknown> {
   if (pools.size === 0) return undefined;
   const wanted = poolKey(options);
   for (const pool of pools) {
-    if (!pool.serves(wanted)) continue;
-    const handle = await pool.take();
-    if (handle !== undefined) return handle;
+    if (!pool.serves(kind, wanted)) continue;
+    const value = await pool.take();
+    if (value !== undefined) return value;
   }
   return undefined;
 }
@@ -103,9 +113,10 @@ export async function takePooled(options: SandboxOptions): Promise<Native.Native
 export class WarmPool implements AsyncDisposable {
   /** How many sandboxes the pool keeps ready. */
   readonly size: number;
+  readonly #kind: string;
   readonly #key: unknown;
   readonly #boot: Boot;
-  readonly #ready: Native.NativeSandbox[] = [];
+  readonly #ready: Pooled[] = [];
   readonly #booting = new Set<Promise<void>>();
   /** Replacements waiting out REPLACE_AFTER_MS: their timers, and how to end the wait early. */
   readonly #waiting = new Map<NodeJS.Timeout, () => void>();
@@ -113,7 +124,8 @@ export class WarmPool implements AsyncDisposable {
   #closed = false;
 
   /** @internal */
-  constructor(size: number, options: SandboxOptions, boot: Boot) {
+  constructor(kind: string, size: number, options: SandboxOptions, boot: Boot) {
+    this.#kind = kind;
     this.size = size;
     this.#key = poolKey(options);
     this.#boot = boot;
@@ -130,7 +142,7 @@ export class WarmPool implements AsyncDisposable {
     const booted = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
     const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (failed !== undefined) {
-      await Promise.all(booted.map((handle) => handle.stopAndWait()));
+      await Promise.all(booted.map((pooled) => pooled.handle.stopAndWait()));
       throw failed.reason;
     }
     this.#ready.push(...booted);
@@ -139,7 +151,7 @@ export class WarmPool implements AsyncDisposable {
 
   /** Sandboxes ready to be taken now. */
   get available(): number {
-    return this.#ready.filter((handle) => handle.running).length;
+    return this.#ready.filter((pooled) => pooled.handle.running).length;
   }
 
   /** Why the last replacement failed to boot, if one did; the next take tries again. */
@@ -163,7 +175,7 @@ export class WarmPool implements AsyncDisposable {
       endWait();
     }
     await this.filled();
-    await Promise.all(this.#ready.splice(0).map((handle) => handle.stopAndWait()));
+    await Promise.all(this.#ready.splice(0).map((pooled) => pooled.handle.stopAndWait()));
   }
 
   /** {@link WarmPool.close}, for `await using`. */
@@ -172,8 +184,8 @@ export class WarmPool implements AsyncDisposable {
   }
 
   /** @internal */
-  serves(key: unknown): boolean {
-    return !this.#closed && isDeepStrictEqual(this.#key, key);
+  serves(kind: string, key: unknown): boolean {
+    return !this.#closed && kind === this.#kind && isDeepStrictEqual(this.#key, key);
   }
 
   /**
@@ -184,10 +196,11 @@ export class WarmPool implements AsyncDisposable {
    *
    * @internal
    */
-  async take(): Promise<Native.NativeSandbox | undefined> {
+  async take(): Promise<unknown> {
     try {
-      for (let handle = this.#ready.shift(); handle !== undefined; handle = this.#ready.shift()) {
-        if (handle.running && (await handle.claim()) == null) return handle;
+      for (let pooled = this.#ready.shift(); pooled !== undefined; pooled = this.#ready.shift()) {
+        const { value, handle } = pooled;
+        if (handle.running && (await handle.claim()) == null) return value;
         await handle.stopAndWait();
       }
       return undefined;
@@ -201,10 +214,10 @@ export class WarmPool implements AsyncDisposable {
     const booting: Promise<void> = this.#wait(REPLACE_AFTER_MS)
       .then(() => (this.#closed ? undefined : this.#boot()))
       .then(
-        async (handle) => {
-          if (handle === undefined) return;
-          if (this.#closed) await handle.stopAndWait();
-          else this.#ready.push(handle);
+        async (pooled) => {
+          if (pooled === undefined) return;
+          if (this.#closed) await pooled.handle.stopAndWait();
+          else this.#ready.push(pooled);
         },
         (err: unknown) => {
           this.#lastError = err instanceof Error ? err : new Error(String(err));

@@ -282,13 +282,8 @@ export class Sandbox implements AsyncDisposable {
   static async create(options: SandboxOptions): Promise<Sandbox> {
     checkSandboxOptions(options);
     checkRegistryOptions(options.registry);
-    const pooled = await takePooled(options);
-    if (pooled !== undefined) {
-      forgetEnded();
-      const sandbox = new Sandbox(pooled);
-      unstopped.add(sandbox);
-      return sandbox;
-    }
+    const pooled = await Sandbox.fromPool<Sandbox>("sandbox", options);
+    if (pooled !== undefined) return pooled;
     const { onProgress, network, replace, volumes, ...rest } = options;
     const mounts = toNativeMounts(volumes);
     if (replace && options.name !== undefined) {
@@ -319,20 +314,56 @@ export class Sandbox implements AsyncDisposable {
    * @throws The errors of {@link Sandbox.create}: the first boot that failed, after the others were stopped.
    */
   static async prewarm(options: PrewarmOptions): Promise<WarmPool> {
+    return Sandbox.prewarmAs("sandbox", options, async (sandbox) => sandbox);
+  }
+
+  /**
+   * A pool of `kind` whose sandboxes are `make` of a booted, warmed-up pooled
+   * sandbox (a code runner starts its interpreter there).
+   *
+   * @internal
+   */
+  protected static async prewarmAs<T>(
+    kind: string,
+    options: PrewarmOptions,
+    make: (sandbox: Sandbox) => Promise<T>,
+  ): Promise<WarmPool> {
     const { count, sandbox } = splitPrewarmOptions(options);
     checkSandboxOptions(sandbox);
     checkRegistryOptions(sandbox.registry);
     const { network, volumes, ...rest } = sandbox;
     // Passed on for the engine to refuse with its reason, as it does `name` and the rest.
     const nativeOptions = { ...rest, network: toNativeNetwork(network), volumes: toNativeMounts(volumes) };
-    const pool = new WarmPool(count, sandbox, async () => {
+    const pool = new WarmPool(kind, count, sandbox, async () => {
       const handle = unwrap(await native.prewarmSandbox(nativeOptions, { assetsDir }));
-      // Errors ignored: an image without a shell is poolable, only not warmed.
-      await handle.exec("/bin/sh", ["-c", "true"], undefined);
-      return handle;
+      try {
+        // Errors ignored: an image without a shell is poolable, only not warmed.
+        await handle.exec("/bin/sh", ["-c", "true"], undefined);
+        return { value: await make(new Sandbox(handle)), handle };
+      } catch (err) {
+        await handle.stopAndWait();
+        throw err;
+      }
     });
     await pool.fill();
     return pool;
+  }
+
+  /**
+   * A sandbox of `kind` taken from one of this process's pools whose options
+   * equal `options`, owned by the caller from now on; undefined when none is
+   * ready.
+   *
+   * @internal
+   */
+  protected static async fromPool<T extends Sandbox>(kind: string, options: SandboxOptions): Promise<T | undefined> {
+    checkSandboxOptions(options);
+    const pooled = (await takePooled(kind, options)) as T | undefined;
+    if (pooled !== undefined) {
+      forgetEnded();
+      unstopped.add(pooled);
+    }
+    return pooled;
   }
 
   /**

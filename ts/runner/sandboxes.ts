@@ -15,6 +15,7 @@ import { DEFAULT_MAX_OUTPUT_BYTES, type ExecHandle } from "../exec";
 import { SandboxBuilder } from "../builder";
 import { createSession, type CreateSession } from "../progress";
 import type { SandboxOptions } from "../options";
+import type { PrewarmOptions, WarmPool } from "../pool";
 import { Sandbox, type StartOptions } from "../sandbox";
 import { Execution } from "./execution";
 import { execDriverProcess, Interpreter, InterpreterLost } from "./interpreter";
@@ -33,6 +34,16 @@ export type CodeSandboxOptions = Omit<SandboxOptions, "image"> & {
    * on first use). Any root with `python3` (3.8 or later) or `node` (18 or
    * later) and `/bin/sh`, `mktemp` will do.
    */
+  image?: string;
+};
+
+/**
+ * Options of {@link PythonSandbox.prewarm} and {@link NodeSandbox.prewarm}:
+ * those of {@link Sandbox.prewarm}, with `image` optional (the default as for
+ * create).
+ */
+export type CodeSandboxPrewarmOptions = Omit<PrewarmOptions, "image"> & {
+  /** As {@link CodeSandboxOptions.image}. */
   image?: string;
 };
 
@@ -381,8 +392,23 @@ export class PythonSandbox extends CodeSandbox {
    * @throws {InterpreterFailedError} The interpreter did not start; the sandbox was stopped.
    */
   static override async create(options: CodeSandboxOptions = {}): Promise<PythonSandbox> {
-    const base = await Sandbox.create({ ...options, image: options.image ?? PYTHON.defaultImage });
-    return CodeSandbox.ready(new PythonSandbox(base), true);
+    const full = withImage(options, PYTHON);
+    const pooled = await CodeSandbox.fromPool<PythonSandbox>(PYTHON.name, full);
+    if (pooled !== undefined) return pooled;
+    return CodeSandbox.ready(new PythonSandbox(await Sandbox.create(full)), true);
+  }
+
+  /**
+   * {@link Sandbox.prewarm} for Python: each pooled sandbox has its
+   * interpreter started, so that a {@link PythonSandbox.create} with equal
+   * options takes one ready to run code.
+   *
+   * @throws The errors of {@link Sandbox.prewarm} and of {@link PythonSandbox.create}.
+   */
+  static override async prewarm(options: CodeSandboxPrewarmOptions): Promise<WarmPool> {
+    return CodeSandbox.prewarmAs(PYTHON.name, withImage(options, PYTHON), (base) =>
+      CodeSandbox.ready(new PythonSandbox(base), true),
+    );
   }
 
   /** {@link PythonSandbox.create}, reporting the image pull as {@link Sandbox.createWithProgress} does. */
@@ -451,8 +477,23 @@ export class NodeSandbox extends CodeSandbox {
    *   the interpreter did not start; the sandbox was stopped.
    */
   static override async create(options: CodeSandboxOptions = {}): Promise<NodeSandbox> {
-    const base = await Sandbox.create({ ...options, image: options.image ?? NODE.defaultImage });
-    return CodeSandbox.ready(new NodeSandbox(base), true);
+    const full = withImage(options, NODE);
+    const pooled = await CodeSandbox.fromPool<NodeSandbox>(NODE.name, full);
+    if (pooled !== undefined) return pooled;
+    return CodeSandbox.ready(new NodeSandbox(await Sandbox.create(full)), true);
+  }
+
+  /**
+   * {@link Sandbox.prewarm} for Node: each pooled sandbox has its interpreter
+   * started, so that a {@link NodeSandbox.create} with equal options takes one
+   * ready to run code.
+   *
+   * @throws The errors of {@link Sandbox.prewarm} and of {@link NodeSandbox.create}.
+   */
+  static override async prewarm(options: CodeSandboxPrewarmOptions): Promise<WarmPool> {
+    return CodeSandbox.prewarmAs(NODE.name, withImage(options, NODE), (base) =>
+      CodeSandbox.ready(new NodeSandbox(base), true),
+    );
   }
 
   /** {@link NodeSandbox.create}, reporting the image pull as {@link Sandbox.createWithProgress} does. */
@@ -493,11 +534,16 @@ export class NodeSandbox extends CodeSandbox {
   }
 }
 
+/** The options with the language's default image where they name none. */
+function withImage<O extends { image?: string }>(options: O, language: Language): O & { image: string } {
+  return { ...options, image: options.image ?? language.defaultImage };
+}
+
 /** `create` with the language's default image, as a {@link CreateSession}. */
 function withProgress<T>(
   options: CodeSandboxOptions,
   language: Language,
   create: (options: CodeSandboxOptions) => Promise<T>,
 ): CreateSession<T> {
-  return createSession({ ...options, image: options.image ?? language.defaultImage }, create);
+  return createSession(withImage(options, language), create);
 }
