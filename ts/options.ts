@@ -575,6 +575,17 @@ export function checkSandboxOptions(options: unknown): asserts options is Sandbo
   }
 }
 
+/**
+ * Sandbox options in the addon's shape: without the SDK's own `onProgress`
+ * and `replace`, network and volumes converted.
+ *
+ * @throws {InvalidOptionError} A volume is malformed.
+ */
+export function toNativeSandboxOptions(options: SandboxOptions) {
+  const { onProgress, replace, network, volumes, ...rest } = options;
+  return { ...rest, network: toNativeNetwork(network), volumes: toNativeMounts(volumes) };
+}
+
 /** Network options in the addon's shape: rule ports as strings, hosts as lists. */
 export function toNativeNetwork(network: NetworkOptions | undefined) {
   if (network === undefined) return undefined;

@@ -13,8 +13,7 @@ import {
   checkArgs,
   checkExecOptions,
   checkSandboxOptions,
-  toNativeMounts,
-  toNativeNetwork,
+  toNativeSandboxOptions,
   type ExecOptions,
   type SandboxOptions,
 } from "./options";
@@ -284,15 +283,16 @@ export class Sandbox implements AsyncDisposable {
     checkRegistryOptions(options.registry);
     const pooled = await Sandbox.fromPool<Sandbox>("sandbox", options);
     if (pooled !== undefined) return pooled;
-    const { onProgress, network, replace, volumes, ...rest } = options;
-    const mounts = toNativeMounts(volumes);
-    if (replace && options.name !== undefined) {
+    // Converted before a `replace` removes anything: a malformed volume throws here.
+    const nativeOptions = toNativeSandboxOptions(options);
+    if (options.replace && options.name !== undefined) {
       await Sandbox.remove(options.name, { force: true }).catch((err: unknown) => {
         if (!(err instanceof SandboxNotFoundError)) throw err;
       });
     }
-    const nativeOptions = { ...rest, network: toNativeNetwork(network), volumes: mounts };
-    const handle = unwrap(await native.createSandbox(nativeOptions, { assetsDir }, toNativePullEvent(onProgress)));
+    const handle = unwrap(
+      await native.createSandbox(nativeOptions, { assetsDir }, toNativePullEvent(options.onProgress)),
+    );
     forgetEnded();
     const sandbox = new Sandbox(handle);
     // A detached sandbox does not depend on its handle; others do.
@@ -331,9 +331,8 @@ export class Sandbox implements AsyncDisposable {
     const { count, sandbox } = splitPrewarmOptions(options);
     checkSandboxOptions(sandbox);
     checkRegistryOptions(sandbox.registry);
-    const { network, volumes, ...rest } = sandbox;
-    // Passed on for the engine to refuse with its reason, as it does `name` and the rest.
-    const nativeOptions = { ...rest, network: toNativeNetwork(network), volumes: toNativeMounts(volumes) };
+    // Volumes and the rest are passed on for the engine to refuse, with its reason.
+    const nativeOptions = toNativeSandboxOptions(sandbox);
     const pool = new WarmPool(kind, count, sandbox, async () => {
       const handle = unwrap(await native.prewarmSandbox(nativeOptions, { assetsDir }));
       try {
