@@ -93,13 +93,16 @@ impl Sandbox {
     /// found by name as any sandbox of its creator. Fails if it is not pooled
     /// (any more): it ended, or was claimed before.
     pub async fn claim(&self) -> Result<(), LifecycleError> {
-        let name = self.inner.name.clone();
-        let claimed = lifecycle::with_state(self.inner.state_db.clone(), move |state| {
-            state.claim_pooled(&name)
-        })
-        .await?;
-        if claimed && self.is_running() {
-            return Ok(());
+        // A VM that ended while pooled is not marked running on its way out.
+        if self.is_running() {
+            let name = self.inner.name.clone();
+            let claimed = lifecycle::with_state(self.inner.state_db.clone(), move |state| {
+                state.claim_pooled(&name)
+            })
+            .await?;
+            if claimed {
+                return Ok(());
+            }
         }
         Err(LifecycleError::NotRunning(crate::error::NotRunning {
             name: self.inner.name.clone(),
